@@ -1,0 +1,212 @@
+"""Context objects: one per start method plus the default one behind the module-level API.
+
+The start-method state machine is Rust's (`_procstart.BaseContext`/`DefaultContext`); this
+module names each context's `Process` class and adds the factories stdlib contexts offer
+(`Queue`, `Lock`, `Pool` …). The factories build stdlib's pure-Python classes bound to the
+procstart context, so they start their helper processes through procstart.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from . import _procstart
+from ._procstart import BaseContext, Process
+
+__all__ = [
+    'DefaultContext',
+    'ForkContext',
+    'ForkProcess',
+    'ForkServerContext',
+    'ForkServerProcess',
+    'SpawnContext',
+    'SpawnProcess',
+]
+
+_spawning = threading.local()
+
+
+def _is_spawning():
+    """True while a child's data is being pickled (authkeys and locks may then be pickled)."""
+    if getattr(_spawning, 'popen', None) is not None:
+        return True
+    mp_context = sys.modules.get('multiprocessing.context')
+    return mp_context is not None and mp_context.get_spawning_popen() is not None
+
+
+class _StdlibError:
+    """Class attribute resolving lazily to one of stdlib's exception classes, so that
+    `except multiprocessing.TimeoutError` and `except ctx.TimeoutError` catch the same errors."""
+
+    def __set_name__(self, owner, name):
+        self._name = name
+
+    def __get__(self, obj, objtype=None):
+        import multiprocessing
+
+        return getattr(multiprocessing, self._name)
+
+
+class _Factories:
+    """The object factories of CPython's `BaseContext`, bound to this context."""
+
+    ProcessError = _StdlibError()
+    BufferTooShort = _StdlibError()
+    TimeoutError = _StdlibError()
+    AuthenticationError = _StdlibError()
+
+    def Manager(self):
+        from multiprocessing.managers import SyncManager
+
+        m = SyncManager(ctx=self.get_context())
+        m.start()
+        return m
+
+    def Pipe(self, duplex=True):
+        from multiprocessing.connection import Pipe
+
+        return Pipe(duplex)
+
+    def Lock(self):
+        from multiprocessing.synchronize import Lock
+
+        return Lock(ctx=self.get_context())
+
+    def RLock(self):
+        from multiprocessing.synchronize import RLock
+
+        return RLock(ctx=self.get_context())
+
+    def Condition(self, lock=None):
+        from multiprocessing.synchronize import Condition
+
+        return Condition(lock, ctx=self.get_context())
+
+    def Semaphore(self, value=1):
+        from multiprocessing.synchronize import Semaphore
+
+        return Semaphore(value, ctx=self.get_context())
+
+    def BoundedSemaphore(self, value=1):
+        from multiprocessing.synchronize import BoundedSemaphore
+
+        return BoundedSemaphore(value, ctx=self.get_context())
+
+    def Event(self):
+        from multiprocessing.synchronize import Event
+
+        return Event(ctx=self.get_context())
+
+    def Barrier(self, parties, action=None, timeout=None):
+        from multiprocessing.synchronize import Barrier
+
+        return Barrier(parties, action, timeout, ctx=self.get_context())
+
+    def Queue(self, maxsize=0):
+        from multiprocessing.queues import Queue
+
+        return Queue(maxsize, ctx=self.get_context())
+
+    def JoinableQueue(self, maxsize=0):
+        from multiprocessing.queues import JoinableQueue
+
+        return JoinableQueue(maxsize, ctx=self.get_context())
+
+    def SimpleQueue(self):
+        from multiprocessing.queues import SimpleQueue
+
+        return SimpleQueue(ctx=self.get_context())
+
+    def Pool(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None):
+        from multiprocessing.pool import Pool
+
+        return Pool(processes, initializer, initargs, maxtasksperchild, context=self.get_context())
+
+    def RawValue(self, typecode_or_type, *args):
+        from multiprocessing.sharedctypes import RawValue
+
+        return RawValue(typecode_or_type, *args)
+
+    def RawArray(self, typecode_or_type, size_or_initializer):
+        from multiprocessing.sharedctypes import RawArray
+
+        return RawArray(typecode_or_type, size_or_initializer)
+
+    def Value(self, typecode_or_type, *args, lock=True):
+        from multiprocessing.sharedctypes import Value
+
+        return Value(typecode_or_type, *args, lock=lock, ctx=self.get_context())
+
+    def Array(self, typecode_or_type, size_or_initializer, *, lock=True):
+        from multiprocessing.sharedctypes import Array
+
+        return Array(typecode_or_type, size_or_initializer, lock=lock, ctx=self.get_context())
+
+    def allow_connection_pickling(self):
+        # As CPython: importing connection registers its reducers.
+        from multiprocessing import connection  # noqa: F401
+
+    def get_logger(self):
+        from multiprocessing.util import get_logger
+
+        return get_logger()
+
+    def log_to_stderr(self, level=None):
+        from multiprocessing.util import log_to_stderr
+
+        return log_to_stderr(level)
+
+    @property
+    def reducer(self):
+        from multiprocessing import reduction
+
+        return reduction
+
+    @reducer.setter
+    def reducer(self, reduction):
+        import multiprocessing.context
+
+        multiprocessing.context.reduction = reduction
+
+
+class ForkProcess(Process):
+    _start_method = 'fork'
+
+
+class SpawnProcess(Process):
+    _start_method = 'spawn'
+
+
+class ForkServerProcess(Process):
+    _start_method = 'forkserver'
+
+
+class ForkContext(_Factories, BaseContext):
+    _name = 'fork'
+    Process = ForkProcess
+
+
+class SpawnContext(_Factories, BaseContext):
+    _name = 'spawn'
+    Process = SpawnProcess
+
+
+class ForkServerContext(_Factories, BaseContext):
+    _name = 'forkserver'
+    Process = ForkServerProcess
+
+
+class DefaultContext(_Factories, _procstart.DefaultContext):
+    Process = Process
+
+
+_concrete_contexts = {
+    'fork': ForkContext(),
+    'spawn': SpawnContext(),
+    'forkserver': ForkServerContext(),
+}
+
+# The running CPython's default: forkserver from 3.14 (gh-84559), fork before.
+_default_context = DefaultContext(_concrete_contexts['forkserver' if sys.version_info >= (3, 14) else 'fork'])
+_procstart._register_contexts(_concrete_contexts, _default_context)

@@ -1,0 +1,102 @@
+"""The Python half of procstart's process model: the main and parent process objects,
+authentication keys, exit-code names, and what a process does at exit.
+
+`Process` itself lives in the Rust extension; the classes here subclass it, as CPython's
+`_MainProcess` and `_ParentProcess` subclass `BaseProcess` (multiprocessing/process.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from ._procstart import Process, active_children, wait_sentinel
+
+__all__ = ['AuthenticationString', 'Process']
+
+
+class AuthenticationString(bytes):
+    """An authkey: refuses to be pickled except while a child is being prepared."""
+
+    def __reduce__(self):
+        from . import context
+
+        if not context._is_spawning():
+            raise TypeError('Pickling an AuthenticationString object is disallowed for security reasons')
+        return AuthenticationString, (bytes(self),)
+
+
+class _MainProcess(Process):
+    def __init__(self):
+        self._identity = ()
+        self._name = 'MainProcess'
+        self._parent_pid = None
+        self._config = _main_config()
+
+    def close(self):
+        pass
+
+
+def _main_config():
+    """The main process's `_config`, shared with stdlib `multiprocessing` when it is loaded.
+
+    Sharing the dict keeps `current_process().authkey` (and the temp dir and semaphore prefix)
+    the same under both packages, so stdlib Managers, Listeners and Clients authenticate across
+    procstart and stdlib processes. A spawn child's configuration comes from its parent instead.
+    """
+    mp_process = sys.modules.get('multiprocessing.process')
+    if mp_process is None:
+        import multiprocessing.process as mp_process
+    stdlib_main = mp_process.current_process()
+    if type(stdlib_main).__name__ == '_MainProcess':
+        return stdlib_main._config
+    return {'authkey': AuthenticationString(os.urandom(32)), 'semprefix': '/mp'}
+
+
+class _ParentProcess(Process):
+    """`parent_process()` in a child: alive until its sentinel becomes readable."""
+
+    def __init__(self, name, pid, sentinel):
+        self._identity = ()
+        self._name = name
+        self._pid = pid
+        self._parent_pid = None
+        self._sentinel = sentinel
+        self._config = {}
+
+    def is_alive(self):
+        return not wait_sentinel(self._sentinel, 0)
+
+    @property
+    def ident(self):
+        return self._pid
+
+    pid = ident
+
+    @property
+    def sentinel(self):
+        return self._sentinel
+
+    def join(self, timeout=None):
+        wait_sentinel(self._sentinel, timeout)
+
+
+# As CPython's repr shows them: exit code -15 is '-SIGTERM'.
+_exitcode_to_name = {}
+for _name, _signum in list(signal.__dict__.items()):
+    if _name[:3] == 'SIG' and '_' not in _name:
+        _exitcode_to_name[-_signum] = f'-{_name}'
+del _name, _signum
+
+
+def _exit_function():
+    """At interpreter exit: terminate daemonic children, then wait for the others.
+
+    CPython's `util._exit_function`, for procstart's children.
+    """
+    for p in active_children():
+        if p.daemon:
+            p.terminate()
+    for p in active_children():
+        p.join()

@@ -1,0 +1,294 @@
+//! Start-method selection: CPython's `context.py` state machine (the default context, its
+//! lock-in on first use, the concrete per-method singletons) and the module-level API bound to
+//! it. The Python subclasses in `procstart/context.py` add the factories (`Queue`, `Pool` …)
+//! and name each context's `Process` class.
+
+use std::sync::Mutex;
+
+use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use crate::{executable, forkserver, launch, process};
+
+/// `{'fork': ForkContext(), ...}` and the `DefaultContext`, registered once by
+/// `procstart.context` at import.
+static CONCRETE: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
+static DEFAULT: PyOnceLock<Py<DefaultContext>> = PyOnceLock::new();
+
+/// The method names in CPython's order (`context._concrete_contexts`).
+pub const METHODS: [&str; 3] = ["fork", "spawn", "forkserver"];
+
+fn registry(py: Python<'_>) -> PyResult<&Bound<'_, PyDict>> {
+    CONCRETE
+        .get(py)
+        .map(|d| d.bind(py))
+        .ok_or_else(|| PyRuntimeError::new_err("procstart.context is not initialised"))
+}
+
+fn default_context(py: Python<'_>) -> PyResult<&Bound<'_, DefaultContext>> {
+    DEFAULT
+        .get(py)
+        .map(|d| d.bind(py))
+        .ok_or_else(|| PyRuntimeError::new_err("procstart.context is not initialised"))
+}
+
+#[pyfunction]
+pub fn _register_contexts(
+    py: Python<'_>,
+    concrete: Bound<'_, PyDict>,
+    default: Bound<'_, DefaultContext>,
+) -> PyResult<()> {
+    if CONCRETE.set(py, concrete.unbind()).is_err() || DEFAULT.set(py, default.unbind()).is_err() {
+        return Err(PyRuntimeError::new_err("contexts are already registered"));
+    }
+    Ok(())
+}
+
+/// `_concrete_contexts[method]` plus the availability check.
+fn concrete_context<'py>(
+    py: Python<'py>,
+    method: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let Some(ctx) = registry(py)?.get_item(method)? else {
+        return Err(PyValueError::new_err(format!(
+            "cannot find context for {}",
+            method.repr()?
+        )));
+    };
+    let name: String = method.extract()?;
+    if !launch::IMPLEMENTED.contains(&name.as_str()) {
+        return Err(PyNotImplementedError::new_err(format!(
+            "procstart does not implement the {name:?} start method yet; \
+             use get_context('fork') or multiprocessing.get_context({name:?})"
+        )));
+    }
+    Ok(ctx)
+}
+
+/// The start method a `Process` of this type launches with: its class's `_start_method`, or
+/// for `procstart.Process` the default context's (which locks the default in, as CPython).
+pub fn start_method_for(process: &Bound<'_, PyAny>) -> PyResult<String> {
+    let py = process.py();
+    let method = process.get_type().getattr(intern!(py, "_start_method"))?;
+    if !method.is_none() {
+        return method.extract();
+    }
+    let ctx = DefaultContext::get_context(default_context(py)?, None)?;
+    ctx.getattr(intern!(py, "_name"))?.extract()
+}
+
+fn version_at_least(py: Python<'_>, minor: u8) -> bool {
+    py.version_info() >= (3, minor)
+}
+
+#[pyclass(subclass, module = "procstart._procstart")]
+pub struct BaseContext;
+
+#[pymethods]
+impl BaseContext {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, pyo3::types::PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        BaseContext
+    }
+
+    #[pyo3(signature = (method=None))]
+    fn get_context<'py>(
+        slf: &Bound<'py, Self>,
+        method: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match method.filter(|m| !m.is_none()) {
+            None => Ok(slf.clone().into_any()),
+            Some(method) => concrete_context(slf.py(), method),
+        }
+    }
+
+    #[pyo3(signature = (allow_none=false))]
+    fn get_start_method<'py>(
+        slf: &Bound<'py, Self>,
+        allow_none: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let _ = allow_none;
+        slf.getattr(intern!(slf.py(), "_name"))
+    }
+
+    #[pyo3(signature = (method, force=false))]
+    fn set_start_method(&self, method: &Bound<'_, PyAny>, force: bool) -> PyResult<()> {
+        let _ = (method, force);
+        Err(PyValueError::new_err(
+            "cannot set start method of concrete context",
+        ))
+    }
+
+    /// `os.cpu_count()`, as CPython (not affinity-aware).
+    fn cpu_count(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let n = py.import("os")?.call_method0("cpu_count")?;
+        if n.is_none() {
+            return Err(PyNotImplementedError::new_err(
+                "cannot determine number of cpus",
+            ));
+        }
+        Ok(n.unbind())
+    }
+
+    fn current_process<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        process::current_process(py)
+    }
+
+    fn parent_process(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        process::parent_process(py)
+    }
+
+    fn active_children(&self, py: Python<'_>) -> PyResult<Vec<Py<process::Process>>> {
+        process::active_children(py)
+    }
+
+    /// Interpreter for spawn children, the fork server and the tracker (`str`, `bytes` or
+    /// path-like; `None` as CPython).
+    fn set_executable(&self, executable: &Bound<'_, PyAny>) -> PyResult<()> {
+        executable::set(executable)
+    }
+
+    fn set_forkserver_preload(&self, module_names: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = module_names.py();
+        let mut names = Vec::new();
+        for name in module_names.try_iter()? {
+            let name = name?;
+            if !name.get_type().is(&py.get_type::<PyString>()) {
+                return Err(PyTypeError::new_err(
+                    "module_names must be a list of strings",
+                ));
+            }
+            names.push(name.extract::<String>()?);
+        }
+        forkserver::set_preload(names);
+        Ok(())
+    }
+
+    /// A no-op on POSIX up to Python 3.13, as CPython. From 3.14 CPython reads the start
+    /// method first (locking the default in), and so does procstart.
+    fn freeze_support(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        if version_at_least(py, 14) {
+            slf.call_method0(intern!(py, "get_start_method"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The module-level context: `procstart.get_context` & co. are its bound methods.
+#[pyclass(extends = BaseContext, subclass, module = "procstart._procstart")]
+pub struct DefaultContext {
+    default: Py<PyAny>,
+    actual: Mutex<Option<Py<PyAny>>>,
+}
+
+#[pymethods]
+impl DefaultContext {
+    #[new]
+    fn new(context: Py<PyAny>) -> PyClassInitializer<Self> {
+        PyClassInitializer::from(BaseContext).add_subclass(DefaultContext {
+            default: context,
+            actual: Mutex::new(None),
+        })
+    }
+
+    #[pyo3(signature = (method=None))]
+    fn get_context<'py>(
+        slf: &Bound<'py, Self>,
+        method: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        match method.filter(|m| !m.is_none()) {
+            Some(method) => concrete_context(py, method),
+            None => {
+                let this = slf.borrow();
+                let mut actual = this.actual.lock().unwrap();
+                Ok(actual
+                    .get_or_insert_with(|| this.default.clone_ref(py))
+                    .bind(py)
+                    .clone())
+            }
+        }
+    }
+
+    #[pyo3(signature = (method, force=false))]
+    fn set_start_method(
+        slf: &Bound<'_, Self>,
+        method: Option<&Bound<'_, PyAny>>,
+        force: bool,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let method = method.filter(|m| !m.is_none());
+        {
+            let this = slf.borrow();
+            let mut actual = this.actual.lock().unwrap();
+            if actual.is_some() && !force {
+                return Err(PyRuntimeError::new_err("context has already been set"));
+            }
+            if method.is_none() && force {
+                *actual = None;
+                return Ok(());
+            }
+        }
+        let ctx = Self::get_context(slf, method)?.unbind();
+        *slf.borrow().actual.lock().unwrap() = Some(ctx);
+        let _ = py;
+        Ok(())
+    }
+
+    #[pyo3(signature = (allow_none=false))]
+    fn get_start_method<'py>(
+        slf: &Bound<'py, Self>,
+        allow_none: bool,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = slf.py();
+        let this = slf.borrow();
+        let mut actual = this.actual.lock().unwrap();
+        if actual.is_none() && allow_none {
+            return Ok(None);
+        }
+        let ctx = actual
+            .get_or_insert_with(|| this.default.clone_ref(py))
+            .bind(py)
+            .clone();
+        drop(actual);
+        ctx.getattr(intern!(py, "_name")).map(Some)
+    }
+
+    /// Python <= 3.13 lists CPython's fixed order; 3.14 lists the default first.
+    fn get_all_start_methods<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        if !version_at_least(py, 14) {
+            return PyList::new(py, METHODS);
+        }
+        let default: String = self
+            .default
+            .bind(py)
+            .getattr(intern!(py, "_name"))?
+            .extract()?;
+        let mut methods = vec![default.clone()];
+        methods.extend(
+            METHODS
+                .iter()
+                .filter(|m| **m != default)
+                .map(|m| m.to_string()),
+        );
+        PyList::new(py, methods)
+    }
+}
+
+/// Forces the default context of this process to `method` (a child uses its parent's).
+#[pyfunction]
+pub fn _force_start_method(py: Python<'_>, method: &Bound<'_, PyAny>) -> PyResult<()> {
+    let ctx = registry(py)?.get_item(method)?.ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "cannot find context for {}",
+            method.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    })?;
+    *default_context(py)?.borrow().actual.lock().unwrap() = Some(ctx.unbind());
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! The interpreter that spawn children, the fork server and the tracker run:
+//! CPython's `spawn.set_executable`/`get_executable`.
+
+use std::sync::Mutex;
+
+use pyo3::prelude::*;
+
+/// `None` until `set_executable` is called; then what it stored (possibly Python `None`).
+static EXECUTABLE: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
+
+/// Stores `os.fsencode(executable)` (so `str`, `bytes` and path-like all work), or `None`.
+pub fn set(executable: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = executable.py();
+    let value = if executable.is_none() {
+        executable.clone()
+    } else {
+        py.import("os")?.call_method1("fsencode", (executable,))?
+    };
+    *EXECUTABLE.lock().unwrap() = Some(value.unbind());
+    Ok(())
+}
+
+/// `sys.executable` unless `set_executable` chose another.
+#[pyfunction]
+pub fn get_executable(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    if let Some(exe) = EXECUTABLE.lock().unwrap().as_ref() {
+        return Ok(exe.clone_ref(py));
+    }
+    Ok(py.import("sys")?.getattr("executable")?.unbind())
+}

@@ -1,0 +1,100 @@
+//! The fork start method: CPython's `popen_fork.Popen._launch` with a pidfd sentinel.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{pipe2, Pid};
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+
+use crate::bootstrap;
+use crate::popen::Popen;
+use crate::sys::fork::{fork, Forked};
+use crate::sys::pidfd;
+
+fn os_error(e: nix::errno::Errno) -> PyErr {
+    PyOSError::new_err((e as i32, e.desc()))
+}
+
+/// How the child learns that this process has gone: a pidfd of this process where the kernel
+/// has one, else CPython's pipe whose write end the parent keeps.
+struct ParentSentinel {
+    child_end: OwnedFd,
+    parent_end: Option<OwnedFd>,
+}
+
+impl ParentSentinel {
+    fn new() -> nix::Result<Self> {
+        if pidfd::supported() {
+            Ok(ParentSentinel {
+                child_end: pidfd::open(Pid::this())?,
+                parent_end: None,
+            })
+        } else {
+            let (child_r, parent_w) = pipe2(OFlag::O_CLOEXEC)?;
+            Ok(ParentSentinel {
+                child_end: child_r,
+                parent_end: Some(parent_w),
+            })
+        }
+    }
+}
+
+pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
+    bootstrap::flush_std_streams(py)?;
+    // Everything the child needs exists before fork(): between fork() and
+    // PyOS_AfterFork_Child() nothing else runs.
+    let parent_sentinel = ParentSentinel::new().map_err(os_error)?;
+    // Without pidfd the parent's sentinel is CPython's pipe: EOF once the child (and whoever
+    // inherited the write end) has exited.
+    let exit_pipe = if pidfd::supported() {
+        None
+    } else {
+        Some(pipe2(OFlag::O_CLOEXEC).map_err(os_error)?)
+    };
+    match fork(py).map_err(os_error)? {
+        Forked::Child => {
+            let ParentSentinel {
+                child_end,
+                parent_end,
+            } = parent_sentinel;
+            drop(parent_end);
+            // The child keeps the write end of the exit pipe open until it exits.
+            let exit_pipe_w = exit_pipe.map(|(r, w)| {
+                drop(r);
+                w
+            });
+            let sentinel_fd = child_end.as_raw_fd();
+            // Both stay open for the child's lifetime: the parent sentinel is read through
+            // parent_process(); the exit pipe's write end is what the parent waits on.
+            std::mem::forget(child_end);
+            std::mem::forget(exit_pipe_w);
+            bootstrap::run_child(py, process, sentinel_fd, "fork")
+        }
+        Forked::Parent(pid) => {
+            let ParentSentinel {
+                child_end,
+                parent_end,
+            } = parent_sentinel;
+            drop(child_end);
+            let (sentinel, is_pidfd) = match exit_pipe {
+                Some((r, w)) => {
+                    drop(w);
+                    (r, false)
+                }
+                None => match pidfd::open(pid) {
+                    Ok(fd) => (fd, true),
+                    Err(e) => {
+                        // No handle on the child (fd limit): do not leave it running unseen.
+                        let _ = kill(pid, Signal::SIGKILL);
+                        let _ = py.detach(|| waitpid(pid, None));
+                        return Err(os_error(e));
+                    }
+                },
+            };
+            Ok(Popen::new(pid, "fork", sentinel, is_pidfd, parent_end))
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Chooses the launcher for a start method. Each launcher returns the `Popen` through which
+//! the parent waits for and signals the child.
+
+use pyo3::exceptions::PyNotImplementedError;
+use pyo3::prelude::*;
+
+use crate::fork;
+use crate::popen::Popen;
+
+/// Start methods with a launcher; `get_context()` refuses the others.
+pub const IMPLEMENTED: &[&str] = &["fork"];
+
+pub fn launch(py: Python<'_>, method: &str, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
+    match method {
+        "fork" => fork::launch(py, process),
+        other => Err(PyNotImplementedError::new_err(format!(
+            "procstart does not implement the {other:?} start method yet"
+        ))),
+    }
+}

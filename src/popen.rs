@@ -1,0 +1,260 @@
+//! The handle on one started child, shared by every start method: its sentinel, waiting,
+//! polling, signalling and reaping. Mirrors the protocol of CPython's `popen_fork.Popen`
+//! (`pid`, `sentinel`, `returncode`, `poll`, `wait`, `terminate`, `kill`, `close`).
+//!
+//! The sentinel is a pidfd where the kernel has one: it becomes readable when the child
+//! exits, whoever else holds the child's inherited descriptors (CPython's pipe sentinel stays
+//! unreadable while a forked grandchild lives), and signals sent through it cannot reach a
+//! process that reused the PID.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+
+use crate::sys::pidfd;
+use crate::sys::poll::{wait_readable, Readiness};
+
+/// Exit code reported when the child's status was collected by someone else (a `waitpid(-1)`
+/// elsewhere, or `SIGCHLD` set to `SIG_IGN`): the child is known to be gone, its status is
+/// not. CPython's forkserver uses the same value when it loses a status.
+const LOST_STATUS: i32 = 255;
+
+#[pyclass(frozen, module = "procstart._procstart")]
+pub struct Popen {
+    pid: Pid,
+    method: &'static str,
+    sentinel_fd: RawFd,
+    /// `None` after `close()`. Shared so a wait in progress keeps the fd open.
+    sentinel: Mutex<Option<Arc<OwnedFd>>>,
+    is_pidfd: bool,
+    /// Without pidfd: the write end of the pipe whose read end is the child's parent
+    /// sentinel; the child sees EOF when this process closes it or dies.
+    parent_alive_w: Mutex<Option<OwnedFd>>,
+    returncode: Mutex<Option<i32>>,
+}
+
+impl Popen {
+    pub fn new(
+        pid: Pid,
+        method: &'static str,
+        sentinel: OwnedFd,
+        is_pidfd: bool,
+        parent_alive_w: Option<OwnedFd>,
+    ) -> Self {
+        Popen {
+            pid,
+            method,
+            sentinel_fd: sentinel.as_raw_fd(),
+            sentinel: Mutex::new(Some(Arc::new(sentinel))),
+            is_pidfd,
+            parent_alive_w: Mutex::new(parent_alive_w),
+            returncode: Mutex::new(None),
+        }
+    }
+
+    pub fn pid_raw(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    pub fn sentinel_raw(&self) -> RawFd {
+        self.sentinel_fd
+    }
+
+    pub fn returncode(&self) -> Option<i32> {
+        *self.returncode.lock().unwrap()
+    }
+
+    fn sentinel_handle(&self) -> Option<Arc<OwnedFd>> {
+        self.sentinel.lock().unwrap().clone()
+    }
+
+    /// One `waitid`/`waitpid` call; `Ok(None)` while the child runs (non-blocking only).
+    fn reap_once(&self, blocking: bool) -> nix::Result<Option<i32>> {
+        let flags = WaitPidFlag::WEXITED
+            | if blocking {
+                WaitPidFlag::empty()
+            } else {
+                WaitPidFlag::WNOHANG
+            };
+        let status = match (self.is_pidfd, self.sentinel_handle()) {
+            // By pidfd, so a PID recycled after someone else reaped our child is never waited on.
+            (true, Some(fd)) => waitid(Id::PIDFd(fd.as_fd()), flags),
+            _ => waitpid(self.pid, Some(flags - WaitPidFlag::WEXITED)),
+        };
+        match status {
+            Ok(WaitStatus::Exited(_, code)) => Ok(Some(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Ok(Some(-(sig as i32))),
+            Ok(WaitStatus::StillAlive) => Ok(None),
+            Ok(_) => Ok(None),
+            Err(Errno::ECHILD) => Ok(Some(LOST_STATUS)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Collects the exit status; a blocking call releases the GIL and lets Ctrl-C through.
+    pub fn poll(&self, py: Python<'_>, blocking: bool) -> PyResult<Option<i32>> {
+        if let Some(code) = self.returncode() {
+            return Ok(Some(code));
+        }
+        loop {
+            let result = if blocking {
+                py.detach(|| self.reap_once(true))
+            } else {
+                self.reap_once(false)
+            };
+            match result {
+                Ok(Some(code)) => {
+                    let mut rc = self.returncode.lock().unwrap();
+                    return Ok(Some(*rc.get_or_insert(code)));
+                }
+                Ok(None) if !blocking => return Ok(None),
+                Ok(None) => {}
+                Err(Errno::EINTR) => py.check_signals()?,
+                Err(e) => return Err(PyOSError::new_err((e as i32, e.desc()))),
+            }
+        }
+    }
+
+    /// `join()`'s wait: `None` timeout waits for the exit, otherwise at most `timeout`
+    /// seconds; returns the exit code or `None` on timeout.
+    pub fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<i32>> {
+        if let Some(code) = self.returncode() {
+            return Ok(Some(code));
+        }
+        let Some(timeout) = timeout else {
+            return self.poll(py, true);
+        };
+        let Some(sentinel) = self.sentinel_handle() else {
+            // Closed: only a finished child can be closed, so its code is known.
+            return Ok(self.returncode());
+        };
+        if !wait_fd_readable(py, sentinel.as_fd(), timeout)? {
+            return Ok(None);
+        }
+        self.poll(py, timeout != 0.0)
+    }
+
+    pub fn send_signal(&self, py: Python<'_>, signal: Signal) -> PyResult<()> {
+        if self.returncode().is_some() {
+            return Ok(());
+        }
+        let sent = match (self.is_pidfd, self.sentinel_handle()) {
+            (true, Some(fd)) => pidfd::send_signal(fd.as_fd(), signal as i32),
+            _ => nix::sys::signal::kill(self.pid, signal),
+        };
+        match sent {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            // As CPython: an error is only worth raising if the child is still running.
+            Err(e) => match self.wait(py, Some(0.1))? {
+                Some(_) => Ok(()),
+                None => Err(PyOSError::new_err((e as i32, e.desc()))),
+            },
+        }
+    }
+
+    pub fn close(&self) {
+        self.sentinel.lock().unwrap().take();
+        self.parent_alive_w.lock().unwrap().take();
+    }
+}
+
+/// Waits with the GIL released until `fd` is readable or `timeout` seconds pass; `true` when
+/// readable. Negative timeouts poll once, as `multiprocessing.connection.wait` does.
+pub fn wait_fd_readable(py: Python<'_>, fd: BorrowedFd<'_>, timeout: f64) -> PyResult<bool> {
+    if timeout.is_nan() {
+        return Err(PyValueError::new_err("cannot convert float NaN to integer"));
+    }
+    let deadline = if timeout.is_infinite() && timeout > 0.0 {
+        None
+    } else {
+        Some(Instant::now() + Duration::from_secs_f64(timeout.max(0.0)))
+    };
+    loop {
+        match py.detach(|| wait_readable(fd, deadline)) {
+            Ok(Readiness::Ready) => return Ok(true),
+            Ok(Readiness::TimedOut) => return Ok(false),
+            Ok(Readiness::Interrupted) => py.check_signals()?,
+            Err(e) => return Err(PyOSError::new_err((e as i32, e.desc()))),
+        }
+    }
+}
+
+impl Drop for Popen {
+    fn drop(&mut self) {
+        // Last chance to collect an exited child nobody joined; a running one is left alone.
+        if self.returncode().is_none() {
+            let _ = self.reap_once(false);
+        }
+    }
+}
+
+#[pymethods]
+impl Popen {
+    #[getter]
+    fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    #[getter]
+    fn sentinel(&self) -> RawFd {
+        self.sentinel_fd
+    }
+
+    #[getter]
+    fn method(&self) -> &'static str {
+        self.method
+    }
+
+    #[getter(returncode)]
+    fn py_returncode(&self) -> Option<i32> {
+        self.returncode()
+    }
+
+    #[pyo3(name = "poll", signature = (flag = libc::WNOHANG))]
+    fn py_poll(&self, py: Python<'_>, flag: i32) -> PyResult<Option<i32>> {
+        self.poll(py, flag & libc::WNOHANG == 0)
+    }
+
+    #[pyo3(name = "wait", signature = (timeout = None))]
+    fn py_wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<i32>> {
+        self.wait(py, timeout)
+    }
+
+    fn terminate(&self, py: Python<'_>) -> PyResult<()> {
+        self.send_signal(py, Signal::SIGTERM)
+    }
+
+    fn kill(&self, py: Python<'_>) -> PyResult<()> {
+        self.send_signal(py, Signal::SIGKILL)
+    }
+
+    fn interrupt(&self, py: Python<'_>) -> PyResult<()> {
+        self.send_signal(py, Signal::SIGINT)
+    }
+
+    #[pyo3(name = "close")]
+    fn py_close(&self) {
+        self.close();
+    }
+
+    /// Fork children inherit every descriptor as is.
+    fn duplicate_for_child(&self, fd: RawFd) -> RawFd {
+        fd
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<procstart Popen method={} pid={} returncode={:?}>",
+            self.method,
+            self.pid,
+            self.returncode()
+        )
+    }
+}

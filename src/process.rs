@@ -1,0 +1,538 @@
+//! `Process`: CPython's `BaseProcess` state machine (process.py) with the same attribute
+//! names, checks and messages; plus the per-process registry behind `current_process()`,
+//! `parent_process()` and `active_children()`.
+//!
+//! CPython's checks are `assert`s that vanish under `python -O`; procstart raises the same
+//! `AssertionError`s under `-O` too, because without them the misuse surfaces later as an
+//! unrelated error (or a child that should never have started).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use pyo3::exceptions::{PyAssertionError, PyAttributeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3::{intern, PyTypeInfo};
+
+use crate::popen::{wait_fd_readable, Popen};
+use crate::{context, launch};
+
+/// The numbering behind default names `Process-N:M`; restarts at 1 in every child.
+static COUNTER: AtomicU64 = AtomicU64::new(1);
+static CURRENT: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
+static PARENT: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
+/// Started and not yet known to be finished: CPython's `process._children`.
+static CHILDREN: Mutex<Vec<Py<Process>>> = Mutex::new(Vec::new());
+
+#[pyclass(subclass, dict, frozen, module = "procstart._procstart")]
+pub struct Process {
+    popen: Mutex<Option<Py<Popen>>>,
+    closed: AtomicBool,
+}
+
+fn python_module<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyModule>> {
+    py.import(name)
+}
+
+/// `procstart.process`, the Python half of this module (main/parent process classes,
+/// `AuthenticationString`, exit-code names).
+fn py_process(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    MODULE
+        .get_or_try_init(py, || {
+            python_module(py, "procstart.process").map(Bound::unbind)
+        })
+        .map(|m| m.bind(py))
+}
+
+pub fn current_process(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    if let Some(current) = CURRENT.lock().unwrap().as_ref() {
+        return Ok(current.bind(py).clone());
+    }
+    let main = py_process(py)?
+        .getattr(intern!(py, "_MainProcess"))?
+        .call0()?;
+    let mut slot = CURRENT.lock().unwrap();
+    Ok(slot.get_or_insert_with(|| main.unbind()).bind(py).clone())
+}
+
+pub fn parent_process(py: Python<'_>) -> Option<Py<PyAny>> {
+    PARENT.lock().unwrap().as_ref().map(|p| p.clone_ref(py))
+}
+
+fn same_object(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> bool {
+    a.as_ptr() == b.as_ptr()
+}
+
+fn is_current(slf: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(same_object(slf, &current_process(slf.py())?))
+}
+
+fn getpid() -> i32 {
+    nix::unistd::getpid().as_raw()
+}
+
+/// `_parent_pid == os.getpid()`: the object was created by this process.
+fn created_here(slf: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let parent_pid = slf.getattr(intern!(slf.py(), "_parent_pid"))?;
+    Ok(!parent_pid.is_none() && parent_pid.extract::<i32>()? == getpid())
+}
+
+fn discard_child(slf: &Bound<'_, Process>) {
+    CHILDREN
+        .lock()
+        .unwrap()
+        .retain(|child| child.as_ptr() != slf.as_ptr());
+}
+
+/// Drops finished children from the registry: CPython's `process._cleanup()`.
+fn cleanup(py: Python<'_>) -> PyResult<()> {
+    let children: Vec<Py<Process>> = CHILDREN
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.clone_ref(py))
+        .collect();
+    for child in children {
+        let child = child.bind(py);
+        let popen = child.get().popen(py);
+        if let Some(popen) = popen {
+            if popen.get().poll(py, false)?.is_some() {
+                discard_child(child);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn active_children(py: Python<'_>) -> PyResult<Vec<Py<Process>>> {
+    cleanup(py)?;
+    Ok(CHILDREN
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.clone_ref(py))
+        .collect())
+}
+
+/// In a new child: the child's own `Process` object becomes the current process, its parent
+/// the parent process, and it starts with no children of its own.
+pub fn enter_child(py: Python<'_>, current: Py<PyAny>, parent: Py<PyAny>) {
+    COUNTER.store(1, Ordering::SeqCst);
+    let inherited = std::mem::take(&mut *CHILDREN.lock().unwrap());
+    let old_current = CURRENT.lock().unwrap().replace(current);
+    let old_parent = PARENT.lock().unwrap().replace(parent);
+    // Released only after the locks, as their finalizers may run Python code.
+    drop((inherited, old_current, old_parent));
+    let _ = py;
+}
+
+/// Name of an exit code as CPython's repr shows it (`-SIGTERM`), else the number.
+fn exitcode_name(py: Python<'_>, code: i32) -> PyResult<String> {
+    let names = py_process(py)?.getattr(intern!(py, "_exitcode_to_name"))?;
+    match names.get_item(code) {
+        Ok(name) => name.str().map(|s| s.to_string()),
+        Err(_) => Ok(code.to_string()),
+    }
+}
+
+impl Process {
+    fn popen<'py>(&self, py: Python<'py>) -> Option<Bound<'py, Popen>> {
+        self.popen
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|p| p.bind(py).clone())
+    }
+
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(PyValueError::new_err("process object is closed"));
+        }
+        Ok(())
+    }
+
+    fn config<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.getattr(intern!(slf.py(), "_config"))
+    }
+}
+
+#[pymethods]
+impl Process {
+    /// Accepts anything: subclasses define their own `__init__` signatures and call
+    /// `super().__init__(...)`; the real initialisation is `__init__` below.
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        Process {
+            popen: Mutex::new(None),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    #[pyo3(signature = (group=None, target=None, name=None, args=None, kwargs=None, *, daemon=None))]
+    fn __init__(
+        slf: &Bound<'_, Self>,
+        group: Option<&Bound<'_, PyAny>>,
+        target: Option<&Bound<'_, PyAny>>,
+        name: Option<&Bound<'_, PyAny>>,
+        args: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyAny>>,
+        daemon: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        if group.is_some_and(|g| !g.is_none()) {
+            return Err(PyAssertionError::new_err(
+                "group argument must be None for now",
+            ));
+        }
+        let current = current_process(py)?;
+        let count = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let parent_identity = current.getattr(intern!(py, "_identity"))?;
+        let identity = parent_identity.add(PyTuple::new(py, [count])?)?;
+        let obj = slf.as_any();
+        obj.setattr(intern!(py, "_identity"), &identity)?;
+        obj.setattr(
+            intern!(py, "_config"),
+            current
+                .getattr(intern!(py, "_config"))?
+                .call_method0(intern!(py, "copy"))?,
+        )?;
+        obj.setattr(intern!(py, "_parent_pid"), getpid())?;
+        obj.setattr(
+            intern!(py, "_parent_name"),
+            current.getattr(intern!(py, "name"))?,
+        )?;
+        obj.setattr(intern!(py, "_target"), target)?;
+        let args = match args {
+            Some(a) => PyTuple::type_object(py).call1((a,))?,
+            None => PyTuple::empty(py).into_any(),
+        };
+        obj.setattr(intern!(py, "_args"), args)?;
+        let kwargs = match kwargs {
+            Some(k) => PyDict::type_object(py).call1((k,))?,
+            None => PyDict::new(py).into_any(),
+        };
+        obj.setattr(intern!(py, "_kwargs"), kwargs)?;
+        let name = match name {
+            Some(n) if n.is_truthy()? => n.clone(),
+            _ => {
+                let numbers: Vec<String> = identity
+                    .try_iter()?
+                    .map(|i| i.and_then(|i| i.str().map(|s| s.to_string())))
+                    .collect::<PyResult<_>>()?;
+                let type_name = obj.get_type().name()?;
+                pyo3::types::PyString::new(py, &format!("{}-{}", type_name, numbers.join(":")))
+                    .into_any()
+            }
+        };
+        obj.setattr(intern!(py, "_name"), name)?;
+        if let Some(daemon) = daemon.filter(|d| !d.is_none()) {
+            obj.setattr(intern!(py, "daemon"), daemon)?;
+        }
+        Ok(())
+    }
+
+    /// `None` here: a `procstart.Process` starts with the default context's method. The
+    /// per-method subclasses (`ForkProcess` …) name theirs.
+    #[classattr]
+    fn _start_method(py: Python<'_>) -> Py<PyAny> {
+        py.None()
+    }
+
+    /// Method to be run in the child; overridable.
+    fn run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let target = slf.getattr(intern!(py, "_target"))?;
+        if target.is_truthy()? {
+            let args = slf.getattr(intern!(py, "_args"))?;
+            let kwargs = slf.getattr(intern!(py, "_kwargs"))?;
+            target.call(args.cast_into::<PyTuple>()?, Some(kwargs.cast::<PyDict>()?))?;
+        }
+        Ok(())
+    }
+
+    fn start(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        if this.popen.lock().unwrap().is_some() {
+            return Err(PyAssertionError::new_err("cannot start a process twice"));
+        }
+        if !created_here(slf.as_any())? {
+            return Err(PyAssertionError::new_err(
+                "can only start a process object created by current process",
+            ));
+        }
+        let current_config = current_process(py)?.getattr(intern!(py, "_config"))?;
+        let daemonic = current_config
+            .call_method1(intern!(py, "get"), (intern!(py, "daemon"),))?
+            .is_truthy()?;
+        if daemonic {
+            return Err(PyAssertionError::new_err(
+                "daemonic processes are not allowed to have children",
+            ));
+        }
+        cleanup(py)?;
+        let method = context::start_method_for(slf.as_any())?;
+        let popen = launch::launch(py, &method, slf.as_any())?;
+        let popen = Py::new(py, popen)?;
+        {
+            let mut slot = this.popen.lock().unwrap();
+            if slot.is_some() {
+                // Another thread won a start() race on the same object.
+                return Err(PyAssertionError::new_err("cannot start a process twice"));
+            }
+            *slot = Some(popen);
+        }
+        // The parent no longer needs them (bpo-30775: do not keep the target alive).
+        for attr in ["_target", "_args", "_kwargs"] {
+            let _ = slf.as_any().delattr(attr);
+        }
+        CHILDREN.lock().unwrap().push(slf.clone().unbind());
+        Ok(())
+    }
+
+    fn terminate(&self, py: Python<'_>) -> PyResult<()> {
+        self.signal_child(py, "terminate", nix::sys::signal::Signal::SIGTERM)
+    }
+
+    fn kill(&self, py: Python<'_>) -> PyResult<()> {
+        self.signal_child(py, "kill", nix::sys::signal::Signal::SIGKILL)
+    }
+
+    /// SIGINT (Python 3.14's `Process.interrupt()`, offered on every version): the child
+    /// gets `KeyboardInterrupt`.
+    fn interrupt(&self, py: Python<'_>) -> PyResult<()> {
+        self.signal_child(py, "interrupt", nix::sys::signal::Signal::SIGINT)
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    fn join(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        if !created_here(slf.as_any())? {
+            return Err(PyAssertionError::new_err("can only join a child process"));
+        }
+        let Some(popen) = this.popen(py) else {
+            return Err(PyAssertionError::new_err("can only join a started process"));
+        };
+        if popen.get().wait(py, timeout)?.is_some() {
+            discard_child(slf);
+        }
+        Ok(())
+    }
+
+    fn is_alive(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        if is_current(slf.as_any())? {
+            return Ok(true);
+        }
+        if !created_here(slf.as_any())? {
+            return Err(PyAssertionError::new_err("can only test a child process"));
+        }
+        let Some(popen) = this.popen(py) else {
+            return Ok(false);
+        };
+        if popen.get().poll(py, false)?.is_none() {
+            return Ok(true);
+        }
+        discard_child(slf);
+        Ok(false)
+    }
+
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if let Some(popen) = this.popen(py) {
+            if popen.get().poll(py, false)?.is_none() {
+                return Err(PyValueError::new_err(
+                    "Cannot close a process while it is still running. \
+                     You should first call join() or terminate().",
+                ));
+            }
+            popen.get().close();
+            this.popen.lock().unwrap().take();
+            discard_child(slf);
+        }
+        this.closed.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    #[getter]
+    fn get_name<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.getattr(intern!(slf.py(), "_name"))
+    }
+
+    #[setter]
+    fn set_name(slf: &Bound<'_, Self>, name: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !name.is_instance_of::<pyo3::types::PyString>() {
+            return Err(PyAssertionError::new_err("name must be a string"));
+        }
+        slf.as_any().setattr(intern!(slf.py(), "_name"), name)
+    }
+
+    #[getter]
+    fn get_daemon<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        Self::config(slf)?.call_method1(intern!(py, "get"), (intern!(py, "daemon"), false))
+    }
+
+    #[setter]
+    fn set_daemon(slf: &Bound<'_, Self>, daemonic: &Bound<'_, PyAny>) -> PyResult<()> {
+        if slf.get().popen.lock().unwrap().is_some() {
+            return Err(PyAssertionError::new_err("process has already started"));
+        }
+        Self::config(slf)?.set_item(intern!(slf.py(), "daemon"), daemonic)
+    }
+
+    #[getter]
+    fn get_authkey<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        Self::config(slf)?.get_item(intern!(slf.py(), "authkey"))
+    }
+
+    #[setter]
+    fn set_authkey(slf: &Bound<'_, Self>, authkey: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let key = py_process(py)?
+            .getattr(intern!(py, "AuthenticationString"))?
+            .call1((authkey,))?;
+        Self::config(slf)?.set_item(intern!(py, "authkey"), key)
+    }
+
+    #[getter]
+    fn exitcode(&self, py: Python<'_>) -> PyResult<Option<i32>> {
+        self.check_closed()?;
+        match self.popen(py) {
+            None => Ok(None),
+            Some(popen) => popen.get().poll(py, false),
+        }
+    }
+
+    #[getter]
+    fn ident(slf: &Bound<'_, Self>) -> PyResult<Option<i32>> {
+        let this = slf.get();
+        this.check_closed()?;
+        if is_current(slf.as_any())? {
+            return Ok(Some(getpid()));
+        }
+        Ok(this.popen(slf.py()).map(|p| p.get().pid_raw()))
+    }
+
+    #[getter]
+    fn pid(slf: &Bound<'_, Self>) -> PyResult<Option<i32>> {
+        Self::ident(slf)
+    }
+
+    #[getter]
+    fn sentinel(&self, py: Python<'_>) -> PyResult<i32> {
+        self.check_closed()?;
+        match self.popen(py) {
+            Some(popen) => Ok(popen.get().sentinel_raw()),
+            None => Err(PyValueError::new_err("process not started")),
+        }
+    }
+
+    #[getter(_popen)]
+    fn get_popen(&self, py: Python<'_>) -> Option<Py<Popen>> {
+        self.popen(py).map(Bound::unbind)
+    }
+
+    #[getter(_closed)]
+    fn get_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut exitcode = None;
+        let status = if is_current(slf.as_any())? {
+            "started"
+        } else if this.closed.load(Ordering::SeqCst) {
+            "closed"
+        } else if !created_here(slf.as_any())? {
+            "unknown"
+        } else {
+            match this.popen(py) {
+                None => "initial",
+                Some(popen) => {
+                    exitcode = popen.get().poll(py, false)?;
+                    if exitcode.is_some() {
+                        "stopped"
+                    } else {
+                        "started"
+                    }
+                }
+            }
+        };
+        let mut info = vec![
+            slf.get_type().name()?.to_string(),
+            format!("name={}", slf.getattr(intern!(py, "_name"))?.repr()?),
+        ];
+        if let Some(popen) = this.popen(py) {
+            info.push(format!("pid={}", popen.get().pid_raw()));
+        }
+        info.push(format!(
+            "parent={}",
+            slf.getattr(intern!(py, "_parent_pid"))?.str()?
+        ));
+        info.push(status.to_string());
+        if let Some(code) = exitcode {
+            info.push(format!("exitcode={}", exitcode_name(py, code)?));
+        }
+        if slf.getattr(intern!(py, "daemon"))?.is_truthy()? {
+            info.push("daemon".to_string());
+        }
+        Ok(format!("<{}>", info.join(" ")))
+    }
+
+    /// Pickling (spawn and forkserver send the object to the child) carries the instance
+    /// `__dict__`, as for CPython's pure-Python class; the handle on a started child does not
+    /// cross processes.
+    fn __getstate__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.getattr(intern!(slf.py(), "__dict__"))?
+            .call_method0("copy")
+    }
+
+    fn __setstate__(slf: &Bound<'_, Self>, state: &Bound<'_, PyDict>) -> PyResult<()> {
+        slf.getattr(intern!(slf.py(), "__dict__"))?
+            .call_method1("update", (state,))
+            .map(drop)
+    }
+}
+
+impl Process {
+    fn signal_child(
+        &self,
+        py: Python<'_>,
+        method: &str,
+        signal: nix::sys::signal::Signal,
+    ) -> PyResult<()> {
+        self.check_closed()?;
+        match self.popen(py) {
+            Some(popen) => popen.get().send_signal(py, signal),
+            None => Err(PyAttributeError::new_err(format!(
+                "'NoneType' object has no attribute '{method}'"
+            ))),
+        }
+    }
+}
+
+/// `parent_process().is_alive()`/`join()` in a child: waits (GIL released) until the parent
+/// sentinel `fd` is readable or `timeout` seconds pass; `True` when readable.
+#[pyfunction]
+#[pyo3(signature = (fd, timeout=None))]
+pub fn wait_sentinel(py: Python<'_>, fd: i32, timeout: Option<f64>) -> PyResult<bool> {
+    if fd < 0 {
+        return Err(PyValueError::new_err(format!("invalid sentinel {fd}")));
+    }
+    // SAFETY: the descriptor is only handed to poll(2), which reports a closed or reused
+    // number as ready (POLLNVAL) instead of touching any memory.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    wait_fd_readable(py, fd, timeout.unwrap_or(f64::INFINITY))
+}

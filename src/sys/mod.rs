@@ -1,0 +1,6 @@
+//! Thin wrappers over the system calls procstart needs and `nix` lacks, in nix's style:
+//! every call returns `nix::Result`, every `unsafe` block says why it is sound.
+
+pub mod fork;
+pub mod pidfd;
+pub mod poll;
