@@ -1,0 +1,132 @@
+"""`python -m procstart`: procstart's start methods against stdlib `multiprocessing`, side by
+side in one run.
+
+For each start method: the start+join latency of a process running a trivial target, measured
+alternately with procstart and stdlib so both see the same machine state, and their ratio.
+The `--rss-mib` rows repeat the measurement from a parent holding that much resident memory,
+where fork's page-table copy dominates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import statistics
+import sys
+import time
+
+import procstart
+
+
+def _noop():
+    pass
+
+
+def _start_join_latencies(ctx, n):
+    """Seconds per start()+join() of a trivial process, one sample per process."""
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        p = ctx.Process(target=_noop)
+        p.start()
+        p.join()
+        samples.append(time.perf_counter() - t0)
+        if p.exitcode != 0:
+            raise RuntimeError(f'{ctx.get_start_method()} child exited with {p.exitcode}')
+        p.close()
+    return samples
+
+
+def _summary(samples):
+    ordered = sorted(samples)
+    return {
+        'median_ms': statistics.median(ordered) * 1e3,
+        'p90_ms': ordered[int(len(ordered) * 0.9)] * 1e3,
+        'n': len(ordered),
+    }
+
+
+def measure(method, n, rounds=5):
+    """Median latency of procstart and stdlib for `method`, interleaved in `rounds` rounds."""
+    ours, theirs = [], []
+    ctx_ours, ctx_stdlib = procstart.get_context(method), multiprocessing.get_context(method)
+    per_round = max(1, n // rounds)
+    # One warm-up each: imports, caches and helper processes are not what is measured.
+    _start_join_latencies(ctx_ours, 2)
+    _start_join_latencies(ctx_stdlib, 2)
+    for _ in range(rounds):
+        ours += _start_join_latencies(ctx_ours, per_round)
+        theirs += _start_join_latencies(ctx_stdlib, per_round)
+    result = {'method': method, 'procstart': _summary(ours), 'stdlib': _summary(theirs)}
+    result['ratio'] = result['procstart']['median_ms'] / result['stdlib']['median_ms']
+    return result
+
+
+def _hold_memory(mib):
+    """Resident memory (written, so really resident) for the big-parent rows."""
+    block = bytearray(mib * 1024 * 1024)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    return block
+
+
+def _progress(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+def main(argv=None):
+    available = [m for m in procstart.get_all_start_methods() if m in procstart._procstart.IMPLEMENTED_METHODS]
+    parser = argparse.ArgumentParser(
+        prog='python -m procstart',
+        description='Start+join latency of a trivial process: procstart vs stdlib multiprocessing, side by side.',
+    )
+    parser.add_argument('-n', type=int, default=500, help='processes per method and library (default 500)')
+    parser.add_argument(
+        '--methods',
+        default=','.join(available),
+        help=f'comma-separated start methods (default and available: {",".join(available)})',
+    )
+    parser.add_argument(
+        '--rss-mib',
+        type=int,
+        default=2048,
+        help='also measure from a parent holding this many MiB resident (0 to skip; default 2048)',
+    )
+    parser.add_argument('--json', action='store_true', help='print the results as JSON')
+    args = parser.parse_args(argv)
+    methods = [m for m in args.methods.split(',') if m]
+    for m in methods:
+        if m not in available:
+            parser.error(f'start method {m!r} is not available in procstart (available: {", ".join(available)})')
+    if args.n < 1:
+        parser.error('-n must be at least 1')
+
+    results = []
+    for method in methods:
+        _progress(f'measuring {method} ({args.n} processes each) ...')
+        results.append(measure(method, args.n))
+    if args.rss_mib:
+        _progress(f'allocating {args.rss_mib} MiB in the parent ...')
+        block = _hold_memory(args.rss_mib)
+        for method in methods:
+            n = max(5, args.n // 10)
+            _progress(f'measuring {method} from a {args.rss_mib} MiB parent ({n} processes each) ...')
+            result = measure(method, n)
+            result['parent_rss_mib'] = args.rss_mib
+            results.append(result)
+        del block
+
+    if args.json:
+        print(json.dumps({'python': sys.version.split()[0], 'results': results}, indent=2))
+        return 0
+    print(f'start+join latency of a trivial process (median, ms), Python {sys.version.split()[0]}')
+    print(f'{"method":<24}{"procstart":>12}{"stdlib":>12}{"ratio":>9}')
+    for r in results:
+        label = r['method'] + (f' ({r["parent_rss_mib"]} MiB parent)' if 'parent_rss_mib' in r else '')
+        print(f'{label:<24}{r["procstart"]["median_ms"]:>12.3f}{r["stdlib"]["median_ms"]:>12.3f}{r["ratio"]:>8.2f}x')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
