@@ -1,41 +1,134 @@
-//! The Rust side of the child bootstrap: every start method ends up calling the one Python
-//! function `procstart._bootstrap.child_main` in the child, and exits with what it returns.
+//! The child side of the bootstrap shared by every start method: CPython's
+//! `BaseProcess._bootstrap` with Python 3.13's exit semantics.
+//!
+//! A fork child pays for every memory page it writes (copy-on-write), and running Python code
+//! writes many: reference counts, specialising bytecode, frames. So what can be prepared is
+//! prepared in the parent before `fork()` ([`ChildSetup`]), and the child does its own
+//! bookkeeping here in Rust; Python runs only for `run()` itself
+//! (`procstart._bootstrap.run_process`) and for what the user's program brought in
+//! (stdlib `multiprocessing` state, atexit handlers, child processes of its own).
 
+use pyo3::exceptions::{PyAttributeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
-fn bootstrap_attr<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
-    static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-    MODULE
-        .get_or_try_init(py, || py.import("procstart._bootstrap").map(Bound::unbind))?
-        .bind(py)
-        .getattr(name)
-}
+use crate::imports::{atexit, py_bootstrap, py_process, py_stdlib, sys, threading};
+use crate::{context, process};
 
-/// Flushes `sys.stdout`/`sys.stderr` so the child does not inherit (and print twice) what
-/// the parent has buffered.
+/// `util._flush_std_streams()`: flush `sys.stdout`/`sys.stderr`, tolerating `None` and
+/// closed streams, so a child neither loses nor repeats what the parent had buffered.
 pub fn flush_std_streams(py: Python<'_>) -> PyResult<()> {
-    bootstrap_attr(py, "flush_std_streams")?.call0().map(drop)
+    let sys = sys(py)?;
+    for name in [intern!(py, "stdout"), intern!(py, "stderr")] {
+        match sys.getattr(name)?.call_method0(intern!(py, "flush")) {
+            Err(e)
+                if e.is_instance_of::<PyAttributeError>(py)
+                    || e.is_instance_of::<PyValueError>(py) => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    Ok(())
 }
 
-/// Runs the process in this (child) interpreter and never returns: the exit code of
-/// `child_main` becomes the process's.
-pub fn run_child(
-    py: Python<'_>,
-    process: &Bound<'_, PyAny>,
-    parent_sentinel: i32,
-    method: &str,
-) -> ! {
-    let code = bootstrap_attr(py, "child_main")
-        .and_then(|main| main.call1((process, parent_sentinel, method)))
-        .and_then(|code| code.extract::<i32>());
-    let code = code.unwrap_or_else(|err| {
-        // child_main handles the process's own errors; reaching here means the bootstrap
-        // itself failed (e.g. it could not be imported).
-        err.print(py);
-        1
-    });
-    // SAFETY: _exit ends the process without running the parent's atexit handlers or
-    // unwinding into the parent's Python frames, exactly as os._exit in CPython's popen_fork.
-    unsafe { libc::_exit(code) }
+/// What a child needs from its parent, gathered before `fork()`.
+pub struct ChildSetup {
+    process: Py<PyAny>,
+    method: &'static str,
+    parent_name: Py<PyAny>,
+    parent_pid: i32,
+    /// Every child's `sys.stdin`: one devnull reader made once in the parent.
+    stdin: Py<PyAny>,
+    /// stdlib `multiprocessing` is loaded and its state must follow the child's.
+    stdlib_loaded: bool,
+}
+
+impl ChildSetup {
+    pub fn new(process: &Bound<'_, PyAny>, method: &'static str) -> PyResult<Self> {
+        let py = process.py();
+        static STDIN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let stdin = STDIN.get_or_try_init(py, || {
+            py_bootstrap(py)?
+                .call_method0("devnull_stdin")
+                .map(Bound::unbind)
+        })?;
+        // Imported now, so that the child finds them kept instead of importing them.
+        for module in [atexit, threading, py_bootstrap, py_process, py_stdlib] {
+            module(py)?;
+        }
+        let modules = sys(py)?.getattr(intern!(py, "modules"))?;
+        Ok(ChildSetup {
+            process: process.clone().unbind(),
+            method,
+            parent_name: process.getattr(intern!(py, "_parent_name"))?.unbind(),
+            parent_pid: process.getattr(intern!(py, "_parent_pid"))?.extract()?,
+            stdin: stdin.clone_ref(py),
+            stdlib_loaded: modules.contains(intern!(py, "multiprocessing.process"))?,
+        })
+    }
+
+    /// Runs the process in this new child and exits with its exit code.
+    pub fn run(self, py: Python<'_>, parent_sentinel: i32) -> ! {
+        let code = self.bootstrap(py, parent_sentinel).unwrap_or_else(|err| {
+            // run_process reports the process's own errors; this is the bootstrap failing.
+            err.print(py);
+            1
+        });
+        // SAFETY: _exit ends the child without running the parent's atexit handlers or
+        // unwinding into the parent's Python frames, as os._exit in CPython's popen_fork.
+        unsafe { libc::_exit(code) }
+    }
+
+    fn bootstrap(self, py: Python<'_>, parent_sentinel: i32) -> PyResult<i32> {
+        let atexit = atexit(py)?;
+        // The parent's exit handlers are the parent's; the child runs those it registers.
+        atexit.call_method0(intern!(py, "_clear"))?;
+        context::force_start_method(py, self.method)?;
+        process::enter_child(
+            py,
+            self.process.clone_ref(py),
+            process::ParentInfo {
+                name: self.parent_name.clone_ref(py),
+                pid: self.parent_pid,
+                sentinel: parent_sentinel,
+            },
+        );
+        self.close_stdin(py)?;
+        threading(py)?
+            .call_method0(intern!(py, "main_thread"))?
+            .call_method0(intern!(py, "_set_native_id"))?;
+        if self.stdlib_loaded {
+            let parent = process::parent_process(py)?;
+            py_stdlib(py)?.call_method1(
+                intern!(py, "enter_child"),
+                (&self.process, parent, self.method),
+            )?;
+        }
+        let code: i32 = py_bootstrap(py)?
+            .call_method1(intern!(py, "run_process"), (&self.process,))?
+            .extract()?;
+        atexit.call_method0(intern!(py, "_run_exitfuncs"))?;
+        // CPython's util._exit_function, registered first in a child so it runs last.
+        if process::has_children() {
+            py_process(py)?.call_method0(intern!(py, "_exit_function"))?;
+        }
+        flush_std_streams(py)?;
+        Ok(code & 0xff)
+    }
+
+    /// CPython's `util._close_stdin()`: `sys.stdin` reads from devnull; fd 0 is left alone.
+    fn close_stdin(&self, py: Python<'_>) -> PyResult<()> {
+        let sys = sys(py)?;
+        let stdin = sys.getattr(intern!(py, "stdin"))?;
+        if stdin.is_none() {
+            return Ok(());
+        }
+        if !stdin.is(self.stdin.bind(py)) {
+            // As CPython, a failing close does not stop the child.
+            let _ = stdin.call_method0(intern!(py, "close"));
+        }
+        sys.setattr(intern!(py, "stdin"), self.stdin.bind(py))
+    }
 }

@@ -84,7 +84,7 @@ fn version_at_least(py: Python<'_>, minor: u8) -> bool {
     py.version_info() >= (3, minor)
 }
 
-#[pyclass(subclass, module = "procstart._procstart")]
+#[pyclass(subclass, frozen, module = "procstart._procstart")]
 pub struct BaseContext;
 
 #[pymethods]
@@ -125,7 +125,7 @@ impl BaseContext {
 
     /// `os.cpu_count()`, as CPython (not affinity-aware).
     fn cpu_count(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let n = py.import("os")?.call_method0("cpu_count")?;
+        let n = crate::imports::os(py)?.call_method0("cpu_count")?;
         if n.is_none() {
             return Err(PyNotImplementedError::new_err(
                 "cannot determine number of cpus",
@@ -138,7 +138,7 @@ impl BaseContext {
         process::current_process(py)
     }
 
-    fn parent_process(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+    fn parent_process(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         process::parent_process(py)
     }
 
@@ -180,7 +180,7 @@ impl BaseContext {
 }
 
 /// The module-level context: `procstart.get_context` & co. are its bound methods.
-#[pyclass(extends = BaseContext, subclass, module = "procstart._procstart")]
+#[pyclass(extends = BaseContext, subclass, frozen, module = "procstart._procstart")]
 pub struct DefaultContext {
     default: Py<PyAny>,
     actual: Mutex<Option<Py<PyAny>>>,
@@ -205,7 +205,7 @@ impl DefaultContext {
         match method.filter(|m| !m.is_none()) {
             Some(method) => concrete_context(py, method),
             None => {
-                let this = slf.borrow();
+                let this = slf.get();
                 let mut actual = this.actual.lock().unwrap();
                 Ok(actual
                     .get_or_insert_with(|| this.default.clone_ref(py))
@@ -224,7 +224,7 @@ impl DefaultContext {
         let py = slf.py();
         let method = method.filter(|m| !m.is_none());
         {
-            let this = slf.borrow();
+            let this = slf.get();
             let mut actual = this.actual.lock().unwrap();
             if actual.is_some() && !force {
                 return Err(PyRuntimeError::new_err("context has already been set"));
@@ -235,7 +235,7 @@ impl DefaultContext {
             }
         }
         let ctx = Self::get_context(slf, method)?.unbind();
-        *slf.borrow().actual.lock().unwrap() = Some(ctx);
+        *slf.get().actual.lock().unwrap() = Some(ctx);
         let _ = py;
         Ok(())
     }
@@ -246,7 +246,7 @@ impl DefaultContext {
         allow_none: bool,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let py = slf.py();
-        let this = slf.borrow();
+        let this = slf.get();
         let mut actual = this.actual.lock().unwrap();
         if actual.is_none() && allow_none {
             return Ok(None);
@@ -280,15 +280,18 @@ impl DefaultContext {
     }
 }
 
-/// Forces the default context of this process to `method` (a child uses its parent's).
-#[pyfunction]
-pub fn _force_start_method(py: Python<'_>, method: &Bound<'_, PyAny>) -> PyResult<()> {
-    let ctx = registry(py)?.get_item(method)?.ok_or_else(|| {
-        PyValueError::new_err(format!(
-            "cannot find context for {}",
-            method.repr().map(|r| r.to_string()).unwrap_or_default()
-        ))
-    })?;
-    *default_context(py)?.borrow().actual.lock().unwrap() = Some(ctx.unbind());
+/// Forces the default context of this process to `method`: a child's default is the method
+/// that started it. A no-op when it already is (the usual fork case), which spares a fork
+/// child the copy of the pages the assignment would write.
+pub fn force_start_method(py: Python<'_>, method: &str) -> PyResult<()> {
+    let ctx = registry(py)?
+        .get_item(method)?
+        .ok_or_else(|| PyValueError::new_err(format!("cannot find context for {method:?}")))?;
+    let default = default_context(py)?.get();
+    let mut actual = default.actual.lock().unwrap();
+    if actual.as_ref().is_some_and(|a| a.is(&ctx)) {
+        return Ok(());
+    }
+    *actual = Some(ctx.unbind());
     Ok(())
 }

@@ -14,7 +14,7 @@ pub fn set(executable: &Bound<'_, PyAny>) -> PyResult<()> {
     let value = if executable.is_none() {
         executable.clone()
     } else {
-        py.import("os")?.call_method1("fsencode", (executable,))?
+        crate::imports::os(py)?.call_method1("fsencode", (executable,))?
     };
     *EXECUTABLE.lock().unwrap() = Some(value.unbind());
     Ok(())
@@ -26,5 +26,5 @@ pub fn get_executable(py: Python<'_>) -> PyResult<Py<PyAny>> {
     if let Some(exe) = EXECUTABLE.lock().unwrap().as_ref() {
         return Ok(exe.clone_ref(py));
     }
-    Ok(py.import("sys")?.getattr("executable")?.unbind())
+    Ok(crate::imports::sys(py)?.getattr("executable")?.unbind())
 }

@@ -9,7 +9,7 @@ use nix::unistd::{pipe2, Pid};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 
-use crate::bootstrap;
+use crate::bootstrap::{self, ChildSetup};
 use crate::popen::Popen;
 use crate::sys::fork::{fork, Forked};
 use crate::sys::pidfd;
@@ -46,6 +46,7 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
     bootstrap::flush_std_streams(py)?;
     // Everything the child needs exists before fork(): between fork() and
     // PyOS_AfterFork_Child() nothing else runs.
+    let setup = ChildSetup::new(process, "fork")?;
     let parent_sentinel = ParentSentinel::new().map_err(os_error)?;
     // Without pidfd the parent's sentinel is CPython's pipe: EOF once the child (and whoever
     // inherited the write end) has exited.
@@ -71,9 +72,10 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
             // parent_process(); the exit pipe's write end is what the parent waits on.
             std::mem::forget(child_end);
             std::mem::forget(exit_pipe_w);
-            bootstrap::run_child(py, process, sentinel_fd, "fork")
+            setup.run(py, sentinel_fd)
         }
         Forked::Parent(pid) => {
+            drop(setup);
             let ParentSentinel {
                 child_end,
                 parent_end,

@@ -7,6 +7,7 @@ mod context;
 mod executable;
 mod fork;
 mod forkserver;
+mod imports;
 mod launch;
 mod popen;
 mod process;
@@ -20,20 +21,13 @@ fn current_process(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
 }
 
 #[pyfunction]
-fn parent_process(py: Python<'_>) -> Option<Py<PyAny>> {
+fn parent_process(py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
     process::parent_process(py)
 }
 
 #[pyfunction]
 fn active_children(py: Python<'_>) -> PyResult<Vec<Py<process::Process>>> {
     process::active_children(py)
-}
-
-/// Called by the child bootstrap: `current` is the child's own Process, `parent` its
-/// `_ParentProcess`.
-#[pyfunction]
-fn _enter_child(py: Python<'_>, current: Py<PyAny>, parent: Py<PyAny>) {
-    process::enter_child(py, current, parent);
 }
 
 #[pymodule(gil_used = true)]
@@ -46,10 +40,8 @@ fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(current_process, m)?)?;
     m.add_function(wrap_pyfunction!(parent_process, m)?)?;
     m.add_function(wrap_pyfunction!(active_children, m)?)?;
-    m.add_function(wrap_pyfunction!(_enter_child, m)?)?;
     m.add_function(wrap_pyfunction!(process::wait_sentinel, m)?)?;
     m.add_function(wrap_pyfunction!(context::_register_contexts, m)?)?;
-    m.add_function(wrap_pyfunction!(context::_force_start_method, m)?)?;
     m.add_function(wrap_pyfunction!(executable::get_executable, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::get_preload, m)?)?;
     m.add("IMPLEMENTED_METHODS", launch::IMPLEMENTED.to_vec())?;

@@ -11,10 +11,10 @@ use std::sync::Mutex;
 
 use pyo3::exceptions::{PyAssertionError, PyAttributeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::{intern, PyTypeInfo};
 
+use crate::imports::py_process;
 use crate::popen::{wait_fd_readable, Popen};
 use crate::{context, launch};
 
@@ -31,21 +31,6 @@ pub struct Process {
     closed: AtomicBool,
 }
 
-fn python_module<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyModule>> {
-    py.import(name)
-}
-
-/// `procstart.process`, the Python half of this module (main/parent process classes,
-/// `AuthenticationString`, exit-code names).
-fn py_process(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
-    static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-    MODULE
-        .get_or_try_init(py, || {
-            python_module(py, "procstart.process").map(Bound::unbind)
-        })
-        .map(|m| m.bind(py))
-}
-
 pub fn current_process(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     if let Some(current) = CURRENT.lock().unwrap().as_ref() {
         return Ok(current.bind(py).clone());
@@ -55,10 +40,6 @@ pub fn current_process(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         .call0()?;
     let mut slot = CURRENT.lock().unwrap();
     Ok(slot.get_or_insert_with(|| main.unbind()).bind(py).clone())
-}
-
-pub fn parent_process(py: Python<'_>) -> Option<Py<PyAny>> {
-    PARENT.lock().unwrap().as_ref().map(|p| p.clone_ref(py))
 }
 
 fn same_object(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> bool {
@@ -116,16 +97,46 @@ pub fn active_children(py: Python<'_>) -> PyResult<Vec<Py<Process>>> {
         .collect())
 }
 
-/// In a new child: the child's own `Process` object becomes the current process, its parent
-/// the parent process, and it starts with no children of its own.
-pub fn enter_child(py: Python<'_>, current: Py<PyAny>, parent: Py<PyAny>) {
+/// A child's parent as the parent described it before `fork()`; the `_ParentProcess` object
+/// is built only if the child asks for it.
+pub struct ParentInfo {
+    pub name: Py<PyAny>,
+    pub pid: i32,
+    pub sentinel: i32,
+}
+
+static PARENT_INFO: Mutex<Option<ParentInfo>> = Mutex::new(None);
+
+/// In a new child: the child's own `Process` object becomes the current process and it
+/// starts with no children of its own.
+pub fn enter_child(py: Python<'_>, current: Py<PyAny>, parent: ParentInfo) {
     COUNTER.store(1, Ordering::SeqCst);
     let inherited = std::mem::take(&mut *CHILDREN.lock().unwrap());
     let old_current = CURRENT.lock().unwrap().replace(current);
-    let old_parent = PARENT.lock().unwrap().replace(parent);
+    let old_parent = PARENT.lock().unwrap().take();
+    *PARENT_INFO.lock().unwrap() = Some(parent);
     // Released only after the locks, as their finalizers may run Python code.
     drop((inherited, old_current, old_parent));
     let _ = py;
+}
+
+pub fn parent_process(py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+    if let Some(parent) = PARENT.lock().unwrap().as_ref() {
+        return Ok(Some(parent.clone_ref(py)));
+    }
+    let Some(info) = PARENT_INFO.lock().unwrap().take() else {
+        return Ok(None);
+    };
+    let parent = py_process(py)?
+        .getattr(intern!(py, "_ParentProcess"))?
+        .call1((info.name, info.pid, info.sentinel))?
+        .unbind();
+    let mut slot = PARENT.lock().unwrap();
+    Ok(Some(slot.get_or_insert(parent).clone_ref(py)))
+}
+
+pub fn has_children() -> bool {
+    !CHILDREN.lock().unwrap().is_empty()
 }
 
 /// Name of an exit code as CPython's repr shows it (`-SIGTERM`), else the number.

@@ -1,70 +1,27 @@
-"""What every procstart child runs, whatever started it: CPython's `BaseProcess._bootstrap`
-with Python 3.13's exit semantics (the child's own atexit handlers run) on every version.
+"""The Python part of every procstart child's bootstrap (the rest is `src/bootstrap.rs`):
+running the process and turning how `run()` ended into CPython's exit code.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import sys
 import threading
 
-from . import _stdlib, _procstart
-from .process import _exit_function, _ParentProcess
+
+def devnull_stdin():
+    """A child's `sys.stdin` (CPython's `util._close_stdin`), made once in the parent.
+
+    The descriptor is close-on-exec and shared by every fork child: reading devnull has no
+    state to share, and making it per child would cost each child the pages it touches.
+    """
+    return open(os.open(os.devnull, os.O_RDONLY), encoding='utf-8')
 
 
-def flush_std_streams():
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (AttributeError, ValueError):
-            pass
-
-
-def _close_stdin():
-    # As CPython: fd 0 itself is left alone, sys.stdin reads from devnull.
-    if sys.stdin is None:
-        return
-    try:
-        sys.stdin.close()
-    except (OSError, ValueError):
-        pass
-    try:
-        fd = os.open(os.devnull, os.O_RDONLY)
-        try:
-            sys.stdin = open(fd, encoding='utf-8', closefd=False)
-        except BaseException:
-            os.close(fd)
-            raise
-    except (OSError, ValueError):
-        pass
-
-
-def child_main(process, parent_sentinel, method):
-    """Entry point of a forked child, called by the Rust launcher; returns the exit status."""
-    # The parent's atexit handlers belong to the parent; the child runs its own, then the
-    # exit functions that wait for its children and flush stdlib queues.
-    atexit._clear()
-    atexit.register(_exit_function)
-    _stdlib.register_exit_function()
-    code = bootstrap(process, parent_sentinel, method)
-    try:
-        atexit._run_exitfuncs()
-    finally:
-        flush_std_streams()
-    return code & 0xFF
-
-
-def bootstrap(process, parent_sentinel, method):
-    """Run `process` in this child; return its exit code as CPython computes it."""
+def run_process(process):
+    """Run `process` in this child; return its exit code as CPython's `_bootstrap` computes it."""
     exitcode = 1
     try:
-        _procstart._force_start_method(method)
-        parent = _ParentProcess(process._parent_name, process._parent_pid, parent_sentinel)
-        _procstart._enter_child(process, parent)
-        _close_stdin()
-        _set_main_thread_native_id()
-        _stdlib.enter_child(process, parent, method)
         process.run()
         exitcode = 0
     except SystemExit as e:
@@ -83,11 +40,9 @@ def bootstrap(process, parent_sentinel, method):
         exitcode = 1
     finally:
         threading._shutdown()
-        flush_std_streams()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (AttributeError, ValueError):
+                pass
     return exitcode
-
-
-def _set_main_thread_native_id():
-    set_native_id = getattr(threading.main_thread(), '_set_native_id', None)
-    if set_native_id is not None:
-        set_native_id()

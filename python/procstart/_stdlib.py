@@ -1,9 +1,9 @@
 """Keeping stdlib `multiprocessing` consistent inside procstart children.
 
 Objects from stdlib (Queue, Pipe, Lock, Manager proxies) ride along into procstart children,
-and libraries inside a child call `multiprocessing.current_process()`. Whatever parts of
-stdlib `multiprocessing` are already imported are brought to the state CPython's own child
-bootstrap leaves them in; nothing is imported that the child did not already have.
+and libraries inside a child call `multiprocessing.current_process()`. The parts of stdlib
+`multiprocessing` the child already has are brought to the state CPython's own child bootstrap
+leaves them in; nothing is imported that the child did not already have.
 """
 
 from __future__ import annotations
@@ -24,15 +24,11 @@ def enter_child(process, parent, method):
     if mp_context is not None:
         mp_context._force_start_method(method)
     util = sys.modules.get('multiprocessing.util')
-    if util is not None and method != 'spawn':
-        # Inherited stdlib objects (Queue feeder threads, Manager connections, fork-aware
-        # locks) reset themselves here, as in a stdlib fork child.
-        util._finalizer_registry.clear()
-        util._run_after_forkers()
-
-
-def register_exit_function():
-    """Stdlib's exit function flushes Queue feeder threads and joins stdlib children."""
-    util = sys.modules.get('multiprocessing.util')
     if util is not None:
+        if method != 'spawn':
+            # Inherited stdlib objects (Queue feeder threads, Manager connections, fork-aware
+            # locks) reset themselves here, as in a stdlib fork child.
+            util._finalizer_registry.clear()
+            util._run_after_forkers()
+        # Flushes Queue feeder threads and joins stdlib children when the child ends.
         atexit.register(util._exit_function)

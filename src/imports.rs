@@ -1,0 +1,36 @@
+//! Python modules procstart calls into, each imported once and kept. Going through the import
+//! machinery again on every use costs time, and in a fork child it costs dozens of
+//! copy-on-write page faults; a kept reference costs neither.
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+
+fn kept<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyModule>>,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyModule>> {
+    cell.get_or_try_init(py, || py.import(name).map(Bound::unbind))
+        .map(|m| m.bind(py))
+}
+
+macro_rules! modules {
+    ($($fn_name:ident => $module:literal),* $(,)?) => {
+        $(
+            pub fn $fn_name(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+                static CELL: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+                kept(py, &CELL, $module)
+            }
+        )*
+    };
+}
+
+modules! {
+    sys => "sys",
+    os => "os",
+    atexit => "atexit",
+    threading => "threading",
+    py_process => "procstart.process",
+    py_bootstrap => "procstart._bootstrap",
+    py_stdlib => "procstart._stdlib",
+}
