@@ -157,7 +157,7 @@ impl BaseContext {
         let mut names = Vec::new();
         for name in module_names.try_iter()? {
             let name = name?;
-            if !name.get_type().is(&py.get_type::<PyString>()) {
+            if !name.get_type().is(py.get_type::<PyString>()) {
                 return Err(PyTypeError::new_err(
                     "module_names must be a list of strings",
                 ));

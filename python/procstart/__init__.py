@@ -9,15 +9,33 @@ from __future__ import annotations
 import atexit
 
 from . import process as _process
-from ._procstart import Process, __version__
+from ._procstart import Process
+from ._procstart import __version__ as __version__
 from .context import _default_context
 
 __all__ = [
+    'Array',
     'AuthenticationError',
+    'Barrier',
+    'BoundedSemaphore',
     'BufferTooShort',
+    'Condition',
+    'Event',
+    'JoinableQueue',
+    'Lock',
+    'Manager',
+    'Pipe',
+    'Pool',
     'Process',
     'ProcessError',
+    'Queue',
+    'RLock',
+    'RawArray',
+    'RawValue',
+    'Semaphore',
+    'SimpleQueue',
     'TimeoutError',
+    'Value',
     'active_children',
     'allow_connection_pickling',
     'cpu_count',
@@ -32,23 +50,6 @@ __all__ = [
     'set_executable',
     'set_forkserver_preload',
     'set_start_method',
-    'Array',
-    'Barrier',
-    'BoundedSemaphore',
-    'Condition',
-    'Event',
-    'JoinableQueue',
-    'Lock',
-    'Manager',
-    'Pipe',
-    'Pool',
-    'Queue',
-    'RLock',
-    'RawArray',
-    'RawValue',
-    'Semaphore',
-    'SimpleQueue',
-    'Value',
 ]
 
 _EXCEPTIONS = ('AuthenticationError', 'BufferTooShort', 'ProcessError', 'TimeoutError')
