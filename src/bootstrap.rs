@@ -13,7 +13,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
-use crate::imports::{atexit, py_bootstrap, py_process, py_stdlib, sys, threading};
+use crate::imports::{atexit, py_bootstrap, py_process, sys, threading};
+use crate::stdlib::Stdlib;
 use crate::{context, process};
 
 /// `util._flush_std_streams()`: flush `sys.stdout`/`sys.stderr`, tolerating `None` and
@@ -41,8 +42,8 @@ pub struct ChildSetup {
     parent_pid: i32,
     /// Every child's `sys.stdin`: one devnull reader made once in the parent.
     stdin: Py<PyAny>,
-    /// stdlib `multiprocessing` is loaded and its state must follow the child's.
-    stdlib_loaded: bool,
+    /// What of stdlib `multiprocessing` is loaded, whose state must follow the child's.
+    stdlib: Stdlib,
 }
 
 impl ChildSetup {
@@ -55,17 +56,16 @@ impl ChildSetup {
                 .map(Bound::unbind)
         })?;
         // Imported now, so that the child finds them kept instead of importing them.
-        for module in [atexit, threading, py_bootstrap, py_process, py_stdlib] {
+        for module in [atexit, threading, py_bootstrap, py_process] {
             module(py)?;
         }
-        let modules = sys(py)?.getattr(intern!(py, "modules"))?;
         Ok(ChildSetup {
             process: process.clone().unbind(),
             method,
             parent_name: process.getattr(intern!(py, "_parent_name"))?.unbind(),
             parent_pid: process.getattr(intern!(py, "_parent_pid"))?.extract()?,
             stdin: stdin.clone_ref(py),
-            stdlib_loaded: modules.contains(intern!(py, "multiprocessing.process"))?,
+            stdlib: Stdlib::find(py)?,
         })
     }
 
@@ -99,17 +99,16 @@ impl ChildSetup {
         threading(py)?
             .call_method0(intern!(py, "main_thread"))?
             .call_method0(intern!(py, "_set_native_id"))?;
-        if self.stdlib_loaded {
-            let parent = process::parent_process(py)?;
-            py_stdlib(py)?.call_method1(
-                intern!(py, "enter_child"),
-                (&self.process, parent, self.method),
-            )?;
+        if self.stdlib.is_loaded() {
+            let parent = process::parent_process(py)?.unwrap_or_else(|| py.None());
+            self.stdlib
+                .enter_child(py, self.process.bind(py), parent.bind(py), self.method)?;
         }
         let code: i32 = py_bootstrap(py)?
             .call_method1(intern!(py, "run_process"), (&self.process,))?
             .extract()?;
         atexit.call_method0(intern!(py, "_run_exitfuncs"))?;
+        self.stdlib.exit_child(py)?;
         // CPython's util._exit_function, registered first in a child so it runs last.
         if process::has_children() {
             py_process(py)?.call_method0(intern!(py, "_exit_function"))?;

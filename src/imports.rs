@@ -30,7 +30,7 @@ modules! {
     os => "os",
     atexit => "atexit",
     threading => "threading",
+    itertools => "itertools",
     py_process => "procstart.process",
     py_bootstrap => "procstart._bootstrap",
-    py_stdlib => "procstart._stdlib",
 }

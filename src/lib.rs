@@ -11,6 +11,7 @@ mod imports;
 mod launch;
 mod popen;
 mod process;
+mod stdlib;
 mod sys;
 
 use pyo3::prelude::*;
