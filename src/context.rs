@@ -70,14 +70,22 @@ fn concrete_context<'py>(
 
 /// The start method a `Process` of this type launches with: its class's `_start_method`, or
 /// for `procstart.Process` the default context's (which locks the default in, as CPython).
-pub fn start_method_for(process: &Bound<'_, PyAny>) -> PyResult<String> {
+pub fn start_method_for(process: &Bound<'_, PyAny>) -> PyResult<&'static str> {
     let py = process.py();
-    let method = process.get_type().getattr(intern!(py, "_start_method"))?;
-    if !method.is_none() {
-        return method.extract();
+    let mut method = process.get_type().getattr(intern!(py, "_start_method"))?;
+    if method.is_none() {
+        let ctx = DefaultContext::get_context(default_context(py)?, None)?;
+        method = ctx.getattr(intern!(py, "_name"))?;
     }
-    let ctx = DefaultContext::get_context(default_context(py)?, None)?;
-    ctx.getattr(intern!(py, "_name"))?.extract()
+    for name in METHODS {
+        if method.eq(name)? {
+            return Ok(name);
+        }
+    }
+    Err(PyValueError::new_err(format!(
+        "cannot find context for {}",
+        method.repr()?
+    )))
 }
 
 fn version_at_least(py: Python<'_>, minor: u8) -> bool {

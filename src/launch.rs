@@ -10,7 +10,7 @@ use crate::popen::Popen;
 /// Start methods with a launcher; `get_context()` refuses the others.
 pub const IMPLEMENTED: &[&str] = &["fork"];
 
-pub fn launch(py: Python<'_>, method: &str, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
+pub fn launch(py: Python<'_>, method: &'static str, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
     match method {
         "fork" => fork::launch(py, process),
         other => Err(PyNotImplementedError::new_err(format!(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -75,27 +75,42 @@ impl Popen {
         self.sentinel.lock().unwrap().clone()
     }
 
-    /// One `waitid`/`waitpid` call; `Ok(None)` while the child runs (non-blocking only).
+    /// Collects the child's exit status once it has one: `Ok(None)` while the child runs
+    /// (non-blocking only). Several threads may ask at once (a `join()` in one, `is_alive()`
+    /// or another `start()` in others); exactly one of them collects the status and all see
+    /// it. So the status is first only observed (`WNOWAIT`, blocking if asked, without any
+    /// lock), then collected under the `returncode` lock.
     fn reap_once(&self, blocking: bool) -> nix::Result<Option<i32>> {
-        let flags = WaitPidFlag::WEXITED
-            | if blocking {
-                WaitPidFlag::empty()
-            } else {
-                WaitPidFlag::WNOHANG
-            };
-        let status = match (self.is_pidfd, self.sentinel_handle()) {
-            // By pidfd, so a PID recycled after someone else reaped our child is never waited on.
-            (true, Some(fd)) => waitid(Id::PIDFd(fd.as_fd()), flags),
-            _ => waitpid(self.pid, Some(flags - WaitPidFlag::WEXITED)),
+        let sentinel = self.sentinel_handle();
+        let id = || match (self.is_pidfd, &sentinel) {
+            // By pidfd: a PID recycled after someone else reaped our child is never waited on.
+            (true, Some(fd)) => Id::PIDFd(fd.as_fd()),
+            _ => Id::Pid(self.pid),
         };
-        match status {
-            Ok(WaitStatus::Exited(_, code)) => Ok(Some(code)),
-            Ok(WaitStatus::Signaled(_, sig, _)) => Ok(Some(-(sig as i32))),
-            Ok(WaitStatus::StillAlive) => Ok(None),
-            Ok(_) => Ok(None),
-            Err(Errno::ECHILD) => Ok(Some(LOST_STATUS)),
-            Err(e) => Err(e),
+        let nohang = if blocking {
+            WaitPidFlag::empty()
+        } else {
+            WaitPidFlag::WNOHANG
+        };
+        match waitid(id(), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | nohang) {
+            Ok(WaitStatus::StillAlive) => return Ok(None),
+            // ECHILD: already collected, by another thread here or by someone else.
+            Ok(_) | Err(Errno::ECHILD) => {}
+            Err(e) => return Err(e),
         }
+        let mut returncode = self.returncode.lock().unwrap();
+        if let Some(code) = *returncode {
+            return Ok(Some(code));
+        }
+        let code = match waitid(id(), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG) {
+            Ok(WaitStatus::Exited(_, code)) => code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => -(sig as i32),
+            Ok(_) => return Ok(None),
+            Err(Errno::ECHILD) => LOST_STATUS,
+            Err(e) => return Err(e),
+        };
+        *returncode = Some(code);
+        Ok(Some(code))
     }
 
     /// Collects the exit status; a blocking call releases the GIL and lets Ctrl-C through.
@@ -110,12 +125,8 @@ impl Popen {
                 self.reap_once(false)
             };
             match result {
-                Ok(Some(code)) => {
-                    let mut rc = self.returncode.lock().unwrap();
-                    return Ok(Some(*rc.get_or_insert(code)));
-                }
-                Ok(None) if !blocking => return Ok(None),
-                Ok(None) => {}
+                Ok(None) if blocking => {}
+                Ok(code) => return Ok(code),
                 Err(Errno::EINTR) => py.check_signals()?,
                 Err(e) => return Err(PyOSError::new_err((e as i32, e.desc()))),
             }

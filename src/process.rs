@@ -287,7 +287,7 @@ impl Process {
         }
         cleanup(py)?;
         let method = context::start_method_for(slf.as_any())?;
-        let popen = launch::launch(py, &method, slf.as_any())?;
+        let popen = launch::launch(py, method, slf.as_any())?;
         let popen = Py::new(py, popen)?;
         {
             let mut slot = this.popen.lock().unwrap();
@@ -298,7 +298,11 @@ impl Process {
             *slot = Some(popen);
         }
         // The parent no longer needs them (bpo-30775: do not keep the target alive).
-        for attr in ["_target", "_args", "_kwargs"] {
+        for attr in [
+            intern!(py, "_target"),
+            intern!(py, "_args"),
+            intern!(py, "_kwargs"),
+        ] {
             let _ = slf.as_any().delattr(attr);
         }
         CHILDREN.lock().unwrap().push(slf.clone().unbind());

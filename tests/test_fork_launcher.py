@@ -1,0 +1,197 @@
+"""What procstart's own launcher adds under CPython's API: pidfd sentinels and signalling,
+Ctrl-C while joining, children reaped by someone else, fd exhaustion, concurrent starts, and
+the pipe fallback for kernels without pidfd. procstart only (the stdlib run skips the module).
+"""
+
+import os
+import signal
+import threading
+import time
+
+import _targets
+import pytest
+from _support import CHILD_TIMEOUT, IS_STDLIB, finish
+
+pytestmark = pytest.mark.skipif(IS_STDLIB, reason='procstart launcher internals')
+
+
+def _fd_kind(fd):
+    return os.readlink(f'/proc/self/fd/{fd}')
+
+
+def test_sentinel_is_a_pidfd(ctx):
+    p = ctx.Process(target=_targets.noop)
+    p.start()
+    try:
+        assert _fd_kind(p.sentinel) == 'anon_inode:[pidfd]'
+    finally:
+        finish(p)
+    assert p.exitcode == 0
+    p.close()
+
+
+def test_pidfd_fallback_to_pipes(run_py):
+    # Without pidfd (old kernels; forced here) the sentinel is CPython's pipe and everything
+    # else behaves the same.
+    code = """
+    import multiprocessing.connection, signal
+    os.environ['PROCSTART_DISABLE_PIDFD'] = '1'  # read at the first start
+    ctx = mp.get_context('fork')
+    p = ctx.Process(target=time.sleep, args=(30,))
+    p.start()
+    kind = os.readlink(f'/proc/self/fd/{p.sentinel}')
+    p.join(0.1)
+    alive = p.is_alive()
+    p.terminate()
+    ready = multiprocessing.connection.wait([p.sentinel], 10)
+    p.join()
+    codes = []
+    for target, args in ((_targets.noop, ()), (_targets.exit_with, (3,)), (os._exit, (7,))):
+        q = ctx.Process(target=target, args=args)
+        q.start()
+        q.join()
+        codes.append(q.exitcode)
+    print(json.dumps([kind.split(':')[0], alive, bool(ready), p.exitcode, codes]))
+    """
+    out = run_py(code)
+    assert out.stdout.split('\n')[-2] == f'["pipe", true, true, {-signal.SIGTERM}, [0, 3, 7]]'
+
+
+@pytest.mark.parametrize('timeout', [None, 30])
+def test_ctrl_c_interrupts_join(run_py, timeout):
+    # join() waits with the GIL released; SIGINT must still raise KeyboardInterrupt at once.
+    code = f"""
+    import signal, threading
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    p = mp.get_context('fork').Process(target=time.sleep, args=(30,))
+    p.start()
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    t0 = time.monotonic()
+    try:
+        p.join({timeout})
+        print('not interrupted')
+    except KeyboardInterrupt:
+        print('interrupted', time.monotonic() - t0 < 10)
+    p.kill()
+    p.join()
+    print(p.exitcode)
+    """
+    out = run_py(code)
+    assert out.stdout.split() == ['interrupted', 'True', str(-signal.SIGKILL)]
+
+
+@pytest.mark.parametrize('reaper', ['sig_ign', 'waitpid_any'])
+def test_child_reaped_elsewhere_is_not_alive_forever(run_py, reaper):
+    # CPython reports such a child alive forever (its waitpid fails with ECHILD); procstart
+    # knows from the pidfd that it ended and reports the lost status as 255.
+    code = f"""
+    import signal
+    if {reaper!r} == 'sig_ign':
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    p = mp.get_context('fork').Process(target=time.sleep, args=(0.2,))
+    p.start()
+    if {reaper!r} == 'waitpid_any':
+        os.waitpid(-1, 0)
+    p.join(10)
+    print(json.dumps([p.is_alive(), p.exitcode, mp.active_children() == []]))
+    p.terminate()  # must not raise, and cannot reach a process that reused the pid
+    """
+    out = run_py(code)
+    assert out.stdout.strip() == '[false, 255, true]'
+
+
+def test_start_without_free_fds_raises_and_leaves_nothing(run_py):
+    code = """
+    import errno, resource
+    ctx = mp.get_context('fork')
+    warm = ctx.Process(target=_targets.noop)
+    warm.start(); warm.join()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    hog = []
+    try:
+        while True:
+            hog.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    p = ctx.Process(target=_targets.noop)
+    try:
+        p.start()
+        outcome = 'started'
+    except OSError as e:
+        outcome = errno.errorcode[e.errno]
+    state = [outcome, repr(p).endswith(' initial>'), mp.active_children(), p.exitcode]
+    for fd in hog:
+        os.close(fd)
+    p.start()
+    p.join()
+    state.append(p.exitcode)
+    zombies = [line for line in os.popen(f'ps -o stat= --ppid {os.getpid()}') if line.startswith('Z')]
+    state.append(zombies)
+    print(json.dumps(state))
+    """
+    out = run_py(code)
+    assert out.stdout.strip() == '["EMFILE", true, [], null, 0, []]'
+
+
+def test_concurrent_starts_from_threads(ctx):
+    # Eight threads starting and joining at once: every exit code arrives, nothing is mixed up.
+    results, errors = {}, []
+
+    def worker(k):
+        try:
+            for i in range(10):
+                code = (k * 10 + i) % 200
+                p = ctx.Process(target=os._exit, args=(code,))
+                p.start()
+                p.join(CHILD_TIMEOUT)
+                results[(k, i)] = (p.exitcode, code)
+                p.close()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 80
+    assert all(got == want for got, want in results.values())
+
+
+def test_join_from_two_threads(ctx):
+    p = ctx.Process(target=time.sleep, args=(0.3,))
+    p.start()
+    t = threading.Thread(target=p.join)
+    t.start()
+    p.join(CHILD_TIMEOUT)
+    t.join(CHILD_TIMEOUT)
+    assert not t.is_alive()
+    assert p.exitcode == 0
+
+
+def test_popen_protocol(ctx):
+    # `_popen` follows CPython's Popen protocol, which stdlib code and tests reach for.
+    p = ctx.Process(target=time.sleep, args=(30,))
+    p.start()
+    popen = p._popen
+    assert popen.pid == p.pid and popen.sentinel == p.sentinel and popen.method == 'fork'
+    assert popen.poll() is None and popen.returncode is None
+    assert popen.wait(0.05) is None
+    popen.terminate()
+    assert popen.wait(CHILD_TIMEOUT) == -signal.SIGTERM
+    assert popen.duplicate_for_child(5) == 5
+    p.join()
+    p.close()
+    assert p._popen is None and p._closed
+
+
+def test_nan_timeout(ctx):
+    p = ctx.Process(target=_targets.noop)
+    p.start()
+    try:
+        with pytest.raises(ValueError, match='cannot convert float NaN to integer'):
+            p.join(float('nan'))
+    finally:
+        finish(p)
