@@ -104,9 +104,7 @@ impl ChildSetup {
             self.stdlib
                 .enter_child(py, self.process.bind(py), parent.bind(py), self.method)?;
         }
-        let code: i32 = py_bootstrap(py)?
-            .call_method1(intern!(py, "run_process"), (&self.process,))?
-            .extract()?;
+        let code = self.run_process(py)?;
         atexit.call_method0(intern!(py, "_run_exitfuncs"))?;
         self.stdlib.exit_child(py)?;
         // CPython's util._exit_function, registered first in a child so it runs last.
@@ -114,7 +112,23 @@ impl ChildSetup {
             py_process(py)?.call_method0(intern!(py, "_exit_function"))?;
         }
         flush_std_streams(py)?;
-        Ok(code & 0xff)
+        Ok(code)
+    }
+
+    /// `run()`, then CPython's exit code for how it ended; non-daemonic threads are waited
+    /// for and the std streams flushed whatever happened.
+    fn run_process(&self, py: Python<'_>) -> PyResult<i32> {
+        let process = self.process.bind(py);
+        let outcome = match process.call_method0(intern!(py, "run")) {
+            Ok(_) => Ok(0),
+            Err(err) => py_bootstrap(py)?
+                .call_method1(intern!(py, "exit_code_for"), (process, err.into_value(py)))
+                .and_then(|code| code.extract::<i32>()),
+        };
+        let shutdown = threading(py)?.call_method0(intern!(py, "_shutdown"));
+        flush_std_streams(py)?;
+        shutdown?;
+        outcome
     }
 
     /// CPython's `util._close_stdin()`: `sys.stdin` reads from devnull; fd 0 is left alone.

@@ -115,8 +115,9 @@ pub fn enter_child(py: Python<'_>, current: Py<PyAny>, parent: ParentInfo) {
     let old_current = CURRENT.lock().unwrap().replace(current);
     let old_parent = PARENT.lock().unwrap().take();
     *PARENT_INFO.lock().unwrap() = Some(parent);
-    // Released only after the locks, as their finalizers may run Python code.
-    drop((inherited, old_current, old_parent));
+    // The parent's objects are never used here, and releasing them would only write to
+    // (and so copy) the pages they live on; a fork child exits without freeing anything.
+    std::mem::forget((inherited, old_current, old_parent));
     let _ = py;
 }
 

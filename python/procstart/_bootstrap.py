@@ -1,12 +1,9 @@
-"""The Python part of every procstart child's bootstrap (the rest is `src/bootstrap.rs`):
-running the process and turning how `run()` ended into CPython's exit code.
-"""
+"""The Python part of every procstart child's bootstrap (the rest is `src/bootstrap.rs`)."""
 
 from __future__ import annotations
 
 import os
 import sys
-import threading
 
 
 def devnull_stdin():
@@ -18,31 +15,18 @@ def devnull_stdin():
     return open(os.open(os.devnull, os.O_RDONLY), encoding='utf-8')
 
 
-def run_process(process):
-    """Run `process` in this child; return its exit code as CPython's `_bootstrap` computes it."""
-    exitcode = 1
-    try:
-        process.run()
-        exitcode = 0
-    except SystemExit as e:
-        if e.code is None:
-            exitcode = 0
-        elif isinstance(e.code, int):
-            exitcode = e.code
-        else:
-            sys.stderr.write(str(e.code) + '\n')
-            exitcode = 1
-    except BaseException:
-        import traceback
+def exit_code_for(process, exc):
+    """The exit code of a child whose `run()` raised `exc`, reported as CPython's `_bootstrap` does."""
+    if isinstance(exc, SystemExit):
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            # What os._exit() and the kernel keep of it.
+            return exc.code & 0xFF
+        sys.stderr.write(str(exc.code) + '\n')
+        return 1
+    import traceback
 
-        sys.stderr.write(f'Process {process.name}:\n')
-        traceback.print_exc()
-        exitcode = 1
-    finally:
-        threading._shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (AttributeError, ValueError):
-                pass
-    return exitcode
+    sys.stderr.write(f'Process {process.name}:\n')
+    traceback.print_exception(type(exc), exc, exc.__traceback__)
+    return 1
