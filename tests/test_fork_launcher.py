@@ -19,6 +19,9 @@ def _fd_kind(fd):
     return os.readlink(f'/proc/self/fd/{fd}')
 
 
+@pytest.mark.skipif(
+    os.environ.get('PROCSTART_DISABLE_PIDFD', '0') not in ('', '0'), reason='the pipe fallback is forced'
+)
 def test_sentinel_is_a_pidfd(ctx):
     p = ctx.Process(target=_targets.noop)
     p.start()

@@ -61,8 +61,8 @@ globals().update(
 
 
 def __getattr__(name):
-    # Stdlib's exception classes, imported only when asked for.
-    if name in _EXCEPTIONS:
+    # Stdlib's exception classes and pickling module, imported only when asked for.
+    if name in _EXCEPTIONS or name == 'reducer':
         return getattr(_default_context, name)
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 

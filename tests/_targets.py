@@ -1,0 +1,359 @@
+"""Child-process targets for the parity suite.
+
+Everything a child runs lives here, at module level, so that spawn and forkserver can pickle it by reference.
+The module under test is chosen by ``PROCSTART_TEST_TARGET`` (``stdlib`` -> :mod:`multiprocessing`, anything else
+-> ``procstart``); children inherit the environment, so a child resolves the same module as the test process.
+
+Importing this module must not touch the default context (the context tests import it in fresh interpreters).
+"""
+
+import atexit
+import importlib
+import os
+import signal
+import sys
+import threading
+import time
+
+TARGET = os.environ.get('PROCSTART_TEST_TARGET', 'procstart')
+MODNAME = 'multiprocessing' if TARGET == 'stdlib' else 'procstart'
+
+
+def target_mp():
+    """The module under test (``multiprocessing`` or ``procstart``)."""
+    return importlib.import_module(MODNAME)
+
+
+def outcome(func, *args):
+    """``['ok', result]`` or ``[exception type name, str(exception)]``."""
+    try:
+        return ['ok', func(*args)]
+    except BaseException as e:  # we report whatever the call raised, KeyboardInterrupt and SystemExit included
+        return [type(e).__name__, str(e)]
+
+
+def call_and_send(conn, func, *args):
+    """Run ``func(*args)`` in the child and send :func:`outcome` back over ``conn``."""
+    try:
+        conn.send(outcome(func, *args))
+    finally:
+        conn.close()
+
+
+# -- trivial targets ---------------------------------------------------------------------------------------------
+
+
+def noop():
+    pass
+
+
+def return_value():
+    return 42
+
+
+def sleep(seconds):
+    time.sleep(seconds)
+
+
+def exit_with(code):
+    sys.exit(code)
+
+
+def exit_no_arg():
+    sys.exit()
+
+
+def raise_error():
+    raise RuntimeError('kaboom')
+
+
+def raise_keyboard_interrupt():
+    raise KeyboardInterrupt
+
+
+def os_exit(code):
+    os._exit(code)
+
+
+def square(x):
+    return x * x
+
+
+def send_args(conn, *args, **kwargs):
+    conn.send([list(args), kwargs])
+    conn.close()
+
+
+def write_marker(path):
+    with open(path, 'w') as f:
+        f.write('marker')
+
+
+class CallableTarget:
+    """A picklable callable target (CPython test_lose_target_ref)."""
+
+    def __call__(self, *args):
+        pass
+
+
+# -- introspection inside the child ------------------------------------------------------------------------------
+
+
+def child_info():
+    """What the child sees of itself and of its parent."""
+    mp = target_mp()
+    cur = mp.current_process()
+    par = mp.parent_process()
+    return {
+        'getpid': os.getpid(),
+        'getppid': os.getppid(),
+        'name': cur.name,
+        'pid': cur.pid,
+        'ident': cur.ident,
+        'identity': tuple(cur._identity),
+        'daemon': cur.daemon,
+        'authkey': bytes(cur.authkey),
+        'stdlib_authkey': bytes(importlib.import_module('multiprocessing').current_process().authkey),
+        'exitcode': cur.exitcode,
+        'is_alive': cur.is_alive(),
+        'repr': repr(cur),
+        'type': type(cur).__name__,
+        'parent_name': par.name,
+        'parent_pid': par.pid,
+        'parent_ident': par.ident,
+        'parent_alive': par.is_alive(),
+        'parent_repr': repr(par),
+        'parent_type': type(par).__name__,
+        'start_method': mp.get_start_method(),
+        'start_method_allow_none': mp.get_start_method(allow_none=True),
+        'stdin': sys.stdin.read(),
+        'stdin_closed': sys.stdin.closed,
+        'active_children': len(mp.active_children()),
+        'native_id': threading.main_thread().native_id,
+        'get_native_id': threading.get_native_id(),
+    }
+
+
+def repr_of(obj):
+    return repr(obj)
+
+
+def join_current():
+    target_mp().current_process().join()
+
+
+def misuse_foreign_process(other):
+    """Call lifecycle methods on a Process object that this (child) process did not create."""
+    results = {
+        'join': outcome(other.join),
+        'join_timeout': outcome(other.join, 0.01),
+        'is_alive': outcome(other.is_alive),
+        'start': outcome(other.start),
+        'repr': outcome(repr, other),
+    }
+    return results
+
+
+def start_grandchild():
+    """Try to start a grandchild; used from daemonic children."""
+    p = target_mp().Process(target=noop)
+    p.start()
+    p.join()
+    return p.exitcode
+
+
+def grandchild_report(conn):
+    """Start a grandchild (default context) which reports :func:`child_info`; then report our view of it."""
+    mp = target_mp()
+    g = mp.Process(target=call_and_send, args=(conn, child_info))
+    before = {'name': g.name, 'identity': tuple(g._identity)}
+    g.start()
+    g.join()
+    conn.send(
+        {
+            'before': before,
+            'exitcode': g.exitcode,
+            'child_name': mp.current_process().name,
+            'child_identity': tuple(mp.current_process()._identity),
+            'second_name': mp.Process().name,
+        }
+    )
+    conn.close()
+
+
+def grandchild_sleeps(conn):
+    """Start a grandchild that reports parent liveness before/after this child dies; then sleep until killed."""
+    p = target_mp().Process(target=report_parent_status, args=(conn,))
+    p.start()
+    time.sleep(60)
+
+
+def report_parent_status(conn):
+    parent = target_mp().parent_process()
+    conn.send('alive' if parent.is_alive() else 'not alive')
+    parent.join(timeout=30)
+    conn.send('alive' if parent.is_alive() else 'not alive')
+    conn.close()
+
+
+def fork_grandchild(conn, seconds):
+    """Raw ``os.fork()`` a grandchild that inherits every fd (including the sentinel's write end) and sleeps."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            time.sleep(seconds)
+        finally:
+            os._exit(0)
+    conn.send(pid)
+    conn.close()
+
+
+def sleep_then_write(path, seconds):
+    time.sleep(seconds)
+    with open(path, 'w') as f:
+        f.write('done')
+
+
+def register_atexit_writer(path):
+    def write():
+        with open(path, 'w') as f:
+            f.write('atexit ran')
+
+    atexit.register(write)
+
+
+def wait_for_interrupt(conn, default_handler):
+    if default_handler:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    conn.send('ready')
+    conn.close()
+    time.sleep(30)
+
+
+# -- bootstrap details (CPython test_wait_for_threads / test_error_on_stdio_flush) -------------------------------
+
+
+def start_threads(evt):
+    def slow_setter():
+        time.sleep(0.3)
+        evt.set()
+
+    def daemon_clearer():
+        time.sleep(20)
+        evt.clear()
+
+    threading.Thread(target=slow_setter).start()
+    threading.Thread(target=daemon_clearer, daemon=True).start()
+
+
+def set_event(evt):
+    evt.set()
+
+
+def break_stdio_then_set(evt, stream_name, action):
+    if action == 'close':
+        import io
+
+        stream = io.StringIO()
+        stream.close()
+    else:
+        stream = None
+    setattr(sys, stream_name, stream)
+    evt.set()
+
+
+# -- interop ------------------------------------------------------------------------------------------------------
+
+
+def queue_put(q, obj):
+    q.put(obj)
+
+
+def pipe_echo(conn):
+    conn.send(('echo', conn.recv()))
+    conn.close()
+
+
+def value_add(value, n):
+    for _ in range(n):
+        with value.get_lock():
+            value.value += 1
+
+
+def lock_try(lock):
+    got = lock.acquire(block=False)
+    if got:
+        lock.release()
+    return got
+
+
+def dict_set(d, key, value):
+    d[key] = value
+
+
+class ArrayElement:
+    """``value``/``get_lock()`` over element 0 of a shared Array, so that :func:`value_add` works on it."""
+
+    def __init__(self, arr):
+        self.arr = arr
+
+    def get_lock(self):
+        return self.arr.get_lock()
+
+    @property
+    def value(self):
+        return self.arr[0]
+
+    @value.setter
+    def value(self, v):
+        self.arr[0] = v
+
+
+class ListAppender:
+    """Gives a ListProxy a ``put`` (so that :func:`queue_put` appends to it)."""
+
+    def __init__(self, lst):
+        self.lst = lst
+
+    def put(self, obj):
+        self.lst.append(obj)
+
+
+# -- subclassing --------------------------------------------------------------------------------------------------
+
+
+class _SubclassMixin:
+    """Own ``__init__(x)`` + ``super().__init__()`` + ``run()`` override; the result travels over ``self.conn``."""
+
+    def __init__(self, x):
+        super().__init__()
+        self.x = x
+        self.extra = {'x': x, 'list': [1, 2, 3]}
+        self.conn = None
+
+    def run(self):
+        mp = target_mp()
+        self.conn.send(
+            {
+                'x': self.x,
+                'extra': self.extra,
+                'name': self.name,
+                'type': type(self).__name__,
+                'is_current': mp.current_process() is self,
+            }
+        )
+        self.conn.close()
+        sys.exit(self.x)
+
+
+def __getattr__(name):
+    # Subclasses of ``ctx.Process`` for each start method, created on first use (here or when a spawn/forkserver
+    # child unpickles ``_targets.Sub_<method>``) so that importing this module never calls get_context().
+    if name.startswith('Sub_'):
+        method = name[len('Sub_') :]
+        mp = target_mp()
+        base = mp.Process if method == 'default' else mp.get_context(method).Process
+        cls = type(name, (_SubclassMixin, base), {'__module__': __name__, '__qualname__': name})
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -1,0 +1,325 @@
+"""Context API (get_context / set_start_method / ...) -- pinned to CPython 3.11.
+
+The default context is process-global state, so everything that reads or sets it runs in a fresh interpreter
+(``run_py``); concrete contexts are singletons without mutable state and are checked in-process.
+"""
+
+import json
+import multiprocessing
+import os
+import sys
+import textwrap
+
+import pytest
+from _support import IS_STDLIB, skip_on_stdlib
+
+DEFAULT_METHOD = 'fork' if sys.version_info < (3, 14) else 'forkserver'
+
+
+# Script prelude: ``check(func, *args)`` -> ['ok', result] or [exception type, message]
+CHECK = """
+def check(func, *args, **kwargs):
+    try:
+        return ['ok', func(*args, **kwargs)]
+    except Exception as e:
+        return [type(e).__name__, str(e)]
+"""
+
+
+@pytest.fixture
+def run_json(run_py):
+    """Run a script (after the ``CHECK`` prelude) in a fresh interpreter; return the JSON it printed last."""
+
+    def run(code, *args, **kwargs):
+        proc = run_py(CHECK + textwrap.dedent(code), *args, **kwargs)
+        return json.loads(proc.stdout.splitlines()[-1])
+
+    return run
+
+
+# -- the default context (fresh interpreters) ----------------------------------------------------------------------
+
+
+def test_set_start_method_twice(run_json):
+    res = run_json(
+        """
+        print(json.dumps([check(mp.set_start_method, 'fork'), check(mp.set_start_method, 'fork'),
+                          mp.get_start_method()]))
+        """
+    )
+    assert res == [['ok', None], ['RuntimeError', 'context has already been set'], 'fork']
+
+
+def test_set_start_method_force(run_json):
+    res = run_json(
+        """
+        print(json.dumps([check(mp.set_start_method, 'fork'), check(mp.set_start_method, 'fork', force=True),
+                          check(mp.set_start_method, 'fork', True), mp.get_start_method()]))
+        """
+    )
+    assert res == [['ok', None], ['ok', None], ['ok', None], 'fork']
+
+
+@pytest.mark.parametrize(
+    'lock_in',
+    [
+        'mp.get_start_method()',
+        'mp.get_context()',
+        'p = mp.Process(target=_targets.noop); p.start(); p.join()',
+    ],
+    ids=['get_start_method', 'get_context', 'process_start'],
+)
+def test_implicit_lock_in(run_json, lock_in):
+    res = run_json(
+        f"""
+        before = mp.get_start_method(allow_none=True)
+        {lock_in}
+        print(json.dumps([before, mp.get_start_method(allow_none=True), check(mp.set_start_method, 'fork')]))
+        """
+    )
+    assert res == [None, DEFAULT_METHOD, ['RuntimeError', 'context has already been set']]
+
+
+def test_reset_with_none_force(run_json):
+    res = run_json(
+        """
+        out = [mp.get_start_method(allow_none=True)]
+        mp.set_start_method('fork')
+        out.append(mp.get_start_method(allow_none=True))
+        out.append(check(mp.set_start_method, None, force=True))
+        out.append(mp.get_start_method(allow_none=True))
+        out.append(check(mp.set_start_method, 'fork'))  # unset again: no RuntimeError
+        out.append(mp.get_start_method(allow_none=True))
+        print(json.dumps(out))
+        """
+    )
+    assert res == [None, 'fork', ['ok', None], None, ['ok', None], 'fork']
+
+
+def test_set_start_method_none_without_force(run_json):
+    res = run_json(
+        """
+        out = [check(mp.set_start_method, None), mp.get_start_method(allow_none=True)]
+        print(json.dumps(out))
+        """
+    )
+    # CPython: set_start_method(None) without force means get_context(None), i.e. lock in the default
+    assert res == [['ok', None], DEFAULT_METHOD]
+
+
+def test_unknown_method(run_json):
+    res = run_json(
+        """
+        out = [check(mp.set_start_method, 'bogus'), mp.get_start_method(allow_none=True),
+               check(mp.get_context, 'bogus'), mp.get_start_method(allow_none=True),
+               check(mp.set_start_method, 'bogus', force=True), mp.get_start_method(allow_none=True)]
+        print(json.dumps(out))
+        """
+    )
+    msg = ['ValueError', "cannot find context for 'bogus'"]
+    assert res == [msg, None, msg, None, msg, None]
+
+
+def test_named_get_context_does_not_lock_in(run_json):
+    res = run_json(
+        """
+        out = []
+        for m in mp.get_all_start_methods():
+            try:
+                mp.get_context(m)
+            except NotImplementedError:
+                pass
+            out.append(mp.get_start_method(allow_none=True))
+        print(json.dumps(out))
+        """
+    )
+    assert res == [None, None, None]
+
+
+def test_default_start_method(run_json):
+    res = run_json(
+        """
+        out = [mp.get_start_method(allow_none=True), mp.get_start_method(), mp.get_start_method(allow_none=True),
+               type(mp.get_context()).__name__, mp.get_context() is mp.get_context(mp.get_start_method())]
+        print(json.dumps(out))
+        """
+    )
+    assert res == [None, DEFAULT_METHOD, DEFAULT_METHOD, f'{DEFAULT_METHOD.capitalize()}Context', True]
+
+
+def test_process_names_and_repr_fresh_interpreter(run_json):
+    res = run_json(
+        """
+        p = mp.Process(target=_targets.noop)
+        q = mp.get_context('fork').Process()
+        out = [p.name, q.name, repr(p)]
+        p.start()
+        out.append(repr(p))
+        p.join()
+        out.append(repr(p))
+        p.close()
+        out.append(repr(p))
+        out.append(os.getpid())
+        print(json.dumps(out))
+        """
+    )
+    pid = res[-1]
+    names_and_reprs = res[:-1]
+    started = names_and_reprs[3]
+    child_pid = int(started.split(' pid=')[1].split()[0])
+    assert names_and_reprs == [
+        'Process-1',
+        'ForkProcess-2',  # one counter for all contexts
+        f"<Process name='Process-1' parent={pid} initial>",
+        f"<Process name='Process-1' pid={child_pid} parent={pid} started>",
+        f"<Process name='Process-1' pid={child_pid} parent={pid} stopped exitcode=0>",
+        f"<Process name='Process-1' parent={pid} closed>",
+    ]
+
+
+def test_set_executable(run_json, start_method):
+    res = run_json(
+        """
+        import pathlib
+        ctx = mp.get_context(sys.argv[1])
+        out = []
+        for exe in (sys.executable, os.fsencode(sys.executable), pathlib.Path(sys.executable)):
+            r = mp.set_executable(exe)
+            p = ctx.Process(target=_targets.noop)
+            p.start()
+            p.join()
+            out.append([r, p.exitcode])
+        mp.set_executable(sys.executable)
+        print(json.dumps(out))
+        """,
+        start_method,
+    )
+    assert res == [[None, 0]] * 3
+
+
+def test_freeze_support(run_json):
+    res = run_json(
+        """
+        print(json.dumps([mp.freeze_support(), mp.get_start_method(allow_none=True)]))
+        """
+    )
+    if sys.version_info < (3, 14):
+        assert res == [None, None]  # a no-op that does not lock in the default
+    else:
+        assert res[0] is None
+
+
+def test_child_start_method_with_default_context(run_json, start_method):
+    res = run_json(
+        """
+        import multiprocessing
+        method = sys.argv[1]
+        mp.set_start_method(method)
+        r, w = multiprocessing.get_context(method).Pipe(duplex=False)
+        p = mp.Process(target=_targets.call_and_send, args=(w, _targets.child_info))
+        p.start()
+        w.close()
+        res = r.recv()
+        p.join()
+        info = res[1]
+        print(json.dumps([res[0], type(p).__name__, p.name, info['type'], info['start_method'],
+                          info['start_method_allow_none'], p.exitcode]))
+        """,
+        start_method,
+    )
+    assert res == ['ok', 'Process', 'Process-1', 'Process', start_method, start_method, 0]
+
+
+# -- concrete contexts (in-process) --------------------------------------------------------------------------------
+
+
+def test_concrete_context(mp, ctx, start_method):
+    prefix = {'fork': 'Fork', 'spawn': 'Spawn', 'forkserver': 'ForkServer'}[start_method]
+    assert type(ctx).__name__ == f'{prefix}Context'
+    assert ctx.Process.__name__ == f'{prefix}Process'
+    assert mp.get_context(start_method) is ctx
+    assert ctx.get_context() is ctx
+    assert ctx.get_context(None) is ctx
+    assert ctx.get_context(start_method) is ctx
+    assert ctx.get_start_method() == start_method
+    assert ctx.get_start_method(allow_none=True) == start_method
+    for args in ((start_method,), (None,), (start_method, True)):
+        with pytest.raises(ValueError) as excinfo:
+            ctx.set_start_method(*args)
+        assert str(excinfo.value) == 'cannot set start method of concrete context'
+    with pytest.raises(ValueError) as excinfo:
+        ctx.get_context('bogus')
+    assert str(excinfo.value) == "cannot find context for 'bogus'"
+
+
+def test_context_process_class(mp, ctx):
+    assert mp.Process.__name__ == 'Process'
+    if IS_STDLIB:
+        # CPython: ctx.Process and mp.Process are siblings (both derive from process.BaseProcess); neither is a
+        # subclass of the other, so isinstance(ctx.Process(), mp.Process) is False.
+        assert not issubclass(ctx.Process, mp.Process)
+        assert not issubclass(mp.Process, ctx.Process)
+    else:
+        # procstart (by design): every context's Process is a subclass of procstart.Process, which is the Rust
+        # class procstart._procstart.Process.
+        assert issubclass(ctx.Process, mp.Process)
+        assert mp.Process is mp._procstart.Process
+    common = (set(ctx.Process.__mro__) & set(mp.Process.__mro__)) - {object}
+    assert common
+    assert all(hasattr(base, 'start') and hasattr(base, 'join') for base in common)
+
+
+def test_get_context_bogus(mp):
+    with pytest.raises(ValueError) as excinfo:
+        mp.get_context('bogus')
+    assert str(excinfo.value) == "cannot find context for 'bogus'"
+
+
+def test_get_context_singletons(mp, start_method):
+    assert mp.get_context(start_method) is mp.get_context(start_method)
+
+
+def test_get_all_start_methods(mp):
+    expected = ['fork', 'spawn', 'forkserver'] if sys.version_info < (3, 14) else ['forkserver', 'fork', 'spawn']
+    assert mp.get_all_start_methods() == expected
+
+
+@pytest.mark.parametrize('names', [[1, 2], ['os', 1], [b'os']], ids=repr)
+def test_set_forkserver_preload_type(mp, names):
+    with pytest.raises(TypeError) as excinfo:
+        mp.set_forkserver_preload(names)
+    assert str(excinfo.value) == 'module_names must be a list of strings'
+
+
+def test_cpu_count(mp):
+    n = mp.cpu_count()
+    assert type(n) is int
+    assert n >= 1
+    assert n == os.cpu_count()
+
+
+def test_context_factories(ctx, start_method):
+    # everything a stdlib context offers (Queue, Pool, Manager, Lock, ...) exists on the context under test
+    std = multiprocessing.get_context(start_method)
+    missing = [name for name in dir(std) if not name.startswith('_') and not hasattr(ctx, name)]
+    assert missing == []
+
+
+def test_module_api(mp):
+    missing = [name for name in multiprocessing.__all__ if not hasattr(mp, name)]
+    assert missing == []
+
+
+# -- procstart only ------------------------------------------------------------------------------------------------
+
+
+@skip_on_stdlib('CPython implements every start method')
+@pytest.mark.parametrize('method', ['spawn', 'forkserver'])
+def test_unimplemented_start_method(mp, method):
+    try:
+        ctx = mp.get_context(method)
+    except NotImplementedError as e:
+        assert method in str(e)
+    else:
+        pytest.skip(f'{method} is implemented now: {ctx!r}')
+    mp.get_context('fork')  # fork is always there

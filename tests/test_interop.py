@@ -1,0 +1,147 @@
+"""Interop: the process-start half under test must work with the rest of CPython's multiprocessing.
+
+Pools/executors built on the context under test, and stdlib synchronisation/IPC objects (from the *stdlib* context
+of the same start method) passed in ``args`` to a child of the context under test -- plus the same objects made by
+the context's own factories (``ctx.Queue()``, ``ctx.Pool()``, ...).
+"""
+
+import concurrent.futures
+import multiprocessing.pool
+
+import _targets
+import pytest
+from _support import CHILD_TIMEOUT, finish, recv
+
+
+@pytest.fixture(params=['stdlib', 'ctx'])
+def factory(request, ctx, std_ctx):
+    """Where the shared objects come from: the stdlib context of the method, or the context under test."""
+    return std_ctx if request.param == 'stdlib' else ctx
+
+
+def _run(ctx, func, *args):
+    p = ctx.Process(target=func, args=args)
+    p.start()
+    finish(p)
+    assert p.exitcode == 0
+    return p
+
+
+# -- pools ---------------------------------------------------------------------------------------------------------
+
+
+def test_pool_with_context(ctx):
+    with multiprocessing.pool.Pool(2, context=ctx) as pool:
+        assert pool.map(_targets.square, range(10)) == [x * x for x in range(10)]
+        assert pool.apply_async(_targets.square, (7,)).get(CHILD_TIMEOUT) == 49
+        pool.close()
+        pool.join()
+
+
+def test_ctx_pool(ctx):
+    with ctx.Pool(2) as pool:
+        assert pool.map(_targets.square, range(10)) == [x * x for x in range(10)]
+        assert sorted(pool.imap_unordered(_targets.square, range(5))) == [0, 1, 4, 9, 16]
+        pool.close()
+        pool.join()
+
+
+def test_process_pool_executor(ctx):
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as ex:
+        assert list(ex.map(_targets.square, range(10))) == [x * x for x in range(10)]
+        assert ex.submit(_targets.square, 8).result(CHILD_TIMEOUT) == 64
+
+
+# -- shared objects passed in args ---------------------------------------------------------------------------------
+
+
+def test_queue(ctx, factory):
+    q = factory.Queue()
+    payload = {'a': [1, 2, 3], 'b': 'text'}
+    _run(ctx, _targets.queue_put, q, payload)
+    assert q.get(timeout=CHILD_TIMEOUT) == payload
+    q.close()
+    q.join_thread()
+
+
+def test_simple_queue(ctx, factory):
+    q = factory.SimpleQueue()
+    _run(ctx, _targets.queue_put, q, ('x', 1))
+    assert q.get() == ('x', 1)
+    q.close()
+
+
+def test_joinable_queue(ctx, factory):
+    q = factory.JoinableQueue()
+    _run(ctx, _targets.queue_put, q, 5)
+    assert q.get(timeout=CHILD_TIMEOUT) == 5
+    q.task_done()
+    q.join()
+    q.close()
+    q.join_thread()
+
+
+def test_duplex_pipe(ctx, factory):
+    a, b = factory.Pipe()
+    p = ctx.Process(target=_targets.pipe_echo, args=(b,))
+    p.start()
+    b.close()
+    a.send([1, 'two'])
+    assert recv(a) == ('echo', [1, 'two'])
+    finish(p)
+    a.close()
+
+
+def test_event(ctx, factory):
+    evt = factory.Event()
+    assert not evt.is_set()
+    _run(ctx, _targets.set_event, evt)
+    assert evt.is_set()
+
+
+def test_value(ctx, factory):
+    v = factory.Value('i', 0)
+    procs = [ctx.Process(target=_targets.value_add, args=(v, 50)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        finish(p)
+        assert p.exitcode == 0
+    assert v.value == 100
+
+
+def test_array(ctx, factory):
+    arr = factory.Array('i', 3)
+    _run(ctx, _targets.value_add, _targets.ArrayElement(arr), 4)
+    assert arr[0] == 4
+
+
+@pytest.mark.parametrize('kind', ['Lock', 'RLock', 'Semaphore'])
+def test_lock(ctx, make_pipe, factory, kind):
+    lock = getattr(factory, kind)()
+    assert lock.acquire(timeout=CHILD_TIMEOUT)
+    try:
+        r, w = make_pipe()
+        p = ctx.Process(target=_targets.call_and_send, args=(w, _targets.lock_try, lock))
+        p.start()
+        w.close()
+        assert recv(r) == ['ok', False]  # held by the parent
+        finish(p)
+    finally:
+        lock.release()
+    r, w = make_pipe()
+    p = ctx.Process(target=_targets.call_and_send, args=(w, _targets.lock_try, lock))
+    p.start()
+    w.close()
+    assert recv(r) == ['ok', True]
+    finish(p)
+
+
+def test_manager_dict(ctx, factory):
+    with factory.Manager() as manager:
+        d = manager.dict()
+        lst = manager.list()
+        _run(ctx, _targets.dict_set, d, 'key', [1, 2])
+        _run(ctx, _targets.queue_put, _targets.ListAppender(lst), 'item')
+        assert dict(d) == {'key': [1, 2]}
+        assert list(lst) == ['item']
