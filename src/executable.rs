@@ -16,7 +16,9 @@ pub fn set(executable: &Bound<'_, PyAny>) -> PyResult<()> {
     } else {
         crate::imports::os(py)?.call_method1("fsencode", (executable,))?
     };
-    *EXECUTABLE.lock().unwrap() = Some(value.unbind());
+    let old = EXECUTABLE.lock().unwrap().replace(value.unbind());
+    // Released after the lock: its finalizer may run Python code.
+    drop(old);
     Ok(())
 }
 

@@ -1,22 +1,20 @@
 //! The fork start method: CPython's `popen_fork.Popen._launch` with a pidfd sentinel.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, IntoRawFd, OwnedFd};
+use std::panic::AssertUnwindSafe;
+
+use nix::errno::Errno;
 
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{pipe2, Pid};
-use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 
 use crate::bootstrap::{self, ChildSetup};
-use crate::popen::Popen;
+use crate::popen::{os_error, Popen};
 use crate::sys::fork::{fork, Forked};
 use crate::sys::pidfd;
-
-fn os_error(e: nix::errno::Errno) -> PyErr {
-    PyOSError::new_err((e as i32, e.desc()))
-}
 
 /// How the child learns that this process has gone: a pidfd of this process where the kernel
 /// has one, else CPython's pipe whose write end the parent keeps.
@@ -62,17 +60,19 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
                 parent_end,
             } = parent_sentinel;
             drop(parent_end);
-            // The child keeps the write end of the exit pipe open until it exits.
-            let exit_pipe_w = exit_pipe.map(|(r, w)| {
-                drop(r);
-                w
-            });
-            let sentinel_fd = child_end.as_raw_fd();
             // Both stay open for the child's lifetime: the parent sentinel is read through
             // parent_process(); the exit pipe's write end is what the parent waits on.
-            std::mem::forget(child_end);
-            std::mem::forget(exit_pipe_w);
-            setup.run(py, sentinel_fd)
+            let sentinel_fd = child_end.into_raw_fd();
+            if let Some((r, w)) = exit_pipe {
+                drop(r);
+                let _ = w.into_raw_fd();
+            }
+            // A panic must not unwind out of start() into the parent's program, now running
+            // in the child.
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| setup.run(py, sentinel_fd)));
+            drop(outcome);
+            // SAFETY: _exit ends the child at once; nothing of the parent's runs in it.
+            unsafe { libc::_exit(1) }
         }
         Forked::Parent(pid) => {
             drop(setup);
@@ -87,11 +87,16 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
                     (r, false)
                 }
                 None => match pidfd::open(pid) {
-                    Ok(fd) => (fd, true),
+                    Ok(fd) if pidfd::is_own_child(fd.as_fd()) => (fd, true),
+                    // Already reaped by someone else (SIGCHLD ignored, a waitpid(-1) in
+                    // another thread): the child ran and is gone, its status with it. The
+                    // PID may already name a stranger, so it is never signalled or waited on.
+                    Ok(_) | Err(Errno::ESRCH) => return Popen::lost(pid, "fork").map_err(os_error),
                     Err(e) => {
-                        // No handle on the child (fd limit): do not leave it running unseen.
+                        // No handle on a child that is still ours (unreaped, so its PID is
+                        // not reused): stop and reap it rather than leave it running unseen.
                         let _ = kill(pid, Signal::SIGKILL);
-                        let _ = py.detach(|| waitpid(pid, None));
+                        while let Err(Errno::EINTR) = py.detach(|| waitpid(pid, None)) {}
                         return Err(os_error(e));
                     }
                 },

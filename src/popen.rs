@@ -7,19 +7,20 @@
 //! unreadable while a forked grandchild lives), and signals sent through it cannot reach a
 //! process that reused the PID.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
+use nix::unistd::{pipe2, Pid};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::sys::pidfd;
-use crate::sys::poll::{wait_readable, Readiness};
+use crate::sys::poll::{deadline_after, wait_readable, Readiness};
 
 /// Exit code reported when the child's status was collected by someone else (a `waitpid(-1)`
 /// elsewhere, or `SIGCHLD` set to `SIG_IGN`): the child is known to be gone, its status is
@@ -59,6 +60,16 @@ impl Popen {
         }
     }
 
+    /// A child that ended and was reaped by someone else before we had a handle on it: its
+    /// status is lost, its sentinel (a pipe with no writer) is ready at once.
+    pub fn lost(pid: Pid, method: &'static str) -> nix::Result<Self> {
+        let (r, w) = pipe2(OFlag::O_CLOEXEC)?;
+        drop(w);
+        let popen = Popen::new(pid, method, r, false, None);
+        *popen.returncode.lock().unwrap() = Some(LOST_STATUS);
+        Ok(popen)
+    }
+
     pub fn pid_raw(&self) -> i32 {
         self.pid.as_raw()
     }
@@ -75,34 +86,45 @@ impl Popen {
         self.sentinel.lock().unwrap().clone()
     }
 
-    /// Collects the child's exit status once it has one: `Ok(None)` while the child runs
-    /// (non-blocking only). Several threads may ask at once (a `join()` in one, `is_alive()`
-    /// or another `start()` in others); exactly one of them collects the status and all see
-    /// it. So the status is first only observed (`WNOWAIT`, blocking if asked, without any
-    /// lock), then collected under the `returncode` lock.
-    fn reap_once(&self, blocking: bool) -> nix::Result<Option<i32>> {
-        let sentinel = self.sentinel_handle();
-        let id = || match (self.is_pidfd, &sentinel) {
+    fn wait_id<'fd>(&self, sentinel: &'fd Option<Arc<OwnedFd>>) -> Id<'fd> {
+        match (self.is_pidfd, sentinel) {
             // By pidfd: a PID recycled after someone else reaped our child is never waited on.
             (true, Some(fd)) => Id::PIDFd(fd.as_fd()),
             _ => Id::Pid(self.pid),
-        };
+        }
+    }
+
+    /// Whether the child has ended, without collecting its status (`WNOWAIT`); blocks until
+    /// it ends if asked. Takes no lock, so it may run with the GIL released.
+    fn has_ended(&self, sentinel: &Option<Arc<OwnedFd>>, blocking: bool) -> nix::Result<bool> {
         let nohang = if blocking {
             WaitPidFlag::empty()
         } else {
             WaitPidFlag::WNOHANG
         };
-        match waitid(id(), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | nohang) {
-            Ok(WaitStatus::StillAlive) => return Ok(None),
+        match waitid(
+            self.wait_id(sentinel),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | nohang,
+        ) {
+            Ok(WaitStatus::StillAlive) => Ok(false),
             // ECHILD: already collected, by another thread here or by someone else.
-            Ok(_) | Err(Errno::ECHILD) => {}
-            Err(e) => return Err(e),
+            Ok(_) | Err(Errno::ECHILD) => Ok(true),
+            Err(e) => Err(e),
         }
+    }
+
+    /// Collects the status of an ended child, exactly once however many threads ask (a
+    /// `join()` in one, `is_alive()` or another `start()` in others): under the
+    /// `returncode` lock, with the GIL held, never blocking.
+    fn collect(&self, sentinel: &Option<Arc<OwnedFd>>) -> nix::Result<Option<i32>> {
         let mut returncode = self.returncode.lock().unwrap();
-        if let Some(code) = *returncode {
-            return Ok(Some(code));
+        if returncode.is_some() {
+            return Ok(*returncode);
         }
-        let code = match waitid(id(), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG) {
+        let code = match waitid(
+            self.wait_id(sentinel),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+        ) {
             Ok(WaitStatus::Exited(_, code)) => code,
             Ok(WaitStatus::Signaled(_, sig, _)) => -(sig as i32),
             Ok(_) => return Ok(None),
@@ -113,22 +135,25 @@ impl Popen {
         Ok(Some(code))
     }
 
-    /// Collects the exit status; a blocking call releases the GIL and lets Ctrl-C through.
+    /// The exit status, collected if the child has ended; a blocking call releases the GIL
+    /// while it waits and lets Ctrl-C through.
     pub fn poll(&self, py: Python<'_>, blocking: bool) -> PyResult<Option<i32>> {
         if let Some(code) = self.returncode() {
             return Ok(Some(code));
         }
+        let sentinel = self.sentinel_handle();
         loop {
-            let result = if blocking {
-                py.detach(|| self.reap_once(true))
+            let ended = if blocking {
+                py.detach(|| self.has_ended(&sentinel, true))
             } else {
-                self.reap_once(false)
+                self.has_ended(&sentinel, false)
             };
-            match result {
-                Ok(None) if blocking => {}
-                Ok(code) => return Ok(code),
+            match ended {
+                Ok(false) if !blocking => return Ok(None),
+                Ok(false) => {}
+                Ok(true) => return self.collect(&sentinel).map_err(os_error),
                 Err(Errno::EINTR) => py.check_signals()?,
-                Err(e) => return Err(PyOSError::new_err((e as i32, e.desc()))),
+                Err(e) => return Err(os_error(e)),
             }
         }
     }
@@ -143,13 +168,28 @@ impl Popen {
             return self.poll(py, true);
         };
         let Some(sentinel) = self.sentinel_handle() else {
-            // Closed: only a finished child can be closed, so its code is known.
             return Ok(self.returncode());
         };
-        if !wait_fd_readable(py, sentinel.as_fd(), timeout)? {
+        if !wait_fd_readable(py, sentinel.as_raw_fd(), timeout)? {
             return Ok(None);
         }
-        self.poll(py, timeout != 0.0)
+        if self.is_pidfd {
+            // A readable pidfd means the child has ended: collecting cannot block.
+            return self.poll(py, true);
+        }
+        // A pipe sentinel is also readable when the child merely closed its end: poll
+        // without blocking until the deadline, as the exit may never come.
+        let deadline = deadline_after(timeout);
+        loop {
+            if let Some(code) = self.poll(py, false)? {
+                return Ok(Some(code));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+            py.detach(|| std::thread::sleep(Duration::from_millis(5)));
+            py.check_signals()?;
+        }
     }
 
     pub fn send_signal(&self, py: Python<'_>, signal: Signal) -> PyResult<()> {
@@ -165,43 +205,57 @@ impl Popen {
             // As CPython: an error is only worth raising if the child is still running.
             Err(e) => match self.wait(py, Some(0.1))? {
                 Some(_) => Ok(()),
-                None => Err(PyOSError::new_err((e as i32, e.desc()))),
+                None => Err(os_error(e)),
             },
         }
     }
 
-    pub fn close(&self) {
-        self.sentinel.lock().unwrap().take();
-        self.parent_alive_w.lock().unwrap().take();
+    /// Releases the sentinel; only for a child whose status is collected, so that reaping
+    /// and signalling never fall back to the bare PID.
+    pub fn close(&self) -> PyResult<()> {
+        if self.returncode().is_none() {
+            return Err(PyValueError::new_err(STILL_RUNNING));
+        }
+        let sentinel = self.sentinel.lock().unwrap().take();
+        let parent_alive_w = self.parent_alive_w.lock().unwrap().take();
+        drop((sentinel, parent_alive_w));
+        Ok(())
     }
 }
 
 /// Waits with the GIL released until `fd` is readable or `timeout` seconds pass; `true` when
 /// readable. Negative timeouts poll once, as `multiprocessing.connection.wait` does.
-pub fn wait_fd_readable(py: Python<'_>, fd: BorrowedFd<'_>, timeout: f64) -> PyResult<bool> {
+pub fn wait_fd_readable(py: Python<'_>, fd: RawFd, timeout: f64) -> PyResult<bool> {
     if timeout.is_nan() {
         return Err(PyValueError::new_err("cannot convert float NaN to integer"));
     }
-    let deadline = if timeout.is_infinite() && timeout > 0.0 {
-        None
-    } else {
-        Some(Instant::now() + Duration::from_secs_f64(timeout.max(0.0)))
-    };
+    let deadline = deadline_after(timeout);
     loop {
         match py.detach(|| wait_readable(fd, deadline)) {
             Ok(Readiness::Ready) => return Ok(true),
             Ok(Readiness::TimedOut) => return Ok(false),
             Ok(Readiness::Interrupted) => py.check_signals()?,
-            Err(e) => return Err(PyOSError::new_err((e as i32, e.desc()))),
+            Err(e) => return Err(os_error(e)),
         }
     }
 }
+
+pub fn os_error(e: Errno) -> PyErr {
+    PyOSError::new_err((e as i32, e.desc()))
+}
+
+/// `Process.close()`'s and `Popen.close()`'s refusal, CPython's text.
+pub const STILL_RUNNING: &str = "Cannot close a process while it is still running. \
+                                 You should first call join() or terminate().";
 
 impl Drop for Popen {
     fn drop(&mut self) {
         // Last chance to collect an exited child nobody joined; a running one is left alone.
         if self.returncode().is_none() {
-            let _ = self.reap_once(false);
+            let sentinel = self.sentinel_handle();
+            if let Ok(true) = self.has_ended(&sentinel, false) {
+                let _ = self.collect(&sentinel);
+            }
         }
     }
 }
@@ -251,8 +305,8 @@ impl Popen {
     }
 
     #[pyo3(name = "close")]
-    fn py_close(&self) {
-        self.close();
+    fn py_close(&self) -> PyResult<()> {
+        self.close()
     }
 
     /// Fork children inherit every descriptor as is.

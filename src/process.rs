@@ -15,7 +15,7 @@ use pyo3::types::{PyDict, PyTuple};
 use pyo3::{intern, PyTypeInfo};
 
 use crate::imports::py_process;
-use crate::popen::{wait_fd_readable, Popen};
+use crate::popen::{wait_fd_readable, Popen, STILL_RUNNING};
 use crate::{context, launch};
 
 /// The numbering behind default names `Process-N:M`; restarts at 1 in every child.
@@ -28,6 +28,9 @@ static CHILDREN: Mutex<Vec<Py<Process>>> = Mutex::new(Vec::new());
 #[pyclass(subclass, dict, frozen, module = "procstart._procstart")]
 pub struct Process {
     popen: Mutex<Option<Py<Popen>>>,
+    /// Set by the first `start()`, before it launches: a second `start()` racing from another
+    /// thread fails instead of launching a second child.
+    starting: AtomicBool,
     closed: AtomicBool,
 }
 
@@ -125,12 +128,17 @@ pub fn parent_process(py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
     if let Some(parent) = PARENT.lock().unwrap().as_ref() {
         return Ok(Some(parent.clone_ref(py)));
     }
-    let Some(info) = PARENT_INFO.lock().unwrap().take() else {
+    let Some((name, pid, sentinel)) = PARENT_INFO
+        .lock()
+        .unwrap()
+        .as_ref()
+        .map(|info| (info.name.clone_ref(py), info.pid, info.sentinel))
+    else {
         return Ok(None);
     };
     let parent = py_process(py)?
         .getattr(intern!(py, "_ParentProcess"))?
-        .call1((info.name, info.pid, info.sentinel))?
+        .call1((name, pid, sentinel))?
         .unbind();
     let mut slot = PARENT.lock().unwrap();
     Ok(Some(slot.get_or_insert(parent).clone_ref(py)))
@@ -179,6 +187,7 @@ impl Process {
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
         Process {
             popen: Mutex::new(None),
+            starting: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         }
     }
@@ -269,34 +278,15 @@ impl Process {
         let py = slf.py();
         let this = slf.get();
         this.check_closed()?;
-        if this.popen.lock().unwrap().is_some() {
+        if this.starting.swap(true, Ordering::SeqCst) {
             return Err(PyAssertionError::new_err("cannot start a process twice"));
         }
-        if !created_here(slf.as_any())? {
-            return Err(PyAssertionError::new_err(
-                "can only start a process object created by current process",
-            ));
-        }
-        let current_config = current_process(py)?.getattr(intern!(py, "_config"))?;
-        let daemonic = current_config
-            .call_method1(intern!(py, "get"), (intern!(py, "daemon"),))?
-            .is_truthy()?;
-        if daemonic {
-            return Err(PyAssertionError::new_err(
-                "daemonic processes are not allowed to have children",
-            ));
-        }
-        cleanup(py)?;
-        let method = context::start_method_for(slf.as_any())?;
-        let popen = launch::launch(py, method, slf.as_any())?;
-        let popen = Py::new(py, popen)?;
-        {
-            let mut slot = this.popen.lock().unwrap();
-            if slot.is_some() {
-                // Another thread won a start() race on the same object.
-                return Err(PyAssertionError::new_err("cannot start a process twice"));
+        match Self::launch(slf) {
+            Ok(popen) => *this.popen.lock().unwrap() = Some(popen),
+            Err(err) => {
+                this.starting.store(false, Ordering::SeqCst);
+                return Err(err);
             }
-            *slot = Some(popen);
         }
         // The parent no longer needs them (bpo-30775: do not keep the target alive).
         for attr in [
@@ -366,12 +356,9 @@ impl Process {
         let this = slf.get();
         if let Some(popen) = this.popen(py) {
             if popen.get().poll(py, false)?.is_none() {
-                return Err(PyValueError::new_err(
-                    "Cannot close a process while it is still running. \
-                     You should first call join() or terminate().",
-                ));
+                return Err(PyValueError::new_err(STILL_RUNNING));
             }
-            popen.get().close();
+            popen.get().close()?;
             this.popen.lock().unwrap().take();
             discard_child(slf);
         }
@@ -523,6 +510,28 @@ impl Process {
 }
 
 impl Process {
+    /// `start()`'s checks after the start-twice one, in CPython's order, then the launch.
+    fn launch(slf: &Bound<'_, Self>) -> PyResult<Py<Popen>> {
+        let py = slf.py();
+        if !created_here(slf.as_any())? {
+            return Err(PyAssertionError::new_err(
+                "can only start a process object created by current process",
+            ));
+        }
+        let current_config = current_process(py)?.getattr(intern!(py, "_config"))?;
+        let daemonic = current_config
+            .call_method1(intern!(py, "get"), (intern!(py, "daemon"),))?
+            .is_truthy()?;
+        if daemonic {
+            return Err(PyAssertionError::new_err(
+                "daemonic processes are not allowed to have children",
+            ));
+        }
+        cleanup(py)?;
+        let method = context::start_method_for(slf.as_any())?;
+        Py::new(py, launch::launch(py, method, slf.as_any())?)
+    }
+
     fn signal_child(
         &self,
         py: Python<'_>,
@@ -547,8 +556,5 @@ pub fn wait_sentinel(py: Python<'_>, fd: i32, timeout: Option<f64>) -> PyResult<
     if fd < 0 {
         return Err(PyValueError::new_err(format!("invalid sentinel {fd}")));
     }
-    // SAFETY: the descriptor is only handed to poll(2), which reports a closed or reused
-    // number as ready (POLLNVAL) instead of touching any memory.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     wait_fd_readable(py, fd, timeout.unwrap_or(f64::INFINITY))
 }

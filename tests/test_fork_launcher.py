@@ -3,6 +3,7 @@ Ctrl-C while joining, children reaped by someone else, fd exhaustion, concurrent
 the pipe fallback for kernels without pidfd. procstart only (the stdlib run skips the module).
 """
 
+import json
 import os
 import signal
 import threading
@@ -198,3 +199,64 @@ def test_nan_timeout(ctx):
             p.join(float('nan'))
     finally:
         finish(p)
+
+
+def test_start_race_on_one_object_starts_one_child(ctx):
+    # Two threads calling start() on the same object: one child, one AssertionError.
+    for _ in range(20):
+        p = ctx.Process(target=time.sleep, args=(0.05,))
+        barrier = threading.Barrier(2)
+        errors = []
+
+        def start(p, barrier, errors):
+            barrier.wait()
+            try:
+                p.start()
+            except AssertionError as e:
+                errors.append(str(e))
+
+        threads = [threading.Thread(target=start, args=(p, barrier, errors)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == ['cannot start a process twice']
+        finish(p)
+        assert p.exitcode == 0
+
+
+def test_huge_timeouts(ctx):
+    p = ctx.Process(target=_targets.noop)
+    p.start()
+    p.join(1e300)
+    assert p.exitcode == 0
+    p.join(float('inf'))
+    assert p.exitcode == 0
+
+
+def test_fast_child_with_sigchld_ignored(run_py):
+    # With SIGCHLD ignored the kernel may reap a fast child before start() returns; start()
+    # must still succeed and the process report a (lost) status instead of an error.
+    code = """
+    import signal
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    codes = set()
+    for _ in range(50):
+        p = mp.get_context('fork').Process(target=_targets.noop)
+        p.start()
+        p.join(10)
+        codes.add(p.exitcode)
+    print(json.dumps(sorted(codes)))
+    """
+    out = run_py(code)
+    assert set(json.loads(out.stdout)) <= {0, 255}
+
+
+def test_popen_close_refuses_running_child(ctx):
+    p = ctx.Process(target=time.sleep, args=(30,))
+    p.start()
+    with pytest.raises(ValueError, match='Cannot close a process while it is still running'):
+        p._popen.close()
+    p.kill()
+    p.join()
+    p.close()

@@ -20,7 +20,9 @@ pub fn fork(_py: Python<'_>) -> nix::Result<Forked> {
     unsafe { ffi::PyOS_BeforeFork() };
     // SAFETY: fork has no memory-safety preconditions of its own; in the child the only thing
     // done before re-entering Python is PyOS_AfterFork_Child, which CPython's own os.fork calls
-    // at the same point.
+    // at the same point. After it the child also uses procstart's Rust mutexes, which is sound
+    // because they are only ever taken with the GIL held (which this thread holds now) and
+    // never across a GIL release or a call into Python: no other thread can be holding one.
     let pid = unsafe { libc::fork() };
     match pid {
         0 => {

@@ -1,10 +1,11 @@
 //! Process file descriptors (Linux >= 5.3): a handle on one process that cannot be confused
 //! with a later process reusing the same PID, pollable for exit.
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::OnceLock;
 
 use nix::errno::Errno;
+use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
 
 /// `PROCSTART_DISABLE_PIDFD=1` forces the pipe fallback used on kernels without pidfd, so
@@ -15,15 +16,34 @@ pub fn supported() -> bool {
         if std::env::var_os("PROCSTART_DISABLE_PIDFD").is_some_and(|v| !v.is_empty() && v != "0") {
             return false;
         }
-        open(Pid::this()).is_ok()
+        // waitid(P_PIDFD) came a release after pidfd_open (5.4 vs 5.3): both must work. On
+        // our own pidfd, which is not our child, a working waitid answers ECHILD.
+        open(Pid::this()).is_ok_and(|fd| {
+            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
+            waitid(Id::PIDFd(fd.as_fd()), flags) == Err(Errno::ECHILD)
+        })
     })
+}
+
+/// Whether the process behind `fd` is a child of this process (running or not yet reaped).
+/// A pidfd opened from a bare PID can name a stranger that reused the PID of a child that
+/// someone else already reaped; `waitid` only answers for our own children.
+pub fn is_own_child(fd: BorrowedFd<'_>) -> bool {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    waitid(Id::PIDFd(fd), flags).is_ok()
 }
 
 /// `pidfd_open(2)`; the descriptor is always close-on-exec.
 pub fn open(pid: Pid) -> nix::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and a flags word and returns a new fd or -1; no memory is
     // shared with the kernel.
-    let res = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    let res = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_open,
+            libc::c_long::from(pid.as_raw()),
+            libc::c_long::from(0u8),
+        )
+    };
     let fd = Errno::result(res)?;
     // SAFETY: on success the kernel returned a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
@@ -36,10 +56,10 @@ pub fn send_signal(fd: BorrowedFd<'_>, signal: i32) -> nix::Result<()> {
     let res = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            signal,
+            libc::c_long::from(fd.as_raw_fd()),
+            libc::c_long::from(signal),
             std::ptr::null::<libc::siginfo_t>(),
-            0,
+            libc::c_long::from(0u8),
         )
     };
     Errno::result(res).map(drop)
