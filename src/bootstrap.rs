@@ -96,9 +96,12 @@ impl ChildSetup {
             },
         );
         self.close_stdin(py)?;
-        threading(py)?
-            .call_method0(intern!(py, "main_thread"))?
-            .call_method0(intern!(py, "_set_native_id"))?;
+        // CPython: threading.main_thread()._set_native_id(), without its two Python frames.
+        let threading = threading(py)?;
+        let native_id = threading.call_method0(intern!(py, "get_native_id"))?;
+        threading
+            .getattr(intern!(py, "_main_thread"))?
+            .setattr(intern!(py, "_native_id"), native_id)?;
         if self.stdlib.is_loaded() {
             let parent = process::parent_process(py)?.unwrap_or_else(|| py.None());
             self.stdlib
@@ -125,7 +128,7 @@ impl ChildSetup {
                 .call_method1(intern!(py, "exit_code_for"), (process, err.into_value(py)))
                 .and_then(|code| code.extract::<i32>()),
         };
-        let shutdown = threading(py)?.call_method0(intern!(py, "_shutdown"));
+        let shutdown = shutdown_threading(py);
         flush_std_streams(py)?;
         shutdown?;
         outcome
@@ -144,4 +147,24 @@ impl ChildSetup {
         }
         sys.setattr(intern!(py, "stdin"), self.stdin.bind(py))
     }
+}
+
+/// `threading._shutdown()`: waits for the child's non-daemonic threads and runs threading's
+/// exit hooks. Skipped, with its Python frames, when only the main thread ever ran and there
+/// is nothing to wait for; called whenever that cannot be read.
+fn shutdown_threading(py: Python<'_>) -> PyResult<()> {
+    let threading = threading(py)?;
+    let nothing_to_do = || -> PyResult<bool> {
+        Ok(threading.getattr(intern!(py, "_active"))?.len()? <= 1
+            && threading.getattr(intern!(py, "_limbo"))?.len()? == 0
+            && threading.getattr(intern!(py, "_shutdown_locks"))?.len()? == 0
+            && threading
+                .getattr(intern!(py, "_threading_atexits"))?
+                .len()?
+                == 0)
+    };
+    if nothing_to_do().unwrap_or(false) {
+        return Ok(());
+    }
+    threading.call_method0(intern!(py, "_shutdown")).map(drop)
 }

@@ -65,9 +65,14 @@ impl Stdlib {
             module.setattr(intern!(py, "_children"), PySet::empty(py)?)?;
         }
         if let Some(module) = &self.context {
+            // The body of `context._force_start_method(method)`, without a Python frame.
+            let module = module.bind(py);
+            let ctx = module
+                .getattr(intern!(py, "_concrete_contexts"))?
+                .get_item(method)?;
             module
-                .bind(py)
-                .call_method1(intern!(py, "_force_start_method"), (method,))?;
+                .getattr(intern!(py, "_default_context"))?
+                .setattr(intern!(py, "_actual_context"), ctx)?;
         }
         if let Some(util) = &self.util {
             let util = util.bind(py);
