@@ -37,7 +37,12 @@ pub fn flush_std_streams(py: Python<'_>) -> PyResult<()> {
 /// What a child needs from its parent, gathered before `fork()`.
 pub struct ChildSetup {
     process: Py<PyAny>,
-    method: &'static str,
+    /// The start method that made the child: "spawn" children start from a fresh
+    /// interpreter, the others from a copy of one.
+    launcher: &'static str,
+    /// The process class's own start method, which becomes the child's default
+    /// (`None` for `procstart.Process`: the child keeps the default it was given).
+    start_method: Option<&'static str>,
     parent_name: Py<PyAny>,
     parent_pid: i32,
     /// Every child's `sys.stdin`: one devnull reader made once in the parent.
@@ -47,7 +52,7 @@ pub struct ChildSetup {
 }
 
 impl ChildSetup {
-    pub fn new(process: &Bound<'_, PyAny>, method: &'static str) -> PyResult<Self> {
+    pub fn new(process: &Bound<'_, PyAny>, launcher: &'static str) -> PyResult<Self> {
         let py = process.py();
         static STDIN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         let stdin = STDIN.get_or_try_init(py, || {
@@ -61,7 +66,8 @@ impl ChildSetup {
         }
         Ok(ChildSetup {
             process: process.clone().unbind(),
-            method,
+            launcher,
+            start_method: context::class_start_method(process)?,
             parent_name: process.getattr(intern!(py, "_parent_name"))?.unbind(),
             parent_pid: process.getattr(intern!(py, "_parent_pid"))?.extract()?,
             stdin: stdin.clone_ref(py),
@@ -83,9 +89,14 @@ impl ChildSetup {
 
     fn bootstrap(self, py: Python<'_>, parent_sentinel: i32) -> PyResult<i32> {
         let atexit = atexit(py)?;
-        // The parent's exit handlers are the parent's; the child runs those it registers.
-        atexit.call_method0(intern!(py, "_clear"))?;
-        context::force_start_method(py, self.method)?;
+        let forked = self.launcher != "spawn";
+        if forked {
+            // The parent's exit handlers are the parent's; the child runs those it registers.
+            atexit.call_method0(intern!(py, "_clear"))?;
+        }
+        if let Some(method) = self.start_method {
+            context::force_start_method(py, method)?;
+        }
         process::enter_child(
             py,
             self.process.clone_ref(py),
@@ -104,8 +115,9 @@ impl ChildSetup {
             .setattr(intern!(py, "_native_id"), native_id)?;
         if self.stdlib.is_loaded() {
             let parent = process::parent_process(py)?.unwrap_or_else(|| py.None());
+            let method = context::default_start_method(py)?;
             self.stdlib
-                .enter_child(py, self.process.bind(py), parent.bind(py), self.method)?;
+                .enter_child(py, self.process.bind(py), parent.bind(py), method, forked)?;
         }
         let code = self.run_process(py)?;
         atexit.call_method0(intern!(py, "_run_exitfuncs"))?;

@@ -71,12 +71,30 @@ fn concrete_context<'py>(
 /// The start method a `Process` of this type launches with: its class's `_start_method`, or
 /// for `procstart.Process` the default context's (which locks the default in, as CPython).
 pub fn start_method_for(process: &Bound<'_, PyAny>) -> PyResult<&'static str> {
-    let py = process.py();
-    let mut method = process.get_type().getattr(intern!(py, "_start_method"))?;
-    if method.is_none() {
-        let ctx = DefaultContext::get_context(default_context(py)?, None)?;
-        method = ctx.getattr(intern!(py, "_name"))?;
+    match class_start_method(process)? {
+        Some(method) => Ok(method),
+        None => default_start_method(process.py()),
     }
+}
+
+/// The `_start_method` of the process's class (`None` for `procstart.Process`).
+pub fn class_start_method(process: &Bound<'_, PyAny>) -> PyResult<Option<&'static str>> {
+    let method = process
+        .get_type()
+        .getattr(intern!(process.py(), "_start_method"))?;
+    if method.is_none() {
+        return Ok(None);
+    }
+    method_name(&method).map(Some)
+}
+
+/// The default context's start method, locking the default in as CPython does.
+pub fn default_start_method(py: Python<'_>) -> PyResult<&'static str> {
+    let ctx = DefaultContext::get_context(default_context(py)?, None)?;
+    method_name(&ctx.getattr(intern!(py, "_name"))?)
+}
+
+fn method_name(method: &Bound<'_, PyAny>) -> PyResult<&'static str> {
     for name in METHODS {
         if method.eq(name)? {
             return Ok(name);

@@ -27,10 +27,12 @@ macro_rules! modules {
 
 modules! {
     sys => "sys",
+    builtins => "builtins",
     os => "os",
     atexit => "atexit",
     threading => "threading",
     itertools => "itertools",
     py_process => "procstart.process",
     py_bootstrap => "procstart._bootstrap",
+    py_spawn => "procstart.spawn",
 }

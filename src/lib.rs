@@ -11,6 +11,7 @@ mod imports;
 mod launch;
 mod popen;
 mod process;
+mod spawn;
 mod stdlib;
 mod sys;
 
@@ -42,6 +43,8 @@ fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parent_process, m)?)?;
     m.add_function(wrap_pyfunction!(active_children, m)?)?;
     m.add_function(wrap_pyfunction!(process::wait_sentinel, m)?)?;
+    m.add_function(wrap_pyfunction!(process::_set_current_process, m)?)?;
+    m.add_function(wrap_pyfunction!(spawn::_run_spawned, m)?)?;
     m.add_function(wrap_pyfunction!(context::_register_contexts, m)?)?;
     m.add_function(wrap_pyfunction!(executable::get_executable, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::get_preload, m)?)?;

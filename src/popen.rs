@@ -7,7 +7,7 @@
 //! unreadable while a forked grandchild lives), and signals sent through it cannot reach a
 //! process that reused the PID.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -247,6 +247,87 @@ pub fn os_error(e: Errno) -> PyErr {
 /// `Process.close()`'s and `Popen.close()`'s refusal, CPython's text.
 pub const STILL_RUNNING: &str = "Cannot close a process while it is still running. \
                                  You should first call join() or terminate().";
+
+/// The descriptors that tie a parent and a new child together, made before the child
+/// starts: how the child learns that the parent has gone, and, without pidfd, how the parent
+/// learns that the child has.
+pub struct ChildLink {
+    /// The child's parent sentinel: a pidfd of this process, or the read end of a pipe whose
+    /// write end (`parent_alive_w`) this process keeps until the child is closed.
+    parent_sentinel: OwnedFd,
+    parent_alive_w: Option<OwnedFd>,
+    /// Without pidfd: CPython's pipe, read by the parent, written end held by the child until
+    /// it exits.
+    exit_pipe: Option<(OwnedFd, OwnedFd)>,
+}
+
+impl ChildLink {
+    pub fn new() -> nix::Result<Self> {
+        if pidfd::supported() {
+            return Ok(ChildLink {
+                parent_sentinel: pidfd::open(Pid::this())?,
+                parent_alive_w: None,
+                exit_pipe: None,
+            });
+        }
+        let (child_r, parent_w) = pipe2(OFlag::O_CLOEXEC)?;
+        Ok(ChildLink {
+            parent_sentinel: child_r,
+            parent_alive_w: Some(parent_w),
+            exit_pipe: Some(pipe2(OFlag::O_CLOEXEC)?),
+        })
+    }
+
+    /// The descriptors the child holds: its parent sentinel, then the exit pipe's write end
+    /// when there is one.
+    pub fn child_fds(&self) -> Vec<BorrowedFd<'_>> {
+        let mut fds = vec![self.parent_sentinel.as_fd()];
+        fds.extend(self.exit_pipe.as_ref().map(|(_, w)| w.as_fd()));
+        fds
+    }
+
+    /// In a fork child: the child's ends stay open for its whole life, the parent's are
+    /// closed; returns the parent sentinel's number.
+    pub fn into_child(self) -> RawFd {
+        drop(self.parent_alive_w);
+        if let Some((r, w)) = self.exit_pipe {
+            drop(r);
+            let _ = w.into_raw_fd();
+        }
+        self.parent_sentinel.into_raw_fd()
+    }
+
+    /// In the parent once the child `pid` exists: the handle on it. The child's ends are
+    /// closed here.
+    pub fn into_popen(self, py: Python<'_>, pid: Pid, method: &'static str) -> PyResult<Popen> {
+        let ChildLink {
+            parent_sentinel,
+            parent_alive_w,
+            exit_pipe,
+        } = self;
+        drop(parent_sentinel);
+        if let Some((r, w)) = exit_pipe {
+            drop(w);
+            return Ok(Popen::new(pid, method, r, false, parent_alive_w));
+        }
+        match pidfd::open(pid) {
+            Ok(fd) if pidfd::is_own_child(fd.as_fd()) => {
+                Ok(Popen::new(pid, method, fd, true, parent_alive_w))
+            }
+            // Already reaped by someone else (SIGCHLD ignored, a waitpid(-1) in another
+            // thread): the child ran and is gone, its status with it. The PID may already
+            // name a stranger, so it is never signalled or waited on.
+            Ok(_) | Err(Errno::ESRCH) => Popen::lost(pid, method).map_err(os_error),
+            Err(e) => {
+                // No handle on a child that is still ours (unreaped, so its PID is not
+                // reused): stop and reap it rather than leave it running unseen.
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                while let Err(Errno::EINTR) = py.detach(|| nix::sys::wait::waitpid(pid, None)) {}
+                Err(os_error(e))
+            }
+        }
+    }
+}
 
 impl Drop for Popen {
     fn drop(&mut self) {

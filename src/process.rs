@@ -144,6 +144,14 @@ pub fn parent_process(py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
     Ok(Some(slot.get_or_insert(parent).clone_ref(py)))
 }
 
+/// Makes `process` the current process: a spawned child's provisional main process while it
+/// prepares (`procstart.spawn.spawn_main`).
+#[pyfunction]
+pub fn _set_current_process(process: Py<PyAny>) {
+    let old = CURRENT.lock().unwrap().replace(process);
+    drop(old);
+}
+
 pub fn has_children() -> bool {
     !CHILDREN.lock().unwrap().is_empty()
 }
@@ -498,8 +506,26 @@ impl Process {
     /// `__dict__`, as for CPython's pure-Python class; the handle on a started child does not
     /// cross processes.
     fn __getstate__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        slf.getattr(intern!(slf.py(), "__dict__"))?
-            .call_method0("copy")
+        let py = slf.py();
+        let state = slf
+            .getattr(intern!(py, "__dict__"))?
+            .call_method0(intern!(py, "copy"))?;
+        // The authkey goes as procstart's AuthenticationString, so that unpickling it does not
+        // import stdlib multiprocessing (whose class the main process's may be).
+        if let Ok(config) = state.get_item(intern!(py, "_config")) {
+            let config = config.call_method0(intern!(py, "copy"))?;
+            if let Ok(key) = config.get_item(intern!(py, "authkey")) {
+                let bytes = crate::imports::builtins(py)?
+                    .getattr(intern!(py, "bytes"))?
+                    .call1((key,))?;
+                let key = py_process(py)?
+                    .getattr(intern!(py, "AuthenticationString"))?
+                    .call1((bytes,))?;
+                config.set_item(intern!(py, "authkey"), key)?;
+            }
+            state.set_item(intern!(py, "_config"), config)?;
+        }
+        Ok(state)
     }
 
     fn __setstate__(slf: &Bound<'_, Self>, state: &Bound<'_, PyDict>) -> PyResult<()> {

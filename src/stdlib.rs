@@ -55,6 +55,7 @@ impl Stdlib {
         process: &Bound<'_, PyAny>,
         parent: &Bound<'_, PyAny>,
         method: &str,
+        forked: bool,
     ) -> PyResult<()> {
         if let Some(module) = &self.process {
             let module = module.bind(py);
@@ -74,7 +75,8 @@ impl Stdlib {
                 .getattr(intern!(py, "_default_context"))?
                 .setattr(intern!(py, "_actual_context"), ctx)?;
         }
-        if let Some(util) = &self.util {
+        // A spawned child inherited nothing to reset (CPython's SpawnProcess._after_fork).
+        if let Some(util) = self.util.as_ref().filter(|_| forked) {
             let util = util.bind(py);
             util.getattr(intern!(py, "_finalizer_registry"))?
                 .call_method0(intern!(py, "clear"))?;

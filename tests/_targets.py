@@ -357,3 +357,138 @@ def __getattr__(name):
         globals()[name] = cls
         return cls
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+# -- spawn (test_spawn.py) ----------------------------------------------------------------------------------------
+
+
+def open_fds():
+    """{fd: readlink target} of this process (the directory fd used for the listing is left out)."""
+    fds = {}
+    for name in os.listdir('/proc/self/fd'):
+        try:
+            fds[int(name)] = os.readlink(f'/proc/self/fd/{name}')
+        except OSError:
+            continue
+    return fds
+
+
+def dump_json(path, obj):
+    import json
+
+    with open(path, 'w') as f:
+        json.dump(obj, f)
+
+
+def spawn_state():
+    """What a spawn child sees of its interpreter: argv, path, cwd, __main__, parent, stdin (JSON-able)."""
+    mp = target_mp()
+    parent = mp.parent_process()
+    main = sys.modules.get('__main__')
+    return {
+        'pid': os.getpid(),
+        'argv': sys.argv,
+        'path': sys.path,
+        'cwd': os.getcwd(),
+        'main_name': getattr(main, '__name__', None),
+        'main_is_mp_main': main is sys.modules.get('__mp_main__'),
+        'name': mp.current_process().name,
+        'parent_name': parent.name,
+        'parent_pid': parent.pid,
+        'parent_alive': parent.is_alive(),
+        'stdin': sys.stdin.read(),
+    }
+
+
+def dump_spawn_state(path, **extra):
+    """Write :func:`spawn_state` (plus ``extra``) as JSON to ``path``."""
+    dump_json(path, dict(spawn_state(), **extra))
+
+
+def dump_fds(path):
+    """Write this process's fd table as JSON (listed before the output file is opened)."""
+    dump_json(path, open_fds())
+
+
+def dump_flags(path):
+    dump_json(
+        path,
+        {
+            'flags': list(sys.flags),
+            'optimize': sys.flags.optimize,
+            'ignore_environment': sys.flags.ignore_environment,
+            'no_user_site': sys.flags.no_user_site,
+            'isolated': sys.flags.isolated,
+        },
+    )
+
+
+def exit_if_multiprocessing_imported():
+    """Exit code 1 if the stdlib ``multiprocessing`` package was imported into this child, else 0."""
+    sys.exit(int('multiprocessing' in sys.modules))
+
+
+def add_under_lock(value, lock, n):
+    """``n`` read-modify-write increments of a lock-less shared value, each under an explicit lock."""
+    for _ in range(n):
+        with lock:
+            v = value.value
+            time.sleep(0)
+            value.value = v + 1
+
+
+def put_identity(q):
+    """Put this process's name/pid and its view of the parent on ``q``."""
+    mp = target_mp()
+    parent = mp.parent_process()
+    q.put(
+        {
+            'name': mp.current_process().name,
+            'pid': os.getpid(),
+            'ppid': os.getppid(),
+            'parent_name': parent.name,
+            'parent_pid': parent.pid,
+            'start_method': mp.get_start_method(),
+        }
+    )
+
+
+def spawn_nested(q):
+    """Start a spawn grandchild that reports through ``q`` (passed down from the top); then report ourselves."""
+    mp = target_mp()
+    g = mp.get_context('spawn').Process(target=put_identity, args=(q,))
+    before = g.name
+    g.start()
+    g.join()
+    put_identity(q)
+    q.put({'grandchild_name': before, 'grandchild_pid': g.pid, 'grandchild_exitcode': g.exitcode})
+
+
+def use_stdlib_objects(q, sq, a, b, lock, evt, value, d):
+    """Use every stdlib object received in one start: a Queue, a SimpleQueue, both ends of a duplex Pipe, ..."""
+    a.send('ping')
+    got = b.recv()  # both ends arrived in this child: a -> b
+    with lock:
+        value.value += 1
+    d['child'] = got
+    q.put(('queue', got))
+    sq.put(('simple', got))
+    b.send(('pong', got))  # b -> a, read by the parent
+    evt.set()
+
+
+def child_pids():
+    """[[pid, state]] of this process's children, zombies included (for scripts run in a fresh interpreter)."""
+    me = os.getpid()
+    out = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat') as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:
+            out.append([int(entry), fields[0]])
+    return out

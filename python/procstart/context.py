@@ -9,7 +9,6 @@ procstart context, so they start their helper processes through procstart.
 from __future__ import annotations
 
 import sys
-import threading
 
 from . import _procstart
 from ._procstart import BaseContext, Process
@@ -23,16 +22,6 @@ __all__ = [
     'SpawnContext',
     'SpawnProcess',
 ]
-
-_spawning = threading.local()
-
-
-def _is_spawning():
-    """True while a child's data is being pickled (authkeys and locks may then be pickled)."""
-    if getattr(_spawning, 'popen', None) is not None:
-        return True
-    mp_context = sys.modules.get('multiprocessing.context')
-    return mp_context is not None and mp_context.get_spawning_popen() is not None
 
 
 class _StdlibError:

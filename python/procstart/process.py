@@ -8,7 +8,6 @@ authentication keys, exit-code names, and what a process does at exit.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 from ._procstart import Process, active_children, wait_sentinel
@@ -20,19 +19,19 @@ class AuthenticationString(bytes):
     """An authkey: refuses to be pickled except while a child is being prepared."""
 
     def __reduce__(self):
-        from . import context
+        from . import spawn
 
-        if not context._is_spawning():
+        if not spawn.is_spawning():
             raise TypeError('Pickling an AuthenticationString object is disallowed for security reasons')
         return AuthenticationString, (bytes(self),)
 
 
 class _MainProcess(Process):
-    def __init__(self):
+    def __init__(self, config=None):
         self._identity = ()
         self._name = 'MainProcess'
         self._parent_pid = None
-        self._config = _main_config()
+        self._config = _main_config() if config is None else config
 
     def close(self):
         pass
@@ -82,12 +81,30 @@ class _ParentProcess(Process):
         wait_sentinel(self._sentinel, timeout)
 
 
-# As CPython's repr shows them: exit code -15 is '-SIGTERM'.
-_exitcode_to_name = {}
-for _name, _signum in list(signal.__dict__.items()):
-    if _name[:3] == 'SIG' and '_' not in _name:
-        _exitcode_to_name[-_signum] = f'-{_name}'
-del _name, _signum
+# The working directory when procstart was imported: where a spawn child resolves the
+# parent's '' entry of sys.path (CPython's process.ORIGINAL_DIR).
+ORIGINAL_DIR = os.path.abspath(os.getcwd())
+
+
+class _ExitcodeNames(dict):
+    """As CPython's repr shows exit codes: -15 is '-SIGTERM'. Built on first use, from
+    `_signal` rather than `signal` (which imports `enum`), so children that never print a
+    repr do not pay for it."""
+
+    def __missing__(self, code):
+        if not self.get('_built'):
+            import _signal
+
+            for name, signum in list(_signal.__dict__.items()):
+                if name[:3] == 'SIG' and '_' not in name:
+                    self[-signum] = f'-{name}'
+            self['_built'] = True
+            if code in self:
+                return self[code]
+        raise KeyError(code)
+
+
+_exitcode_to_name = _ExitcodeNames()
 
 
 def _exit_function():

@@ -4,3 +4,4 @@
 pub mod fork;
 pub mod pidfd;
 pub mod poll;
+pub mod spawn;

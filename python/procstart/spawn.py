@@ -1,0 +1,412 @@
+"""The spawn start method, Python side: the payload a spawned child receives, and the child's
+entry point. The launcher (`src/spawn.rs`) starts the interpreter and writes the payload.
+
+Wire layout, shared with `src/spawn.rs`: the child starts as
+
+    <executable> <interpreter flags> -c '<CHILD_CODE>'
+
+with descriptor 3 the read end of the payload pipe, 4 the parent sentinel (a pidfd of the
+parent, or the read end of a pipe the parent holds), 5 and up the descriptors of stdlib objects
+in the payload (`duplicate_for_child`), and nothing else besides 0, 1, 2. The payload is an
+8-byte little-endian length, the pickled preparation data (CPython's keys), then the pickled
+`Process`; the parent closes its end after writing it.
+
+The child imports as little as it can: `_pickle` rather than `pickle`, no stdlib
+`multiprocessing` unless the payload holds stdlib objects, `runpy` only for the unusual main
+modules (`-m`, zip files, directories, compiled files); it ends with `os._exit` after flushing
+and running atexit handlers instead of a full interpreter shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import _procstart, process
+
+PAYLOAD_FD = 3
+PARENT_SENTINEL_FD = 4
+FIRST_INHERITED_FD = 5
+CHILD_CODE = 'from procstart.spawn import spawn_main; spawn_main()'
+
+_LENGTH_BYTES = 8
+
+# The main modules a child replaced, kept alive (CPython's spawn.old_main_modules).
+old_main_modules = []
+
+
+def is_spawning():
+    """True while a child's payload is being pickled (authkeys and locks may then be pickled)."""
+    if getattr(_spawning, 'popen', None) is not None:
+        return True
+    mp_context = sys.modules.get('multiprocessing.context')
+    return mp_context is not None and mp_context.get_spawning_popen() is not None
+
+
+def _thread_local():
+    import _thread
+
+    return _thread._local()
+
+
+_spawning = _thread_local()
+
+
+# -- parent side ---------------------------------------------------------------------------------
+
+
+class _DupFd:
+    """What `reduction.DupFd` pickles for a descriptor passed to the child."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def detach(self):
+        return self.fd
+
+
+class _SpawningPopen:
+    """Stands for the child while its payload is pickled: stdlib objects (Queue, Pipe,
+    Lock, Manager proxies) ask it, through `multiprocessing.context.get_spawning_popen()`,
+    to pass their descriptors to the child."""
+
+    method = 'spawn'
+    DupFd = _DupFd
+
+    def __init__(self):
+        self.fds = []
+
+    def duplicate_for_child(self, fd):
+        if fd in self.fds:
+            return FIRST_INHERITED_FD + self.fds.index(fd)
+        self.fds.append(fd)
+        return FIRST_INHERITED_FD + len(self.fds) - 1
+
+
+_BOOTSTRAP_ERROR = """
+        An attempt has been made to start a new process before the
+        current process has finished its bootstrapping phase.
+
+        This probably means that you are not using fork to start your
+        child processes and you have forgotten to use the proper idiom
+        in the main module:
+
+            if __name__ == '__main__':
+                freeze_support()
+                ...
+
+        The "freeze_support()" line can be omitted if the program
+        is not going to be frozen to produce an executable.
+
+        To fix this issue, refer to the "Safe importing of main module"
+        section in https://docs.python.org/3/library/multiprocessing.html
+        """
+
+
+def _check_not_importing_main():
+    if getattr(_procstart.current_process(), '_inheriting', False):
+        raise RuntimeError(_BOOTSTRAP_ERROR)
+
+
+def get_preparation_data(name):
+    """What a spawned child needs to look like its parent: CPython's `spawn.get_preparation_data`."""
+    _check_not_importing_main()
+    current = _procstart.current_process()
+    d = {'authkey': process.AuthenticationString(bytes(current.authkey))}
+    util = sys.modules.get('multiprocessing.util')
+    if util is not None:
+        d['log_to_stderr'] = util._log_to_stderr
+        if util._logger is not None:
+            d['log_level'] = util._logger.getEffectiveLevel()
+    sys_path = sys.path.copy()
+    if '' in sys_path:
+        sys_path[sys_path.index('')] = process.ORIGINAL_DIR
+    from . import _default_context
+
+    d.update(
+        name=name,
+        sys_path=sys_path,
+        sys_argv=sys.argv,
+        orig_dir=process.ORIGINAL_DIR,
+        dir=os.getcwd(),
+        start_method=_default_context.get_start_method(),
+    )
+    main_module = sys.modules['__main__']
+    main_mod_name = getattr(getattr(main_module, '__spec__', None), 'name', None)
+    if main_mod_name is not None:
+        d['init_main_from_name'] = main_mod_name
+    else:
+        main_path = getattr(main_module, '__file__', None)
+        if main_path is not None:
+            if not os.path.isabs(main_path) and process.ORIGINAL_DIR is not None:
+                main_path = os.path.join(process.ORIGINAL_DIR, main_path)
+            d['init_main_from_path'] = os.path.normpath(main_path)
+    return d
+
+
+def _main_is_importable():
+    main_module = sys.modules['__main__']
+    spec = getattr(main_module, '__spec__', None)
+    return getattr(spec, 'name', None) is not None or getattr(main_module, '__file__', None) is not None
+
+
+def _pickler_class():
+    """stdlib's ForkingPickler when stdlib is loaded (its Connection and socket reducers live in
+    its dispatch table), else the C pickler."""
+    reduction = sys.modules.get('multiprocessing.reduction')
+    if reduction is not None:
+        return reduction.ForkingPickler
+    import pickle
+
+    return pickle.Pickler
+
+
+def _refusing_main_pickler(base):
+    """A pickler that refuses functions and classes of a `__main__` the child cannot import,
+    with a message saying so, instead of a child dying on "Can't get attribute"."""
+    import pickle
+    import types
+
+    class Pickler(base):
+        def reducer_override(self, obj):
+            if isinstance(obj, (types.FunctionType, type)) and getattr(obj, '__module__', None) == '__main__':
+                raise pickle.PicklingError(
+                    f"Can't pickle {obj!r} for the spawn start method: it is defined in __main__, which a "
+                    'spawned child cannot import (the parent runs a REPL, python -c or a notebook). Define it '
+                    'in a module, or use the fork start method.'
+                )
+            return NotImplemented
+
+    return Pickler
+
+
+def _dumps(pickler_class, obj):
+    import io
+
+    buf = io.BytesIO()
+    pickler_class(buf).dump(obj)
+    return buf.getbuffer()
+
+
+def _culprit(pickler_class, obj, path, depth=0):
+    """The innermost part of `obj` that fails to pickle, as a path such as `args[1]`."""
+    if depth > 4:
+        return path
+    if isinstance(obj, (tuple, list)):
+        parts = ((f'{path}[{i}]', item) for i, item in enumerate(obj))
+    elif isinstance(obj, dict):
+        parts = ((f'{path}[{key!r}]', value) for key, value in obj.items())
+    elif hasattr(obj, '__dict__') and not isinstance(obj, type) and not callable(obj):
+        parts = ((f'{path}.{name}', value) for name, value in vars(obj).items())
+    else:
+        return path
+    for part_path, part in parts:
+        try:
+            _dumps(pickler_class, part)
+        except Exception:
+            return _culprit(pickler_class, part, part_path, depth + 1)
+    return path
+
+
+def _explain(pickler_class, process_obj, error):
+    """`error` again, its message naming the part of `process_obj` that cannot be pickled."""
+    state = dict(vars(process_obj))
+    where = None
+    for name in ('_target', '_args', '_kwargs'):
+        if name in state:
+            try:
+                _dumps(pickler_class, state[name])
+            except Exception:
+                label = {'_target': 'target', '_args': 'args', '_kwargs': 'kwargs'}[name]
+                where = _culprit(pickler_class, state[name], label)
+                break
+    if where is None:
+        where = _culprit(pickler_class, {k: v for k, v in state.items() if k != '_config'}, 'process')
+    message = f'{error} (in {where} of {process_obj!r}, pickled for the spawn start method)'
+    try:
+        explained = type(error)(message)
+    except Exception:
+        return error
+    return explained
+
+
+def payload(process_obj):
+    """The bytes a spawned child reads, and the descriptors it must inherit for them."""
+    prep = get_preparation_data(process_obj._name)
+    popen = _SpawningPopen()
+    pickler_class = _pickler_class()
+    if not _main_is_importable():
+        pickler_class = _refusing_main_pickler(pickler_class)
+    mp_context = sys.modules.get('multiprocessing.context')
+    _spawning.popen = popen
+    if mp_context is not None:
+        mp_context.set_spawning_popen(popen)
+    try:
+        prep_bytes = _dumps(pickler_class, prep)
+        try:
+            process_bytes = _dumps(pickler_class, process_obj)
+        except Exception as error:
+            explained = _explain(pickler_class, process_obj, error)
+            if explained is error:
+                raise
+            raise explained from error
+    finally:
+        _spawning.popen = None
+        if mp_context is not None:
+            mp_context.set_spawning_popen(None)
+    data = b''.join((len(prep_bytes).to_bytes(_LENGTH_BYTES, 'little'), prep_bytes, process_bytes))
+    return data, popen.fds
+
+
+def command_line():
+    """argv of a spawned child: the executable, the running interpreter's flags, the entry."""
+    import subprocess
+
+    exe = _procstart.get_executable()
+    return [os.fsencode(exe), *map(os.fsencode, subprocess._args_from_interpreter_flags()), b'-c', CHILD_CODE.encode()]
+
+
+# -- child side ----------------------------------------------------------------------------------
+
+
+def _read_payload():
+    chunks = []
+    while True:
+        chunk = os.read(PAYLOAD_FD, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(PAYLOAD_FD)
+    return b''.join(chunks)
+
+
+def spawn_main():
+    """Entry point of a spawned child (CPython's `spawn.spawn_main` and `spawn._main`)."""
+    import _pickle
+
+    data = _read_payload()
+    prep_length = int.from_bytes(data[:_LENGTH_BYTES], 'little')
+    prep = _pickle.loads(data[_LENGTH_BYTES : _LENGTH_BYTES + prep_length])
+    # Until the process object takes over, this child is a main process that is still
+    # inheriting: starting a process now is the unguarded-main mistake.
+    main = process._MainProcess(config={'authkey': prep['authkey'], 'semprefix': '/mp'})
+    main._inheriting = True
+    _procstart._set_current_process(main)
+    prepare(prep)
+    process_obj = _pickle.loads(data[_LENGTH_BYTES + prep_length :])
+    del main._inheriting
+    del data
+    _procstart._run_spawned(process_obj, PARENT_SENTINEL_FD)
+
+
+def prepare(data):
+    """Make this child look like its parent, in CPython's order (`spawn.prepare`)."""
+    current = _procstart.current_process()
+    if 'name' in data:
+        current.name = data['name']
+    if 'authkey' in data:
+        current.authkey = data['authkey']
+    if data.get('log_to_stderr'):
+        from multiprocessing import util
+
+        util.log_to_stderr()
+    if 'log_level' in data:
+        from multiprocessing import util
+
+        util.get_logger().setLevel(data['log_level'])
+    if 'sys_path' in data:
+        sys.path = data['sys_path']
+    if 'sys_argv' in data:
+        sys.argv = data['sys_argv']
+    if 'dir' in data:
+        os.chdir(data['dir'])
+    if 'orig_dir' in data:
+        process.ORIGINAL_DIR = data['orig_dir']
+    if 'start_method' in data:
+        from . import _default_context
+
+        _default_context.set_start_method(data['start_method'], force=True)
+    if 'init_main_from_name' in data:
+        _fixup_main_from_name(data['init_main_from_name'])
+    elif 'init_main_from_path' in data:
+        _fixup_main_from_path(data['init_main_from_path'])
+
+
+def _install_main(main_content):
+    main_module = type(sys)('__mp_main__')
+    main_module.__dict__.update(main_content)
+    sys.modules['__main__'] = sys.modules['__mp_main__'] = main_module
+
+
+def _fixup_main_from_name(mod_name):
+    current_main = sys.modules['__main__']
+    if mod_name == '__main__' or mod_name.endswith('.__main__'):
+        return
+    if getattr(getattr(current_main, '__spec__', None), 'name', None) == mod_name:
+        return
+    old_main_modules.append(current_main)
+    import runpy
+
+    _install_main(runpy.run_module(mod_name, run_name='__mp_main__', alter_sys=True))
+
+
+def _fixup_main_from_path(main_path):
+    current_main = sys.modules['__main__']
+    main_name = os.path.splitext(os.path.basename(main_path))[0]
+    if main_name == 'ipython':
+        return
+    if getattr(current_main, '__file__', None) == main_path:
+        return
+    old_main_modules.append(current_main)
+    code = _source_file_code(main_path)
+    if code is None:
+        import runpy
+
+        _install_main(runpy.run_path(main_path, run_name='__mp_main__'))
+    else:
+        _install_main(_run_main_code(code, main_path))
+
+
+def _source_file_code(path):
+    """The code of `path` if it is a plain source file, else None (then runpy handles it)."""
+    import zipimport
+    from importlib._bootstrap_external import MAGIC_NUMBER
+
+    if not os.path.isfile(path):
+        return None
+    try:
+        zipimport.zipimporter(path)
+    except zipimport.ZipImportError:
+        pass
+    else:
+        return None
+    import io
+
+    with io.open_code(path) as f:
+        source = f.read()
+    if source.startswith(MAGIC_NUMBER):
+        return None
+    return compile(source, path, 'exec', dont_inherit=True)
+
+
+def _run_main_code(code, path):
+    """`runpy.run_path(path, run_name='__mp_main__')` for a source file, without runpy's imports:
+    the same globals, `sys.modules['__mp_main__']` and `sys.argv[0]` set while it runs, and a copy
+    of the globals returned."""
+    module = type(sys)('__mp_main__')
+    module.__dict__.update(__file__=path, __cached__=None, __loader__=None, __package__='', __spec__=None)
+    saved_module = sys.modules.get('__mp_main__')
+    saved_argv0 = sys.argv[0] if sys.argv else None
+    sys.modules['__mp_main__'] = module
+    if sys.argv:
+        sys.argv[0] = path
+    try:
+        exec(code, module.__dict__)  # noqa: S102 -- running the main module is the point
+    finally:
+        if sys.argv:
+            sys.argv[0] = saved_argv0
+        if saved_module is None:
+            del sys.modules['__mp_main__']
+        else:
+            sys.modules['__mp_main__'] = saved_module
+    return module.__dict__.copy()
