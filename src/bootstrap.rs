@@ -13,7 +13,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
-use crate::imports::{atexit, py_bootstrap, py_process, sys, threading};
+use crate::imports::{atexit, loaded, py_bootstrap, py_process, sys};
 use crate::stdlib::Stdlib;
 use crate::{context, process};
 
@@ -61,7 +61,7 @@ impl ChildSetup {
                 .map(Bound::unbind)
         })?;
         // Imported now, so that the child finds them kept instead of importing them.
-        for module in [atexit, threading, py_bootstrap, py_process] {
+        for module in [atexit, py_bootstrap, py_process] {
             module(py)?;
         }
         Ok(ChildSetup {
@@ -107,12 +107,14 @@ impl ChildSetup {
             },
         );
         self.close_stdin(py)?;
-        // CPython: threading.main_thread()._set_native_id(), without its two Python frames.
-        let threading = threading(py)?;
-        let native_id = threading.call_method0(intern!(py, "get_native_id"))?;
-        threading
-            .getattr(intern!(py, "_main_thread"))?
-            .setattr(intern!(py, "_native_id"), native_id)?;
+        // CPython: threading.main_thread()._set_native_id(), without its two Python frames;
+        // a child that has not imported threading has no thread objects to update.
+        if let Some(threading) = loaded(py, "threading")? {
+            let native_id = threading.call_method0(intern!(py, "get_native_id"))?;
+            threading
+                .getattr(intern!(py, "_main_thread"))?
+                .setattr(intern!(py, "_native_id"), native_id)?;
+        }
         if self.stdlib.is_loaded() {
             let parent = process::parent_process(py)?.unwrap_or_else(|| py.None());
             let method = context::default_start_method(py)?;
@@ -165,7 +167,10 @@ impl ChildSetup {
 /// exit hooks. Skipped, with its Python frames, when only the main thread ever ran and there
 /// is nothing to wait for; called whenever that cannot be read.
 fn shutdown_threading(py: Python<'_>) -> PyResult<()> {
-    let threading = threading(py)?;
+    // Without threading imported, the child never started a thread.
+    let Some(threading) = loaded(py, "threading")? else {
+        return Ok(());
+    };
     let nothing_to_do = || -> PyResult<bool> {
         Ok(threading.getattr(intern!(py, "_active"))?.len()? <= 1
             && threading.getattr(intern!(py, "_limbo"))?.len()? == 0

@@ -14,6 +14,14 @@ fn kept<'py>(
         .map(|m| m.bind(py))
 }
 
+/// `sys.modules.get(name)`: a module only if something already imported it.
+pub fn loaded<'py>(py: Python<'py>, name: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let module = sys(py)?
+        .getattr(pyo3::intern!(py, "modules"))?
+        .call_method1(pyo3::intern!(py, "get"), (name,))?;
+    Ok((!module.is_none()).then_some(module))
+}
+
 macro_rules! modules {
     ($($fn_name:ident => $module:literal),* $(,)?) => {
         $(
@@ -30,7 +38,6 @@ modules! {
     builtins => "builtins",
     os => "os",
     atexit => "atexit",
-    threading => "threading",
     itertools => "itertools",
     py_process => "procstart.process",
     py_bootstrap => "procstart._bootstrap",

@@ -11,21 +11,13 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PySet;
 
-use crate::imports::{itertools, sys};
+use crate::imports::{itertools, loaded};
 
 /// The stdlib modules loaded in the parent, looked up before `fork()`.
 pub struct Stdlib {
     process: Option<Py<PyAny>>,
     context: Option<Py<PyAny>>,
     util: Option<Py<PyAny>>,
-}
-
-fn loaded(py: Python<'_>, name: &str) -> PyResult<Option<Py<PyAny>>> {
-    let modules = sys(py)?.getattr(intern!(py, "modules"))?;
-    Ok(modules
-        .call_method1(intern!(py, "get"), (name,))?
-        .extract::<Option<Bound<'_, PyAny>>>()?
-        .map(Bound::unbind))
 }
 
 fn is_empty(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -36,9 +28,9 @@ impl Stdlib {
     pub fn find(py: Python<'_>) -> PyResult<Self> {
         itertools(py)?;
         Ok(Stdlib {
-            process: loaded(py, "multiprocessing.process")?,
-            context: loaded(py, "multiprocessing.context")?,
-            util: loaded(py, "multiprocessing.util")?,
+            process: loaded(py, "multiprocessing.process")?.map(Bound::unbind),
+            context: loaded(py, "multiprocessing.context")?.map(Bound::unbind),
+            util: loaded(py, "multiprocessing.util")?.map(Bound::unbind),
         })
     }
 

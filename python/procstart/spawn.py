@@ -370,7 +370,10 @@ def _fixup_main_from_path(main_path):
 def _source_file_code(path):
     """The code of `path` if it is a plain source file, else None (then runpy handles it)."""
     import zipimport
-    from importlib._bootstrap_external import MAGIC_NUMBER
+
+    # The frozen import machinery, always loaded; importing it as importlib's submodule
+    # would import the importlib package (and warnings) too.
+    from _frozen_importlib_external import MAGIC_NUMBER
 
     if not os.path.isfile(path):
         return None
