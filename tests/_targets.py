@@ -492,3 +492,40 @@ def child_pids():
         if int(fields[1]) == me:
             out.append([int(entry), fields[0]])
     return out
+
+
+# -- payload fidelity (spawn sends plain payloads without pickle) ------------------------------------------------
+
+
+class TaggedStr(str):
+    pass
+
+
+def describe_args_to_file(path, args, kwargs):
+    """`describe_args`, written as JSON to `path` (so that nothing but plain data is in the payload)."""
+    import json
+
+    with open(path, 'w') as f:
+        json.dump(describe_args(args, kwargs), f)
+
+
+def describe_args(args, kwargs):
+    """What a child received: repr, exact types, and identities between the arguments."""
+    import math
+
+    return {
+        'repr': repr((args, kwargs)),
+        'types': [type(a).__name__ for a in args] + [type(v).__name__ for v in kwargs.values()],
+        'same_0_1': len(args) > 1 and args[0] is args[1],
+        'nan_is_nan': any(isinstance(a, float) and math.isnan(a) for a in args),
+    }
+
+
+class CustomReduceProcessHolder:
+    """A picklable instance argument (travels by pickle)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.value == self.value

@@ -663,3 +663,81 @@ def test_exit_reporting_default_names(run_py):
     assert '_targets.py", line' in tb
     assert ', in raise_error\n' in tb
     assert tb.endswith('\nRuntimeError: kaboom\n'), tb
+
+
+# -- payload fidelity: whatever path the payload takes, the child gets what pickle would give ---------------
+
+
+def _describe_in_child(spawn, tmp_path, *args, **kwargs):
+    # Reported through a file named by a str: with only plain data in the payload, procstart sends
+    # it without pickle, and that path is the one under test.
+    path = str(tmp_path / 'described.json')
+    p = spawn.Process(target=_targets.describe_args_to_file, args=(path, args, kwargs))
+    p.start()
+    finish(p)
+    assert p.exitcode == 0
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_plain_arguments_round_trip(spawn, tmp_path):
+    args = (
+        None,
+        True,
+        0,
+        -(2**100),
+        1.5,
+        -0.0,
+        float('inf'),
+        2j,
+        'ü\x00',
+        b'\x00\xff',
+        (1, (2, [3, {'k': (4,)}])),
+        [],
+        {1: 'a', 'b': [None]},
+    )
+    kwargs = {'flag': False, 'data': {'nested': [1, 2, (3,)]}}
+    info = _describe_in_child(spawn, tmp_path, *args, **kwargs)
+    assert info['repr'] == repr((args, kwargs))
+    assert info['types'] == [type(a).__name__ for a in args] + ['bool', 'dict']
+
+
+def test_argument_types_and_identity_are_kept(spawn, tmp_path):
+    shared = [1, 2]
+    info = _describe_in_child(spawn, tmp_path, shared, shared)
+    assert info['same_0_1'] is True  # pickle keeps one list for both arguments
+    info = _describe_in_child(spawn, tmp_path, _targets.TaggedStr('x'), True, 1, float('nan'))
+    assert info['types'] == ['TaggedStr', 'bool', 'int', 'float']
+    assert info['nan_is_nan'] is True
+
+
+def test_by_reference_arguments(spawn, tmp_path):
+    # Functions, builtins and classes travel by name, instances by pickle; all arrive.
+    info = _describe_in_child(spawn, tmp_path, _targets.noop, os.getpid, _targets.TaggedStr)
+    assert info['types'] == ['function', 'builtin_function_or_method', 'type']
+    info = _describe_in_child(spawn, tmp_path, _targets.CustomReduceProcessHolder(7))
+    assert info['types'] == ['CustomReduceProcessHolder']
+
+
+@skip_on_stdlib('procstart sends plain payloads marshalled, without pickle')
+def test_payload_encoding_choice(mp, spawn):
+    from procstart import spawn as spawn_module
+
+    def encoding(*args):
+        p = spawn.Process(target=_targets.describe_args_to_file, args=args)
+        data, fds = spawn_module.payload(p)
+        return data[:1], fds
+
+    assert encoding('path', (1, 'a', [2.0]), {'k': None}) == (b'M', [])
+    shared = []
+    assert encoding('path', (shared, shared), {})[0] == b'P'
+    assert encoding('path', (_targets.TaggedStr('x'),), {})[0] == b'P'
+    with pytest.raises(AttributeError, match="Can't pickle local object"):
+        encoding('path', (lambda: 0,), {})  # left to pickle, which refuses it as CPython does
+    r, w = multiprocessing.get_context('spawn').Pipe()
+    try:
+        data, fds = encoding('path', (w,), {})
+        assert data[:1] == b'P' and fds == [w.fileno()]
+    finally:
+        r.close()
+        w.close()

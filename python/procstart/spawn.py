@@ -7,14 +7,20 @@ Wire layout, shared with `src/spawn.rs`: the child starts as
 
 with descriptor 3 the read end of the payload pipe, 4 the parent sentinel (a pidfd of the
 parent, or the read end of a pipe the parent holds), 5 and up the descriptors of stdlib objects
-in the payload (`duplicate_for_child`), and nothing else besides 0, 1, 2. The payload is an
-8-byte little-endian length, the pickled preparation data (CPython's keys), then the pickled
-`Process`; the parent closes its end after writing it.
+in the payload (`duplicate_for_child`), and nothing else besides 0, 1, 2. The parent closes
+its end after writing the payload, which is one of:
 
-The child imports as little as it can: `_pickle` rather than `pickle`, no stdlib
-`multiprocessing` unless the payload holds stdlib objects, `runpy` only for the unusual main
-modules (`-m`, zip files, directories, compiled files); it ends with `os._exit` after flushing
-and running atexit handlers instead of a full interpreter shutdown.
+- `M` + a marshal-encoded pair (preparation data, process) of plain values and by-name
+  references (see `_encode`), when everything in it is that simple: a module-level target and
+  plain arguments, the common case. The child then needs no `_pickle`, whose import (it pulls
+  in functools and collections) is a fifth of a spawn child's start-up.
+- `P` + an 8-byte little-endian length, the pickled preparation data (CPython's keys), then the
+  pickled `Process`: everything else, exactly as CPython sends it.
+
+The child imports as little as it can: no stdlib `multiprocessing` unless the payload holds
+stdlib objects, `runpy` only for the unusual main modules (`-m`, zip files, directories,
+compiled files); it ends with `os._exit` after flushing and running atexit handlers instead of a
+full interpreter shutdown.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ FIRST_INHERITED_FD = 5
 CHILD_CODE = 'from procstart.spawn import spawn_main; spawn_main()'
 
 _LENGTH_BYTES = 8
+_MARSHALLED, _PICKLED = b'M', b'P'
 
 # The main modules a child replaced, kept alive (CPython's spawn.old_main_modules).
 old_main_modules = []
@@ -230,9 +237,116 @@ def _explain(pickler_class, process_obj, error):
     return explained
 
 
+class _NotPlain(Exception):
+    """Raised by `_encode` for what only pickle can carry."""
+
+
+_PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes)
+
+
+def _by_name(obj):
+    """(module, qualname) of a function or class that pickle would save by reference, when the
+    child can find it again by that name."""
+    module, qualname = getattr(obj, '__module__', None), getattr(obj, '__qualname__', None)
+    if not isinstance(module, str) or not isinstance(qualname, str) or '<' in qualname:
+        raise _NotPlain
+    if module == '__main__' and not _main_is_importable():
+        raise _NotPlain
+    found = sys.modules.get(module)
+    for part in qualname.split('.'):
+        found = getattr(found, part, None)
+    if found is not obj:
+        raise _NotPlain
+    return ('r', module, qualname)
+
+
+def _encode(obj, seen):
+    """`obj` as a marshal-able tree: plain values as themselves, every other node a tuple
+    tagged by its first item. Containers met twice (shared or recursive) are left to pickle,
+    which keeps their identity."""
+    import types
+
+    kind = type(obj)
+    if kind in _PLAIN_TYPES:
+        return obj
+    if kind in (tuple, list, dict):
+        if id(obj) in seen:
+            raise _NotPlain
+        seen.add(id(obj))
+        if kind is dict:
+            return ('d', *(node for item in obj.items() for node in (_encode(item[0], seen), _encode(item[1], seen))))
+        return ('t' if kind is tuple else 'l', *(_encode(item, seen) for item in obj))
+    if kind is process.AuthenticationString:
+        return ('a', bytes(obj))
+    if kind in (types.FunctionType, types.BuiltinFunctionType) or isinstance(obj, type):
+        return _by_name(obj)
+    raise _NotPlain
+
+
+def _encode_process(process_obj):
+    import copyreg
+
+    cls = type(process_obj)
+    base = _procstart.Process
+    if (
+        cls.__reduce_ex__ is not object.__reduce_ex__
+        or cls.__reduce__ is not object.__reduce__
+        or cls.__getstate__ is not base.__getstate__
+        or cls.__setstate__ is not base.__setstate__
+        or cls in copyreg.dispatch_table
+    ):
+        raise _NotPlain
+    return ('o', _by_name(cls), _encode(process_obj.__getstate__(), set()))
+
+
+def _decode(node):
+    if type(node) is not tuple:
+        return node
+    tag = node[0]
+    if tag == 't':
+        return tuple(_decode(item) for item in node[1:])
+    if tag == 'l':
+        return [_decode(item) for item in node[1:]]
+    if tag == 'd':
+        items = iter(node[1:])
+        return {_decode(key): _decode(value) for key, value in zip(items, items)}
+    if tag == 'r':
+        # As pickle's find_class.
+        __import__(node[1])
+        found = sys.modules[node[1]]
+        for part in node[2].split('.'):
+            found = getattr(found, part)
+        return found
+    if tag == 'a':
+        return process.AuthenticationString(node[1])
+    if tag == 'o':
+        cls = _decode(node[1])
+        obj = cls.__new__(cls)
+        obj.__setstate__(_decode(node[2]))
+        return obj
+    raise ValueError(f'unknown payload node {tag!r}')
+
+
+def _marshalled(prep, process_obj):
+    """The `M` payload, or None when it cannot carry these."""
+    import marshal
+
+    # marshal's format is the running interpreter's own.
+    if os.fsencode(_procstart.get_executable()) != os.fsencode(sys.executable or ''):
+        return None
+    try:
+        encoded = (_encode(prep, set()), _encode_process(process_obj))
+    except (_NotPlain, RecursionError):
+        return None
+    return _MARSHALLED + marshal.dumps(encoded)
+
+
 def payload(process_obj):
     """The bytes a spawned child reads, and the descriptors it must inherit for them."""
     prep = get_preparation_data(process_obj._name)
+    data = _marshalled(prep, process_obj)
+    if data is not None:
+        return data, []
     popen = _SpawningPopen()
     pickler_class = _pickler_class()
     if not _main_is_importable():
@@ -254,7 +368,7 @@ def payload(process_obj):
         _spawning.popen = None
         if mp_context is not None:
             mp_context.set_spawning_popen(None)
-    data = b''.join((len(prep_bytes).to_bytes(_LENGTH_BYTES, 'little'), prep_bytes, process_bytes))
+    data = b''.join((_PICKLED, len(prep_bytes).to_bytes(_LENGTH_BYTES, 'little'), prep_bytes, process_bytes))
     return data, popen.fds
 
 
@@ -282,20 +396,27 @@ def _read_payload():
 
 def spawn_main():
     """Entry point of a spawned child (CPython's `spawn.spawn_main` and `spawn._main`)."""
-    import _pickle
-
     data = _read_payload()
-    prep_length = int.from_bytes(data[:_LENGTH_BYTES], 'little')
-    prep = _pickle.loads(data[_LENGTH_BYTES : _LENGTH_BYTES + prep_length])
+    if data[:1] == _MARSHALLED:
+        import marshal
+
+        prep_node, process_data = marshal.loads(data[1:])
+        prep, load = _decode(prep_node), _decode
+    else:
+        import _pickle
+
+        prep_end = 1 + _LENGTH_BYTES + int.from_bytes(data[1 : 1 + _LENGTH_BYTES], 'little')
+        prep, load = _pickle.loads(data[1 + _LENGTH_BYTES : prep_end]), _pickle.loads
+        process_data = data[prep_end:]
+    del data
     # Until the process object takes over, this child is a main process that is still
     # inheriting: starting a process now is the unguarded-main mistake.
     main = process._MainProcess(config={'authkey': prep['authkey'], 'semprefix': '/mp'})
     main._inheriting = True
     _procstart._set_current_process(main)
     prepare(prep)
-    process_obj = _pickle.loads(data[_LENGTH_BYTES + prep_length :])
-    del main._inheriting
-    del data
+    process_obj = load(process_data)
+    del main._inheriting, process_data
     _procstart._run_spawned(process_obj, PARENT_SENTINEL_FD)
 
 
