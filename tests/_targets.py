@@ -529,3 +529,17 @@ class CustomReduceProcessHolder:
 
     def __eq__(self, other):
         return type(other) is type(self) and other.value == self.value
+
+
+def stdlib_tracker_state(path):
+    """Create a stdlib spawn-context semaphore here; record whether this process reused its parent's tracker."""
+    import json
+    import multiprocessing
+    from multiprocessing import resource_tracker
+
+    inherited_fd = resource_tracker._resource_tracker._fd
+    lock = multiprocessing.get_context('spawn').Lock()
+    state = {'inherited_fd': inherited_fd is not None, 'own_tracker_pid': resource_tracker._resource_tracker._pid}
+    del lock
+    with open(path, 'w') as f:
+        json.dump(state, f)

@@ -728,7 +728,10 @@ def test_payload_encoding_choice(mp, spawn):
         data, fds = spawn_module.payload(p)
         return data[:1], fds
 
-    assert encoding('path', (1, 'a', [2.0]), {'k': None}) == (b'M', [])
+    from multiprocessing import resource_tracker
+
+    tracker_fd = resource_tracker._resource_tracker._fd  # shared with the child when it runs
+    assert encoding('path', (1, 'a', [2.0]), {'k': None}) == (b'M', [] if tracker_fd is None else [tracker_fd])
     shared = []
     assert encoding('path', (shared, shared), {})[0] == b'P'
     assert encoding('path', (_targets.TaggedStr('x'),), {})[0] == b'P'
@@ -737,7 +740,21 @@ def test_payload_encoding_choice(mp, spawn):
     r, w = multiprocessing.get_context('spawn').Pipe()
     try:
         data, fds = encoding('path', (w,), {})
-        assert data[:1] == b'P' and fds == [w.fileno()]
+        assert data[:1] == b'P' and fds == ([] if tracker_fd is None else [tracker_fd]) + [w.fileno()]
     finally:
         r.close()
         w.close()
+
+
+def test_child_shares_the_stdlib_resource_tracker(spawn, tmp_path):
+    # As CPython: a spawn child registers its stdlib semaphores with the parent's tracker
+    # instead of starting one of its own.
+    keep = multiprocessing.get_context('spawn').Lock()  # makes this process run stdlib's tracker
+    path = str(tmp_path / 'tracker.json')
+    p = spawn.Process(target=_targets.stdlib_tracker_state, args=(path,))
+    p.start()
+    finish(p)
+    assert p.exitcode == 0
+    with open(path) as f:
+        assert json.load(f) == {'inherited_fd': True, 'own_tracker_pid': None}
+    del keep

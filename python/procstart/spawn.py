@@ -116,7 +116,8 @@ def _check_not_importing_main():
 
 
 def get_preparation_data(name):
-    """What a spawned child needs to look like its parent: CPython's `spawn.get_preparation_data`."""
+    """What a spawned child needs to look like its parent: CPython's `spawn.get_preparation_data`
+    (`payload` adds `stdlib_tracker_fd` when there is one to share)."""
     _check_not_importing_main()
     current = _procstart.current_process()
     d = {'authkey': process.AuthenticationString(bytes(current.authkey))}
@@ -341,13 +342,23 @@ def _marshalled(prep, process_obj):
     return _MARSHALLED + marshal.dumps(encoded)
 
 
+def _share_stdlib_tracker(prep, popen):
+    """Pass stdlib's resource tracker, when this process runs one, as CPython's spawn does:
+    the child's stdlib semaphores and shared memory then register with the same tracker."""
+    resource_tracker = sys.modules.get('multiprocessing.resource_tracker')
+    fd = getattr(getattr(resource_tracker, '_resource_tracker', None), '_fd', None)
+    if fd is not None:
+        prep['stdlib_tracker_fd'] = popen.duplicate_for_child(fd)
+
+
 def payload(process_obj):
     """The bytes a spawned child reads, and the descriptors it must inherit for them."""
     prep = get_preparation_data(process_obj._name)
+    popen = _SpawningPopen()
+    _share_stdlib_tracker(prep, popen)
     data = _marshalled(prep, process_obj)
     if data is not None:
-        return data, []
-    popen = _SpawningPopen()
+        return data, popen.fds
     pickler_class = _pickler_class()
     if not _main_is_importable():
         pickler_class = _refusing_main_pickler(pickler_class)
@@ -443,6 +454,10 @@ def prepare(data):
         os.chdir(data['dir'])
     if 'orig_dir' in data:
         process.ORIGINAL_DIR = data['orig_dir']
+    if 'stdlib_tracker_fd' in data:
+        from multiprocessing import resource_tracker
+
+        resource_tracker._resource_tracker._fd = data['stdlib_tracker_fd']
     if 'start_method' in data:
         from . import _default_context
 
