@@ -4,9 +4,9 @@
 //! A fork child pays for every memory page it writes (copy-on-write), and running Python code
 //! writes many: reference counts, specialising bytecode, frames. So what can be prepared is
 //! prepared in the parent before `fork()` ([`ChildSetup`]), and the child does its own
-//! bookkeeping here in Rust; Python runs only for `run()` itself
-//! (`procstart._bootstrap.run_process`) and for what the user's program brought in
-//! (stdlib `multiprocessing` state, atexit handlers, child processes of its own).
+//! bookkeeping here in Rust; Python runs only for `run()` itself and for what the user's
+//! program brought in (stdlib `multiprocessing` state, atexit handlers, child processes of its
+//! own). A spawned child builds the same setup itself, once its payload is unpickled.
 
 use pyo3::exceptions::{PyAttributeError, PyValueError};
 use pyo3::intern;
@@ -34,7 +34,8 @@ pub fn flush_std_streams(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
-/// What a child needs from its parent, gathered before `fork()`.
+/// What a child needs from its parent: gathered before `fork()` for a fork child, from the
+/// payload in a spawned one.
 pub struct ChildSetup {
     process: Py<PyAny>,
     /// The start method that made the child: "spawn" children start from a fresh
