@@ -25,7 +25,7 @@ static PARENT: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
 /// Started and not yet known to be finished: CPython's `process._children`.
 static CHILDREN: Mutex<Vec<Py<Process>>> = Mutex::new(Vec::new());
 
-#[pyclass(subclass, dict, frozen, module = "procstart._procstart")]
+#[pyclass(subclass, dict, weakref, frozen, module = "procstart._procstart")]
 pub struct Process {
     popen: Mutex<Option<Py<Popen>>>,
     /// Set by the first `start()`, before it launches: a second `start()` racing from another

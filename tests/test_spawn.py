@@ -758,3 +758,28 @@ def test_child_shares_the_stdlib_resource_tracker(spawn, tmp_path):
     with open(path) as f:
         assert json.load(f) == {'inherited_fd': True, 'own_tracker_pid': None}
     del keep
+
+
+@skip_on_stdlib('stdlib multiprocessing is always importable; procstart may be on a path set at run time')
+def test_child_finds_procstart_on_a_runtime_path(mp):
+    # -I ignores PYTHONPATH and user site: the parent finds procstart only through sys.path.insert,
+    # and so must its spawn children.
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(mp.__file__)))
+    code = (
+        f'import sys; sys.path.insert(0, {package_parent!r}); sys.path.insert(0, {TESTS_DIR!r})\n'
+        'import procstart, _targets\n'
+        "p = procstart.get_context('spawn').Process(target=_targets.exit_with, args=(5,))\n"
+        'p.start(); p.join(30); print(p.exitcode)\n'
+    )
+    proc = subprocess.run([sys.executable, '-I', '-c', code], check=False, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == '5', proc.stderr
+
+
+def test_process_supports_weak_references(mp, spawn):
+    import weakref
+
+    for cls in (mp.Process, spawn.Process):
+        p = cls(target=_targets.noop)
+        ref = weakref.ref(p)
+        del p
+        assert ref() is None

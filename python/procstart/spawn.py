@@ -33,7 +33,12 @@ from . import _procstart, process
 PAYLOAD_FD = 3
 PARENT_SENTINEL_FD = 4
 FIRST_INHERITED_FD = 5
-CHILD_CODE = 'from procstart.spawn import spawn_main; spawn_main()'
+# The child must import procstart before it reads the parent's sys.path from the payload, and
+# the parent may have found procstart only through a path set at run time (`-S`, `-I`,
+# `sys.path.insert`): the child looks where the parent found it, after its own entries (so that
+# nothing there shadows the standard library); prepare() then installs the parent's sys.path.
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHILD_CODE = f'import sys; sys.path.append({_PACKAGE_PARENT!r}); from procstart.spawn import spawn_main; spawn_main()'
 
 _LENGTH_BYTES = 8
 _MARSHALLED, _PICKLED = b'M', b'P'
@@ -388,7 +393,12 @@ def command_line():
     import subprocess
 
     exe = _procstart.get_executable()
-    return [os.fsencode(exe), *map(os.fsencode, subprocess._args_from_interpreter_flags()), b'-c', CHILD_CODE.encode()]
+    return [
+        os.fsencode(exe),
+        *map(os.fsencode, subprocess._args_from_interpreter_flags()),
+        b'-c',
+        os.fsencode(CHILD_CODE),
+    ]
 
 
 # -- child side ----------------------------------------------------------------------------------
