@@ -99,7 +99,6 @@ impl ChildSetup {
             context::force_start_method(py, method)?;
         }
         process::enter_child(
-            py,
             self.process.clone_ref(py),
             process::ParentInfo {
                 name: self.parent_name.clone_ref(py),

@@ -247,22 +247,26 @@ impl DefaultContext {
         method: Option<&Bound<'_, PyAny>>,
         force: bool,
     ) -> PyResult<()> {
-        let py = slf.py();
+        let this = slf.get();
         let method = method.filter(|m| !m.is_none());
-        {
-            let this = slf.get();
-            let mut actual = this.actual.lock().unwrap();
-            if actual.is_some() && !force {
-                return Err(PyRuntimeError::new_err("context has already been set"));
-            }
-            if method.is_none() && force {
-                *actual = None;
+        let already_set = || PyRuntimeError::new_err("context has already been set");
+        if this.actual.lock().unwrap().is_some() && !force {
+            return Err(already_set());
+        }
+        // Resolved without the lock held (it runs Python code), then set if still allowed.
+        let ctx = match method {
+            Some(method) => concrete_context(slf.py(), method)?.unbind(),
+            None if force => {
+                *this.actual.lock().unwrap() = None;
                 return Ok(());
             }
+            None => this.default.clone_ref(slf.py()),
+        };
+        let mut actual = this.actual.lock().unwrap();
+        if actual.is_some() && !force {
+            return Err(already_set());
         }
-        let ctx = Self::get_context(slf, method)?.unbind();
-        *slf.get().actual.lock().unwrap() = Some(ctx);
-        let _ = py;
+        *actual = Some(ctx);
         Ok(())
     }
 

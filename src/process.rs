@@ -112,7 +112,7 @@ static PARENT_INFO: Mutex<Option<ParentInfo>> = Mutex::new(None);
 
 /// In a new child: the child's own `Process` object becomes the current process and it
 /// starts with no children of its own.
-pub fn enter_child(py: Python<'_>, current: Py<PyAny>, parent: ParentInfo) {
+pub fn enter_child(current: Py<PyAny>, parent: ParentInfo) {
     COUNTER.store(1, Ordering::SeqCst);
     let inherited = std::mem::take(&mut *CHILDREN.lock().unwrap());
     let old_current = CURRENT.lock().unwrap().replace(current);
@@ -121,7 +121,6 @@ pub fn enter_child(py: Python<'_>, current: Py<PyAny>, parent: ParentInfo) {
     // The parent's objects are never used here, and releasing them would only write to
     // (and so copy) the pages they live on; a fork child exits without freeing anything.
     std::mem::forget((inherited, old_current, old_parent));
-    let _ = py;
 }
 
 pub fn parent_process(py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
