@@ -621,14 +621,21 @@ def test_interpreter_flags_propagate(run_python, modname, tmp_path, flags, expec
 
 
 @skip_on_stdlib('the stdlib spawn child imports multiprocessing (its bootstrap is multiprocessing.spawn)')
-def test_child_does_not_import_stdlib_multiprocessing(run_py):
+@pytest.mark.parametrize('stdlib_tracker', [False, True], ids=['plain', 'stdlib-tracker-running'])
+def test_child_does_not_import_stdlib_multiprocessing(run_py, stdlib_tracker):
+    # Also when the parent runs stdlib's resource tracker, which the child is handed (and would
+    # use if it created stdlib semaphores) without importing stdlib for it.
     proc = run_py(
         """
+        if %r:
+            import multiprocessing
+            keep = multiprocessing.get_context('spawn').Lock()
         p = mp.get_context('spawn').Process(target=_targets.exit_if_multiprocessing_imported)
         p.start()
         p.join()
         print(json.dumps(p.exitcode))
         """
+        % stdlib_tracker
     )
     assert _last_json(proc) == 0, "'multiprocessing' in sys.modules of the spawn child"
 

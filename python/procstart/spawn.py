@@ -465,9 +465,7 @@ def prepare(data):
     if 'orig_dir' in data:
         process.ORIGINAL_DIR = data['orig_dir']
     if 'stdlib_tracker_fd' in data:
-        from multiprocessing import resource_tracker
-
-        resource_tracker._resource_tracker._fd = data['stdlib_tracker_fd']
+        _share_tracker_on_import(data['stdlib_tracker_fd'])
     if 'start_method' in data:
         from . import _default_context
 
@@ -476,6 +474,43 @@ def prepare(data):
         _fixup_main_from_name(data['init_main_from_name'])
     elif 'init_main_from_path' in data:
         _fixup_main_from_path(data['init_main_from_path'])
+
+
+class _TrackerFdOnImport:
+    """Hands the parent's stdlib resource tracker to `multiprocessing.resource_tracker` if this
+    child ever imports it, so that a child which does not use stdlib's semaphores or shared
+    memory never imports stdlib `multiprocessing` for it."""
+
+    name = 'multiprocessing.resource_tracker'
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def find_spec(self, name, path=None, target=None):
+        if name != self.name:
+            return None
+        from _frozen_importlib_external import PathFinder
+
+        sys.meta_path.remove(self)
+        spec = PathFinder.find_spec(name, path, target)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module, fd = spec.loader.exec_module, self.fd
+
+        def exec_and_share(module):
+            exec_module(module)
+            module._resource_tracker._fd = fd
+
+        spec.loader.exec_module = exec_and_share
+        return spec
+
+
+def _share_tracker_on_import(fd):
+    resource_tracker = sys.modules.get(_TrackerFdOnImport.name)
+    if resource_tracker is not None:
+        resource_tracker._resource_tracker._fd = fd
+    else:
+        sys.meta_path.insert(0, _TrackerFdOnImport(fd))
 
 
 def _install_main(main_content):
