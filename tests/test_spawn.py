@@ -626,8 +626,8 @@ def test_child_does_not_import_stdlib_multiprocessing(run_py, stdlib_tracker):
     # Also when the parent runs stdlib's resource tracker, which the child is handed (and would
     # use if it created stdlib semaphores) without importing stdlib for it.
     proc = run_py(
-        """
-        if %r:
+        f"""
+        if {stdlib_tracker!r}:
             import multiprocessing
             keep = multiprocessing.get_context('spawn').Lock()
         p = mp.get_context('spawn').Process(target=_targets.exit_if_multiprocessing_imported)
@@ -635,7 +635,6 @@ def test_child_does_not_import_stdlib_multiprocessing(run_py, stdlib_tracker):
         p.join()
         print(json.dumps(p.exitcode))
         """
-        % stdlib_tracker
     )
     assert _last_json(proc) == 0, "'multiprocessing' in sys.modules of the spawn child"
 
