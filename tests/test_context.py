@@ -150,7 +150,8 @@ def test_default_start_method(run_json):
 def test_process_names_and_repr_fresh_interpreter(run_json):
     res = run_json(
         """
-        p = mp.Process(target=_targets.noop)
+        # A child that outlives the repr right after start() (a noop child can be gone by then).
+        p = mp.Process(target=time.sleep, args=(0.5,))
         q = mp.get_context('fork').Process()
         out = [p.name, q.name, repr(p)]
         p.start()
