@@ -543,3 +543,11 @@ def stdlib_tracker_state(path):
     del lock
     with open(path, 'w') as f:
         json.dump(state, f)
+
+
+def write_digest(path, data):
+    """Write the SHA-256 of `data` to `path` (huge-argument tests)."""
+    import hashlib
+
+    with open(path, 'w') as f:
+        f.write(hashlib.sha256(data).hexdigest())
