@@ -70,15 +70,19 @@ fn discard_child(slf: &Bound<'_, Process>) {
         .retain(|child| child.as_ptr() != slf.as_ptr());
 }
 
-/// Drops finished children from the registry: CPython's `process._cleanup()`.
-fn cleanup(py: Python<'_>) -> PyResult<()> {
-    let children: Vec<Py<Process>> = CHILDREN
+/// The registry's current content, copied so that no lock is held while it is used.
+fn children(py: Python<'_>) -> Vec<Py<Process>> {
+    CHILDREN
         .lock()
         .unwrap()
         .iter()
         .map(|c| c.clone_ref(py))
-        .collect();
-    for child in children {
+        .collect()
+}
+
+/// Drops finished children from the registry: CPython's `process._cleanup()`.
+fn cleanup(py: Python<'_>) -> PyResult<()> {
+    for child in children(py) {
         let child = child.bind(py);
         let popen = child.get().popen(py);
         if let Some(popen) = popen {
@@ -92,12 +96,7 @@ fn cleanup(py: Python<'_>) -> PyResult<()> {
 
 pub fn active_children(py: Python<'_>) -> PyResult<Vec<Py<Process>>> {
     cleanup(py)?;
-    Ok(CHILDREN
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|c| c.clone_ref(py))
-        .collect())
+    Ok(children(py))
 }
 
 /// A child's parent as the parent described it before `fork()`; the `_ParentProcess` object

@@ -25,6 +25,7 @@ full interpreter shutdown.
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
 
@@ -55,13 +56,7 @@ def is_spawning():
     return mp_context is not None and mp_context.get_spawning_popen() is not None
 
 
-def _thread_local():
-    import _thread
-
-    return _thread._local()
-
-
-_spawning = _thread_local()
+_spawning = _thread._local()
 
 
 # -- parent side ---------------------------------------------------------------------------------
