@@ -42,4 +42,5 @@ modules! {
     py_process => "procstart.process",
     py_bootstrap => "procstart._bootstrap",
     py_spawn => "procstart.spawn",
+    py_forkserver => "procstart.forkserver",
 }

@@ -5,15 +5,16 @@ use pyo3::exceptions::PyNotImplementedError;
 use pyo3::prelude::*;
 
 use crate::popen::Popen;
-use crate::{fork, spawn};
+use crate::{fork, forkserver, spawn};
 
 /// Start methods with a launcher; `get_context()` refuses the others.
-pub const IMPLEMENTED: &[&str] = &["fork", "spawn"];
+pub const IMPLEMENTED: &[&str] = &["fork", "spawn", "forkserver"];
 
 pub fn launch(py: Python<'_>, method: &'static str, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
     match method {
         "fork" => fork::launch(py, process),
         "spawn" => spawn::launch(py, process),
+        "forkserver" => forkserver::client::launch(py, process),
         other => Err(PyNotImplementedError::new_err(format!(
             "procstart does not implement the {other:?} start method yet"
         ))),

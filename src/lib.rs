@@ -44,10 +44,17 @@ fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(active_children, m)?)?;
     m.add_function(wrap_pyfunction!(process::wait_sentinel, m)?)?;
     m.add_function(wrap_pyfunction!(process::_set_current_process, m)?)?;
-    m.add_function(wrap_pyfunction!(spawn::_run_spawned, m)?)?;
+    m.add_function(wrap_pyfunction!(spawn::_run_child, m)?)?;
     m.add_function(wrap_pyfunction!(context::_register_contexts, m)?)?;
     m.add_function(wrap_pyfunction!(executable::get_executable, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::get_preload, m)?)?;
+    m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_alive, m)?)?;
+    m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_start, m)?)?;
+    m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_info, m)?)?;
+    m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_adopt, m)?)?;
+    m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_pid, m)?)?;
+    m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_stop, m)?)?;
+    m.add_function(wrap_pyfunction!(forkserver::server::_forkserver_serve, m)?)?;
     m.add("IMPLEMENTED_METHODS", launch::IMPLEMENTED.to_vec())?;
     Ok(())
 }

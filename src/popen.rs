@@ -38,6 +38,9 @@ pub struct Popen {
     /// Without pidfd: the write end of the pipe whose read end is the child's parent
     /// sentinel; the child sees EOF when this process closes it or dies.
     parent_alive_w: Mutex<Option<OwnedFd>>,
+    /// For a child of the fork server that is not this process's own: the connection on which
+    /// the server sends its exit status once it has reaped it.
+    server_status: Option<OwnedFd>,
     returncode: Mutex<Option<i32>>,
 }
 
@@ -56,8 +59,23 @@ impl Popen {
             sentinel: Mutex::new(Some(Arc::new(sentinel))),
             is_pidfd,
             parent_alive_w: Mutex::new(parent_alive_w),
+            server_status: None,
             returncode: Mutex::new(None),
         }
+    }
+
+    /// A child the fork server made as its own (for a process that did not start the server):
+    /// the server reaps it and reports the status on `status`.
+    pub fn served(
+        pid: Pid,
+        sentinel: OwnedFd,
+        is_pidfd: bool,
+        parent_alive_w: Option<OwnedFd>,
+        status: OwnedFd,
+    ) -> Self {
+        let mut popen = Popen::new(pid, "forkserver", sentinel, is_pidfd, parent_alive_w);
+        popen.server_status = Some(status);
+        popen
     }
 
     /// A child that ended and was reaped by someone else before we had a handle on it: its
@@ -97,6 +115,20 @@ impl Popen {
     /// Whether the child has ended, without collecting its status (`WNOWAIT`); blocks until
     /// it ends if asked. Takes no lock, so it may run with the GIL released.
     fn has_ended(&self, sentinel: &Option<Arc<OwnedFd>>, blocking: bool) -> nix::Result<bool> {
+        if let Some(status) = &self.server_status {
+            // The child has ended when its sentinel says so (not when the server's connection
+            // closes: a dead server does not end its children), and its status is in once the
+            // server sent it or is gone.
+            let deadline = (!blocking).then(Instant::now);
+            for fd in [sentinel.as_ref().map_or(-1, |s| s.as_raw_fd()), status.as_raw_fd()] {
+                match wait_readable(fd, deadline)? {
+                    Readiness::Ready => {}
+                    Readiness::TimedOut => return Ok(false),
+                    Readiness::Interrupted => return Err(Errno::EINTR),
+                }
+            }
+            return Ok(true);
+        }
         let nohang = if blocking {
             WaitPidFlag::empty()
         } else {
@@ -120,6 +152,12 @@ impl Popen {
         let mut returncode = self.returncode.lock().unwrap();
         if returncode.is_some() {
             return Ok(*returncode);
+        }
+        if let Some(status) = &self.server_status {
+            let code = crate::forkserver::protocol::read_exit_status(status.as_fd())
+                .unwrap_or(LOST_STATUS);
+            *returncode = Some(code);
+            return Ok(Some(code));
         }
         let code = match waitid(
             self.wait_id(sentinel),
@@ -295,6 +333,31 @@ impl ChildLink {
             let _ = w.into_raw_fd();
         }
         self.parent_sentinel.into_raw_fd()
+    }
+
+    /// In the parent, for a child the fork server made as its own: `pidfd` is the server's
+    /// pidfd on it, opened before the server could reap it, so it cannot name a stranger.
+    pub fn into_served_popen(
+        self,
+        pid: Pid,
+        pidfd: Option<OwnedFd>,
+        status: OwnedFd,
+    ) -> nix::Result<Popen> {
+        let ChildLink {
+            parent_sentinel,
+            parent_alive_w,
+            exit_pipe,
+        } = self;
+        drop(parent_sentinel);
+        match (exit_pipe, pidfd) {
+            (Some((r, w)), _) => {
+                drop(w);
+                Ok(Popen::served(pid, r, false, parent_alive_w, status))
+            }
+            (None, Some(fd)) => Ok(Popen::served(pid, fd, true, parent_alive_w, status)),
+            // The server had no pidfd where this process has one.
+            (None, None) => Err(Errno::EPROTO),
+        }
     }
 
     /// In the parent once the child `pid` exists: the handle on it. The child's ends are

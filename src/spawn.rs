@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::unistd::pipe2;
+use nix::unistd::{pipe2, Pid};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -49,6 +49,29 @@ fn write_payload(fd: BorrowedFd<'_>, mut data: &[u8]) -> nix::Result<()> {
     Ok(())
 }
 
+/// Starts `argv` (an interpreter) with `child_fds` as its descriptors 3, 4, ... and nothing
+/// else open besides 0, 1, 2.
+pub fn start_interpreter(
+    py: Python<'_>,
+    argv: &[Vec<u8>],
+    child_fds: &[BorrowedFd<'_>],
+) -> PyResult<Pid> {
+    let argv: Vec<CString> = argv.iter().map(|a| c_string(a)).collect::<PyResult<_>>()?;
+    let executable = &argv[0];
+    let envp = environment();
+    py.detach(|| spawn(executable, &argv, &envp, child_fds))
+        .map_err(|e| {
+            let path = String::from_utf8_lossy(executable.as_bytes()).into_owned();
+            PyOSError::new_err((e as i32, e.desc(), path))
+        })
+}
+
+/// Writes a payload to the pipe a child reads it from, with the GIL released, and closes it.
+pub fn send_payload(py: Python<'_>, pipe: OwnedFd, data: &[u8]) -> PyResult<()> {
+    py.detach(|| write_payload(pipe.as_fd(), data))
+        .map_err(os_error)
+}
+
 pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
     let spawn_module = py_spawn(py)?;
     // Pickled first: an unpicklable target fails here, before anything is started or opened.
@@ -58,8 +81,6 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
     let argv: Vec<Vec<u8>> = spawn_module
         .call_method0(intern!(py, "command_line"))?
         .extract()?;
-    let argv: Vec<CString> = argv.iter().map(|a| c_string(a)).collect::<PyResult<_>>()?;
-    let executable = argv[0].clone();
     bootstrap::flush_std_streams(py)?;
 
     let (payload_r, payload_w) = pipe2(OFlag::O_CLOEXEC).map_err(os_error)?;
@@ -68,37 +89,36 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
     // (without pidfd) the exit pipe's write end.
     let link_fds = link.child_fds();
     let mut child_fds = vec![payload_r.as_fd(), link_fds[0]];
-    for &fd in &inherited {
-        // SAFETY: these are descriptors of the stdlib objects being passed (a Queue's pipe, a
-        // Connection), kept open by those objects, which `process` references for the whole
-        // call; a number closed meanwhile makes the dup in spawn() fail with EBADF.
-        child_fds.push(unsafe { BorrowedFd::borrow_raw(fd) });
-    }
+    child_fds.extend(borrow_inherited(&inherited));
     child_fds.extend(link_fds.into_iter().skip(1));
-    let envp = environment();
-    let pid = py
-        .detach(|| spawn(&executable, &argv, &envp, &child_fds))
-        .map_err(|e| {
-            let path = String::from_utf8_lossy(executable.as_bytes()).into_owned();
-            PyOSError::new_err((e as i32, e.desc(), path))
-        })?;
+    let pid = start_interpreter(py, &argv, &child_fds)?;
     drop(child_fds);
     drop(payload_r);
     let popen = link.into_popen(py, pid, "spawn")?;
-    let data = payload.as_bytes();
-    py.detach(|| write_payload(payload_w.as_fd(), data))
-        .map_err(os_error)?;
-    drop::<OwnedFd>(payload_w);
+    send_payload(py, payload_w, payload.as_bytes())?;
     Ok(popen)
 }
 
-/// The end of a spawned child's entry (`procstart.spawn.spawn_main`): run the unpickled
-/// process with the bootstrap every start method shares, and exit.
+/// The descriptors of the stdlib objects a payload refers to (`duplicate_for_child`).
+pub fn borrow_inherited(fds: &[i32]) -> impl Iterator<Item = BorrowedFd<'_>> {
+    fds.iter().map(|&fd| {
+        // SAFETY: these are descriptors of the stdlib objects being passed (a Queue's pipe, a
+        // Connection), kept open by those objects, which the process object being started
+        // references for the whole launch; a number closed meanwhile makes passing it fail
+        // with EBADF.
+        unsafe { BorrowedFd::borrow_raw(fd) }
+    })
+}
+
+/// The end of a spawned or fork-server child's entry (`procstart.spawn.run_child`): run the
+/// unpickled process with the bootstrap every start method shares, and exit.
 #[pyfunction]
-pub fn _run_spawned(
+pub fn _run_child(
     py: Python<'_>,
     process: &Bound<'_, PyAny>,
     parent_sentinel: i32,
+    forked: bool,
 ) -> PyResult<()> {
-    ChildSetup::new(process, "spawn")?.run(py, parent_sentinel)
+    let launcher = if forked { "forkserver" } else { "spawn" };
+    ChildSetup::new(process, launcher)?.run(py, parent_sentinel)
 }

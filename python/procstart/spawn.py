@@ -39,7 +39,14 @@ FIRST_INHERITED_FD = 5
 # `sys.path.insert`): the child looks where the parent found it, after its own entries (so that
 # nothing there shadows the standard library); prepare() then installs the parent's sys.path.
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHILD_CODE = f'import sys; sys.path.append({_PACKAGE_PARENT!r}); from procstart.spawn import spawn_main; spawn_main()'
+
+
+def entry_code(module, function):
+    """`-c` code that imports procstart where the parent found it and calls `function`."""
+    return f'import sys; sys.path.append({_PACKAGE_PARENT!r}); from {module} import {function}; {function}()'
+
+
+CHILD_CODE = entry_code('procstart.spawn', 'spawn_main')
 
 _LENGTH_BYTES = 8
 _MARSHALLED, _PICKLED = b'M', b'P'
@@ -69,7 +76,7 @@ class _DupFd:
         self.fd = fd
 
     def detach(self):
-        return self.fd
+        return inherited_fd(self.fd)
 
 
 class _SpawningPopen:
@@ -77,10 +84,10 @@ class _SpawningPopen:
     Lock, Manager proxies) ask it, through `multiprocessing.context.get_spawning_popen()`,
     to pass their descriptors to the child."""
 
-    method = 'spawn'
     DupFd = _DupFd
 
-    def __init__(self):
+    def __init__(self, method):
+        self.method = method
         self.fds = []
 
     def duplicate_for_child(self, fd):
@@ -351,11 +358,22 @@ def _share_stdlib_tracker(prep, popen):
         prep['stdlib_tracker_fd'] = popen.duplicate_for_child(fd)
 
 
-def payload(process_obj):
-    """The bytes a spawned child reads, and the descriptors it must inherit for them."""
+def _share_forkserver(prep, popen):
+    """Pass this process's fork server, so that the child's forkserver processes come from the
+    same server instead of one server per process (CPython gh-86354)."""
+    info = _procstart._forkserver_info()
+    if info is not None:
+        address, key, alive_fd, pid = info
+        prep['forkserver'] = (address, key, popen.duplicate_for_child(alive_fd), pid)
+
+
+def payload(process_obj, method='spawn'):
+    """The bytes a spawned or fork-server child reads, and the descriptors it must inherit for
+    them."""
     prep = get_preparation_data(process_obj._name)
-    popen = _SpawningPopen()
+    popen = _SpawningPopen(method)
     _share_stdlib_tracker(prep, popen)
+    _share_forkserver(prep, popen)
     data = _marshalled(prep, process_obj)
     if data is not None:
         return data, popen.fds
@@ -383,7 +401,7 @@ def payload(process_obj):
     return data, popen.fds
 
 
-def command_line():
+def command_line(code=CHILD_CODE):
     """argv of a spawned child: the executable, the running interpreter's flags, the entry."""
     import subprocess
 
@@ -392,27 +410,45 @@ def command_line():
         os.fsencode(exe),
         *map(os.fsencode, subprocess._args_from_interpreter_flags()),
         b'-c',
-        os.fsencode(CHILD_CODE),
+        os.fsencode(code),
     ]
 
 
 # -- child side ----------------------------------------------------------------------------------
 
 
-def _read_payload():
+def read_payload(fd):
     chunks = []
     while True:
-        chunk = os.read(PAYLOAD_FD, 1 << 20)
+        chunk = os.read(fd, 1 << 20)
         if not chunk:
             break
         chunks.append(chunk)
-    os.close(PAYLOAD_FD)
+    os.close(fd)
     return b''.join(chunks)
 
 
+# In a fork-server child, the descriptors the payload's `duplicate_for_child` numbers stand for:
+# they arrive wherever the server's descriptor table has room, not at FIRST_INHERITED_FD and up.
+_inherited_fds = None
+
+
+def inherited_fd(number):
+    """The descriptor the parent's `duplicate_for_child` gave `number` for."""
+    if _inherited_fds is None:
+        return number
+    return _inherited_fds[number - FIRST_INHERITED_FD]
+
+
 def spawn_main():
-    """Entry point of a spawned child (CPython's `spawn.spawn_main` and `spawn._main`)."""
-    data = _read_payload()
+    """Entry point of a spawned child (CPython's `spawn.spawn_main`)."""
+    run_child(PAYLOAD_FD, PARENT_SENTINEL_FD)
+
+
+def run_child(payload_fd, parent_sentinel, forked=False):
+    """Read the payload, become the parent's child, run the process and exit (CPython's
+    `spawn._main`). `forked`: in a fork-server child rather than a fresh interpreter."""
+    data = read_payload(payload_fd)
     if data[:1] == _MARSHALLED:
         import marshal
 
@@ -433,7 +469,7 @@ def spawn_main():
     prepare(prep)
     process_obj = load(process_data)
     del main._inheriting, process_data
-    _procstart._run_spawned(process_obj, PARENT_SENTINEL_FD)
+    _procstart._run_child(process_obj, parent_sentinel, forked)
 
 
 def prepare(data):
@@ -460,7 +496,10 @@ def prepare(data):
     if 'orig_dir' in data:
         process.ORIGINAL_DIR = data['orig_dir']
     if 'stdlib_tracker_fd' in data:
-        _share_tracker_on_import(data['stdlib_tracker_fd'])
+        _share_tracker_on_import(inherited_fd(data['stdlib_tracker_fd']))
+    if 'forkserver' in data:
+        address, key, alive_fd, pid = data['forkserver']
+        _procstart._forkserver_adopt(address, key, inherited_fd(alive_fd), pid)
     if 'start_method' in data:
         from . import _default_context
 

@@ -5,3 +5,4 @@ pub mod fork;
 pub mod pidfd;
 pub mod poll;
 pub mod spawn;
+pub mod socket;

@@ -1,0 +1,135 @@
+"""The forkserver start method, Python side: the server's start-up (preloading) and the entry of
+each child it forks. The launcher, the server's loop and the protocol are Rust
+(`src/forkserver/`: `client.rs`, `server.rs`, `protocol.rs`, which documents the wire format).
+
+The server starts like a spawned child, as
+
+    <executable> <interpreter flags> -c '<SERVER_CODE>'
+
+with descriptor 3 the read end of its payload pipe, 4 the listening socket (in a private 0700
+directory), 5 the read end of the alive pipe. The payload is the 32-byte key, an 8-byte
+little-endian length and the socket's address, then the pickled preparation data
+(`spawn.get_preparation_data`) with the preload list added.
+
+A forked child reads the same payload a spawned child reads (`spawn.run_child`), from the pipe
+whose read end came with the request.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import sys
+
+from . import _procstart, process, spawn
+
+LISTENER_FD = 4
+ALIVE_FD = 5
+SERVER_CODE = spawn.entry_code('procstart.forkserver', 'server_main')
+
+_KEY_LEN = 32
+_LENGTH_BYTES = 8
+
+_lock = _thread.allocate_lock()
+
+
+def ensure_running():
+    """Start this process's fork server unless it runs (CPython's `ensure_running`); a server
+    that died is replaced."""
+    with _lock:
+        if _procstart._forkserver_alive():
+            return
+        import pickle
+
+        prep = spawn.get_preparation_data('ForkServer')
+        # The server's own authkey is never used: each child gets its parent's in its payload.
+        del prep['authkey']
+        prep['preload'] = _procstart.get_preload()
+        _procstart._forkserver_start(spawn.command_line(SERVER_CODE), pickle.dumps(prep))
+
+
+def payload(process_obj):
+    """What a forked child reads: the same as a spawned child's."""
+    return spawn.payload(process_obj, 'forkserver')
+
+
+def stop():
+    """Stop using the server and, in the process that started it, wait for it to exit."""
+    with _lock:
+        _procstart._forkserver_stop()
+
+
+# -- the server ----------------------------------------------------------------------------------
+
+
+def server_main():
+    """Entry point of the server: preload as CPython's `forkserver.main`, then serve."""
+    import pickle
+    import signal
+
+    data = spawn.read_payload(spawn.PAYLOAD_FD)
+    key = data[:_KEY_LEN]
+    length = int.from_bytes(data[_KEY_LEN : _KEY_LEN + _LENGTH_BYTES], 'little')
+    address = data[_KEY_LEN + _LENGTH_BYTES : _KEY_LEN + _LENGTH_BYTES + length]
+    prep = pickle.loads(data[_KEY_LEN + _LENGTH_BYTES + length :])
+    del data
+    main = process._MainProcess(config={'authkey': process.AuthenticationString(os.urandom(32)), 'semprefix': '/mp'})
+    _procstart._set_current_process(main)
+    # Ctrl-C in a terminal reaches the whole process group: the server outlives it, as CPython's.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _preload(prep)
+    sys.stdin = spawn_stdin = open(os.devnull)  # noqa: SIM115 -- the server's stdin for its life
+    del spawn_stdin
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError):
+            pass
+    _procstart._forkserver_serve(LISTENER_FD, ALIVE_FD, key, address)
+    os._exit(0)
+
+
+def _preload(prep):
+    """Import the preload modules once, in the parent's `sys.path`, `sys.argv` and directory, so
+    that every child finds them imported; `__main__` as the parent's main module, as
+    `__mp_main__` (a main module that starts processes unguarded fails here, as in a spawned
+    child)."""
+    preload = prep.pop('preload')
+    if not preload:
+        return
+    for key in ('sys_path', 'sys_argv', 'dir', 'orig_dir'):
+        if key in prep:
+            spawn.prepare({key: prep[key]})
+    main = _procstart.current_process()
+    if '__main__' in preload:
+        main._inheriting = True
+        try:
+            if 'init_main_from_name' in prep:
+                spawn._fixup_main_from_name(prep['init_main_from_name'])
+            elif 'init_main_from_path' in prep:
+                spawn._fixup_main_from_path(prep['init_main_from_path'])
+        except BaseException:
+            # Each child then runs the main module itself and reports the error where it starts.
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            del main._inheriting
+    for name in preload:
+        if name != '__main__':
+            try:
+                __import__(name)
+            except ImportError:
+                pass
+
+
+# -- a child -------------------------------------------------------------------------------------
+
+
+def child_main(payload_fd, parent_sentinel, inherited_fds):
+    """Entry point of a child, just forked by the server (`src/forkserver/server.rs`)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    spawn._inherited_fds = inherited_fds
+    spawn.run_child(payload_fd, parent_sentinel, forked=True)

@@ -1,0 +1,370 @@
+//! The client side of the fork server: starting it, finding it again, and asking it for a
+//! child (CPython's `forkserver.ForkServer` and `popen_forkserver.Popen`).
+//!
+//! One server serves a whole process tree. The process that starts it holds the key, the
+//! address and the write end of the server's alive pipe; fork children inherit them, spawn and
+//! fork-server children receive them in their payload (`procstart/spawn.py`). The server exits
+//! when every holder of the alive pipe has exited.
+//!
+//! The children the server makes for the process that started it are that process's own
+//! children (`clone(CLONE_PARENT)`): it reaps them like fork children, so a server that dies
+//! takes nothing with it — they keep running and their true exit status is collected. For the
+//! other processes of the tree the server is the parent: it reaps their children and sends
+//! the status, and hands them its pidfd on the child so they can wait for and signal exactly
+//! that process.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::wait::{waitid, Id, WaitPidFlag};
+use nix::unistd::{pipe2, Pid};
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use super::protocol::{self, Key, Refused, Reply, FLAG_EXIT_PIPE, KEY_LEN};
+use crate::bootstrap;
+use crate::imports::py_forkserver;
+use crate::popen::{os_error, ChildLink, Popen};
+use crate::spawn::{borrow_inherited, send_payload, start_interpreter};
+use crate::sys::pidfd;
+use crate::sys::poll::{wait_readable, Readiness};
+use crate::sys::socket::{random_bytes, MAX_FDS};
+
+/// The server this process uses.
+struct Server {
+    pid: Pid,
+    /// The process that started the server, which must reap it.
+    owner: Pid,
+    address: PathBuf,
+    key: Key,
+    /// Holding it keeps the server running.
+    alive_w: OwnedFd,
+    /// A pidfd of the server, to tell whether it still runs.
+    handle: Option<OwnedFd>,
+}
+
+/// Taken only with the GIL held and never across a GIL release (see `sys::fork`); launches
+/// clone the `Arc` out.
+static SERVER: Mutex<Option<Arc<Server>>> = Mutex::new(None);
+
+impl Server {
+    fn is_running(&self) -> bool {
+        match &self.handle {
+            Some(fd) => matches!(
+                wait_readable(
+                    std::os::fd::AsRawFd::as_raw_fd(fd),
+                    Some(Instant::now())
+                ),
+                Ok(Readiness::TimedOut)
+            ),
+            None => nix::sys::signal::kill(self.pid, None).is_ok(),
+        }
+    }
+
+    /// After the server died: the process that started it reaps it, and its socket and
+    /// directory go (a server that exits normally removes them itself).
+    fn clean_up_after(&self) {
+        if self.owner == Pid::this() {
+            let id = match &self.handle {
+                Some(fd) => Id::PIDFd(fd.as_fd()),
+                None => Id::Pid(self.pid),
+            };
+            let _ = waitid(id, WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG);
+        }
+        let _ = std::fs::remove_file(&self.address);
+        if let Some(dir) = self.address.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+fn current() -> Option<Arc<Server>> {
+    SERVER.lock().unwrap().clone()
+}
+
+/// Stops using `server` if it is still the current one.
+fn forget(server: &Arc<Server>) {
+    let mut current = SERVER.lock().unwrap();
+    if current.as_ref().is_some_and(|s| Arc::ptr_eq(s, server)) {
+        *current = None;
+    }
+    drop(current);
+    if !server.is_running() {
+        server.clean_up_after();
+    }
+}
+
+/// Whether this process has a running server; a dead one is cleaned up and forgotten, so the
+/// next start launches another (CPython's `ensure_running`, bpo-31308).
+#[pyfunction]
+pub fn _forkserver_alive() -> bool {
+    match current() {
+        Some(server) if server.is_running() => true,
+        Some(server) => {
+            forget(&server);
+            false
+        }
+        None => false,
+    }
+}
+
+/// A private directory for the server's socket: `$TMPDIR/procstart-XXXXXXXX`, mode 0700, so
+/// that no other user can even reach the socket (never the abstract namespace, which any
+/// process in the network namespace can reach: CVE-2022-42919).
+fn private_dir() -> PyResult<PathBuf> {
+    let base = std::env::temp_dir();
+    loop {
+        let mut suffix = [0u8; 6];
+        random_bytes(&mut suffix).map_err(os_error)?;
+        let name: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = base.join(format!("procstart-{name}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Starts a server: `argv` is its command line (`procstart/forkserver.py`'s `server_main`),
+/// `data` what it reads after the key. Its descriptors: 3 the payload, 4 the listening
+/// socket, 5 the alive pipe's read end.
+#[pyfunction]
+pub fn _forkserver_start(py: Python<'_>, argv: Vec<Vec<u8>>, data: &[u8]) -> PyResult<()> {
+    let dir = private_dir()?;
+    let address = dir.join("socket");
+    let bound = UnixListener::bind(&address).and_then(|listener| {
+        std::fs::set_permissions(&address, std::fs::Permissions::from_mode(0o600))?;
+        Ok(listener)
+    });
+    let listener = match bound {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = std::fs::remove_file(&address);
+            let _ = std::fs::remove_dir(&dir);
+            return Err(e.into());
+        }
+    };
+    let started = (|| -> PyResult<(Pid, OwnedFd, OwnedFd)> {
+        let key = protocol::new_key().map_err(os_error)?;
+        let (alive_r, alive_w) = pipe2(OFlag::O_CLOEXEC).map_err(os_error)?;
+        let (payload_r, payload_w) = pipe2(OFlag::O_CLOEXEC).map_err(os_error)?;
+        let pid = start_interpreter(
+            py,
+            &argv,
+            &[payload_r.as_fd(), listener.as_fd(), alive_r.as_fd()],
+        )?;
+        let mut payload = Vec::with_capacity(KEY_LEN + 8 + address.as_os_str().len() + data.len());
+        payload.extend_from_slice(&key);
+        payload.extend_from_slice(&(address.as_os_str().len() as u64).to_le_bytes());
+        payload.extend_from_slice(address.as_os_str().as_bytes());
+        payload.extend_from_slice(data);
+        send_payload(py, payload_w, &payload)?;
+        let handle = pidfd::supported().then(|| pidfd::open(pid).ok()).flatten();
+        *SERVER.lock().unwrap() = Some(Arc::new(Server {
+            pid,
+            owner: Pid::this(),
+            address: address.clone(),
+            key,
+            alive_w,
+            handle,
+        }));
+        Ok((pid, alive_r, payload_r))
+    })();
+    if started.is_err() {
+        let _ = std::fs::remove_file(&address);
+        let _ = std::fs::remove_dir(&dir);
+    }
+    started.map(drop)
+}
+
+/// What a child needs to use this process's server: (address, key, alive fd, server pid).
+#[pyfunction]
+pub fn _forkserver_info(py: Python<'_>) -> Option<(Py<PyBytes>, Py<PyBytes>, i32, i32)> {
+    current().map(|s| {
+        (
+            PyBytes::new(py, s.address.as_os_str().as_bytes()).unbind(),
+            PyBytes::new(py, &s.key).unbind(),
+            std::os::fd::AsRawFd::as_raw_fd(&s.alive_w),
+            s.pid.as_raw(),
+        )
+    })
+}
+
+/// In a spawned or fork-server child: use the parent's server (CPython starts one per process,
+/// gh-86354). Takes ownership of `alive_fd`.
+#[pyfunction]
+pub fn _forkserver_adopt(address: Vec<u8>, key: &[u8], alive_fd: i32, pid: i32) -> PyResult<()> {
+    let key: Key = key
+        .try_into()
+        .map_err(|_| PyValueError::new_err("fork server key must be 32 bytes"))?;
+    // SAFETY: the payload names this descriptor as the alive pipe the parent passed; nothing
+    // else in this process owns it.
+    let alive_w = unsafe { OwnedFd::from_raw_fd(alive_fd) };
+    let pid = Pid::from_raw(pid);
+    // The parent holds the server alive while this child starts, so the pid is still its.
+    let handle = pidfd::supported().then(|| pidfd::open(pid).ok()).flatten();
+    *SERVER.lock().unwrap() = Some(Arc::new(Server {
+        pid,
+        owner: Pid::from_raw(0),
+        address: PathBuf::from(OsString::from_vec(address)),
+        key,
+        alive_w,
+        handle,
+    }));
+    Ok(())
+}
+
+/// The pid of this process's server, if it has one.
+#[pyfunction]
+pub fn _forkserver_pid() -> Option<i32> {
+    current().map(|s| s.pid.as_raw())
+}
+
+/// Stops using the server: closes this process's alive pipe and, in the process that started
+/// it, waits for it to exit (CPython's `ForkServer._stop`, used by tests).
+#[pyfunction]
+pub fn _forkserver_stop(py: Python<'_>) -> PyResult<()> {
+    let Some(server) = SERVER.lock().unwrap().take() else {
+        return Ok(());
+    };
+    let Ok(server) = Arc::try_unwrap(server) else {
+        return Err(PyOSError::new_err("the fork server is in use by another thread"));
+    };
+    let Server {
+        pid,
+        owner,
+        address,
+        alive_w,
+        handle,
+        ..
+    } = server;
+    drop(alive_w);
+    if owner == Pid::this() {
+        loop {
+            let id = match &handle {
+                Some(fd) => Id::PIDFd(fd.as_fd()),
+                None => Id::Pid(pid),
+            };
+            match py.detach(|| waitid(id, WaitPidFlag::WEXITED)) {
+                Err(Errno::EINTR) => py.check_signals()?,
+                _ => break,
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&address);
+    if let Some(dir) = Path::new(&address).parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
+    Ok(())
+}
+
+enum Failure {
+    /// Nothing listens at the address: the server is gone.
+    Unreachable,
+    Refused(Refused),
+}
+
+/// Connects, authenticates and sends the request; the connection and the server's reply.
+fn ask(
+    server: &Server,
+    flags: u16,
+    fds: &[BorrowedFd<'_>],
+) -> Result<(OwnedFd, Reply), Failure> {
+    let conn = match UnixStream::connect(&server.address) {
+        Ok(conn) => OwnedFd::from(conn),
+        Err(e) => {
+            let errno = Errno::from_raw(e.raw_os_error().unwrap_or(0));
+            return Err(match errno {
+                Errno::ENOENT | Errno::ECONNREFUSED => Failure::Unreachable,
+                e => Failure::Refused(Refused::Os(e)),
+            });
+        }
+    };
+    let gone = |refused: Refused| {
+        if server.is_running() {
+            Failure::Refused(refused)
+        } else {
+            Failure::Unreachable
+        }
+    };
+    protocol::request(conn.as_fd(), &server.key, flags, fds).map_err(gone)?;
+    let reply = protocol::read_reply(conn.as_fd()).map_err(|e| gone(Refused::Os(e)))?;
+    Ok((conn, reply))
+}
+
+fn authentication_error(py: Python<'_>, message: &str) -> PyErr {
+    match py
+        .import("multiprocessing")
+        .and_then(|mp| mp.getattr("AuthenticationError"))
+        .and_then(|cls| cls.call1((message,)))
+    {
+        Ok(err) => PyErr::from_value(err),
+        Err(err) => err,
+    }
+}
+
+pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
+    let module = py_forkserver(py)?;
+    let mut relaunched = false;
+    loop {
+        module.call_method0(intern!(py, "ensure_running"))?;
+        let server = current().ok_or_else(|| PyOSError::new_err("the fork server did not start"))?;
+        // Pickled after the server is known: the payload names it for the child.
+        let (payload, inherited): (Bound<'_, PyBytes>, Vec<i32>) = module
+            .call_method1(intern!(py, "payload"), (process,))?
+            .extract()?;
+        bootstrap::flush_std_streams(py)?;
+        let (payload_r, payload_w) = pipe2(OFlag::O_CLOEXEC).map_err(os_error)?;
+        let link = ChildLink::new().map_err(os_error)?;
+        let link_fds = link.child_fds();
+        let flags = if link_fds.len() > 1 { FLAG_EXIT_PIPE } else { 0 };
+        let mut fds = vec![payload_r.as_fd()];
+        fds.extend(link_fds);
+        fds.extend(borrow_inherited(&inherited));
+        if fds.len() > MAX_FDS {
+            return Err(PyValueError::new_err("too many fds"));
+        }
+        let asked = py.detach(|| ask(&server, flags, &fds));
+        drop(fds);
+        drop(payload_r);
+        let (conn, reply) = match asked {
+            Ok(answer) => answer,
+            Err(Failure::Unreachable) if !relaunched => {
+                relaunched = true;
+                forget(&server);
+                continue;
+            }
+            Err(Failure::Unreachable) => return Err(os_error(Errno::ECONNREFUSED)),
+            Err(Failure::Refused(Refused::Authentication)) => {
+                return Err(authentication_error(py, "digest received was wrong"))
+            }
+            Err(Failure::Refused(Refused::Rejected)) => {
+                return Err(authentication_error(py, "digest sent was rejected"))
+            }
+            Err(Failure::Refused(Refused::Os(e))) => return Err(os_error(e)),
+        };
+        let popen = match reply {
+            Reply::Sibling(pid) => {
+                drop(conn);
+                link.into_popen(py, Pid::from_raw(pid), "forkserver")?
+            }
+            Reply::Child(pid, pidfd) => link
+                .into_served_popen(Pid::from_raw(pid), pidfd, conn)
+                .map_err(os_error)?,
+            Reply::Failed(e) => return Err(os_error(e)),
+        };
+        send_payload(py, payload_w, payload.as_bytes())?;
+        return Ok(popen);
+    }
+}

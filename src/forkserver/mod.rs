@@ -1,0 +1,33 @@
+//! The forkserver start method: a server process, started once from a fresh interpreter,
+//! that forks a child per request (CPython's `forkserver` and `popen_forkserver`).
+//!
+//! - `client`: starting the server, asking it for a child, and the handle on that child;
+//! - `server`: the server's accept loop, run with the GIL released;
+//! - `protocol`: the wire format and the mutual authentication.
+//!
+//! The Python side (`procstart/forkserver.py`) builds the server's and the children's payloads
+//! and runs the server's and the children's Python entry points.
+
+pub mod client;
+pub mod protocol;
+pub mod server;
+
+use std::sync::Mutex;
+
+use pyo3::prelude::*;
+
+static PRELOAD: Mutex<Option<Vec<String>>> = Mutex::new(None);
+
+pub fn set_preload(modules: Vec<String>) {
+    *PRELOAD.lock().unwrap() = Some(modules);
+}
+
+/// The modules a new server imports before forking: `['__main__']` unless configured.
+#[pyfunction]
+pub fn get_preload() -> Vec<String> {
+    PRELOAD
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or_else(|| vec!["__main__".to_string()])
+}
