@@ -195,7 +195,8 @@ def _shm_sems():
 
 
 def _stdlib_helpers():
-    """(fds, pids) of CPython's long-lived helper processes, if they were started in this process."""
+    """(fds, pids) of the long-lived helper processes (CPython's, procstart's fork server), if they were started in
+    this process."""
     fds, pids = set(), set()
     rt = sys.modules.get('multiprocessing.resource_tracker')
     if rt is not None:
@@ -205,6 +206,10 @@ def _stdlib_helpers():
     if fs is not None:
         fds.add(fs._forkserver._forkserver_alive_fd)
         pids.add(fs._forkserver._forkserver_pid)
+    procstart_rust = sys.modules.get('procstart._procstart')
+    if procstart_rust is not None:
+        fds.update(procstart_rust._forkserver_fds())
+        pids.add(procstart_rust._forkserver_pid())
     fds.discard(None)
     pids.discard(None)
     return fds, pids

@@ -736,8 +736,11 @@ def test_payload_encoding_choice(mp, spawn):
 
     from multiprocessing import resource_tracker
 
-    tracker_fd = resource_tracker._resource_tracker._fd  # shared with the child when it runs
-    assert encoding('path', (1, 'a', [2.0]), {'k': None}) == (b'M', [] if tracker_fd is None else [tracker_fd])
+    # Shared with the child when this process runs them: stdlib's tracker, procstart's fork server.
+    tracker_fd = resource_tracker._resource_tracker._fd
+    server = mp._procstart._forkserver_info()
+    helpers = [fd for fd in (tracker_fd, server and server[2]) if fd is not None]
+    assert encoding('path', (1, 'a', [2.0]), {'k': None}) == (b'M', helpers)
     shared = []
     assert encoding('path', (shared, shared), {})[0] == b'P'
     assert encoding('path', (_targets.TaggedStr('x'),), {})[0] == b'P'

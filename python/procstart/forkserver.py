@@ -30,33 +30,59 @@ SERVER_CODE = spawn.entry_code('procstart.forkserver', 'server_main')
 _KEY_LEN = 32
 _LENGTH_BYTES = 8
 
-_lock = _thread.allocate_lock()
+class ForkServer:
+    """This process's fork server, with the attributes of CPython's `forkserver.ForkServer`
+    that programs and CPython's tests read."""
+
+    def __init__(self):
+        self._lock = _thread.allocate_lock()
+
+    @property
+    def _forkserver_pid(self):
+        return _procstart._forkserver_pid()
+
+    @property
+    def _forkserver_address(self):
+        info = _procstart._forkserver_info()
+        return None if info is None else os.fsdecode(info[0])
+
+    @property
+    def _forkserver_alive_fd(self):
+        info = _procstart._forkserver_info()
+        return None if info is None else info[2]
+
+    def set_forkserver_preload(self, modules_names):
+        from . import _default_context
+
+        _default_context.set_forkserver_preload(modules_names)
+
+    def ensure_running(self):
+        """Start the server unless it runs (CPython's `ensure_running`); a server that died is
+        replaced."""
+        with self._lock:
+            if _procstart._forkserver_alive():
+                return
+            import pickle
+
+            prep = spawn.get_preparation_data('ForkServer')
+            # The server's own authkey is never used: each child gets its parent's in its payload.
+            del prep['authkey']
+            prep['preload'] = _procstart.get_preload()
+            _procstart._forkserver_start(spawn.command_line(SERVER_CODE), pickle.dumps(prep))
+
+    def _stop(self):
+        """Stop using the server and, in the process that started it, wait for it to exit."""
+        with self._lock:
+            _procstart._forkserver_stop()
 
 
-def ensure_running():
-    """Start this process's fork server unless it runs (CPython's `ensure_running`); a server
-    that died is replaced."""
-    with _lock:
-        if _procstart._forkserver_alive():
-            return
-        import pickle
-
-        prep = spawn.get_preparation_data('ForkServer')
-        # The server's own authkey is never used: each child gets its parent's in its payload.
-        del prep['authkey']
-        prep['preload'] = _procstart.get_preload()
-        _procstart._forkserver_start(spawn.command_line(SERVER_CODE), pickle.dumps(prep))
+_forkserver = ForkServer()
+ensure_running = _forkserver.ensure_running
 
 
 def payload(process_obj):
     """What a forked child reads: the same as a spawned child's."""
     return spawn.payload(process_obj, 'forkserver')
-
-
-def stop():
-    """Stop using the server and, in the process that started it, wait for it to exit."""
-    with _lock:
-        _procstart._forkserver_stop()
 
 
 # -- the server ----------------------------------------------------------------------------------

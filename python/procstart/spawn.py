@@ -223,7 +223,7 @@ def _culprit(pickler_class, obj, path, depth=0):
     return path
 
 
-def _explain(pickler_class, process_obj, error):
+def _explain(pickler_class, process_obj, error, method):
     """`error` again, its message naming the part of `process_obj` that cannot be pickled."""
     state = dict(vars(process_obj))
     where = None
@@ -237,7 +237,7 @@ def _explain(pickler_class, process_obj, error):
                 break
     if where is None:
         where = _culprit(pickler_class, {k: v for k, v in state.items() if k != '_config'}, 'process')
-    message = f'{error} (in {where} of {process_obj!r}, pickled for the spawn start method)'
+    message = f'{error} (in {where} of {process_obj!r}, pickled for the {method} start method)'
     try:
         explained = type(error)(message)
     except Exception:
@@ -389,7 +389,7 @@ def payload(process_obj, method='spawn'):
         try:
             process_bytes = _dumps(pickler_class, process_obj)
         except Exception as error:
-            explained = _explain(pickler_class, process_obj, error)
+            explained = _explain(pickler_class, process_obj, error, method)
             if explained is error:
                 raise
             raise explained from error

@@ -225,6 +225,16 @@ pub fn _forkserver_adopt(address: Vec<u8>, key: &[u8], alive_fd: i32, pid: i32) 
     Ok(())
 }
 
+/// The descriptors this process holds for its server (the alive pipe, the server's pidfd).
+#[pyfunction]
+pub fn _forkserver_fds() -> Vec<i32> {
+    current().map_or_else(Vec::new, |s| {
+        let mut fds = vec![std::os::fd::AsRawFd::as_raw_fd(&s.alive_w)];
+        fds.extend(s.handle.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
+        fds
+    })
+}
+
 /// The pid of this process's server, if it has one.
 #[pyfunction]
 pub fn _forkserver_pid() -> Option<i32> {

@@ -255,3 +255,22 @@ def module_is_target():
         yield
     finally:
         cpython_tests.multiprocessing = facade
+
+
+@contextlib.contextmanager
+def forkserver_is_target():
+    """While active, ``multiprocessing.forkserver._forkserver`` (which ``check_forkserver_death`` imports to find and
+    kill the server) is the target's fork server: procstart's, whose children the test starts."""
+    if TARGET_IS_STDLIB:
+        yield
+        return
+    import multiprocessing.forkserver
+
+    import procstart.forkserver
+
+    real = multiprocessing.forkserver._forkserver
+    multiprocessing.forkserver._forkserver = procstart.forkserver._forkserver
+    try:
+        yield
+    finally:
+        multiprocessing.forkserver._forkserver = real

@@ -2,7 +2,7 @@
 
 * puts tests/compat on ``sys.path`` (spawned children import the generated test classes and ``_compat_binding`` by
   name; they receive the parent's ``sys.path``);
-* turns the per-class ``COMPAT_XFAIL`` / ``COMPAT_SLOW`` tables into pytest marks;
+* turns the per-class ``COMPAT_SLOW`` table into pytest marks;
 * prints, at the end of the session, a per-start-method count (``compat fork: 45 passed, 3 skipped, ...``).
 
 ``PROCSTART_TEST_TARGET=stdlib`` runs the same harness against stdlib ``multiprocessing`` (reference run).
@@ -37,9 +37,6 @@ def pytest_collection_modifyitems(config, items):
         if method is None:
             continue
         _method_of[item.nodeid] = method
-        reason = cls.COMPAT_XFAIL.get(item.name)
-        if reason is not None:
-            item.add_marker(pytest.mark.xfail(raises=NotImplementedError, strict=True, reason=reason))
         if item.name in cls.COMPAT_SLOW:
             item.add_marker(pytest.mark.slow)
 

@@ -1,4 +1,4 @@
-"""CPython's own Process-lifecycle tests (``test._test_multiprocessing``), run against procstart for fork and spawn.
+"""CPython's own Process-lifecycle tests (``test._test_multiprocessing``), run against procstart for fork, spawn and forkserver.
 
 The tests are loaded at run time from the interpreter's ``test`` package -- nothing of CPython's is copied here -- and
 bound to procstart the way CPython binds them to ``multiprocessing`` in ``test_multiprocessing_<method>``
@@ -40,12 +40,10 @@ Tests that run a program in a fresh interpreter get that program rebound, for th
   installs the binding and makes the class's method the default start method (CPython's program uses the
   interpreter's default, fork on Linux; here the grandchild is started with the method under test), and the
   program is bounded by a timeout (it waits for its child without one);
+* ``_TestProcess.test_forkserver_sigint``/``_sigkill`` find the server to kill as
+  ``multiprocessing.forkserver._forkserver``: procstart's server stands there for the test;
 * ``MiscTestCase.test__all__`` sees the ``procstart`` module itself as ``multiprocessing`` (it inspects the module
   object: procstart's ``__all__`` must list exactly its public names).
-
-Expected failures: while procstart's ``get_context('forkserver')`` raises ``NotImplementedError``, the
-``TestStartMethod`` tests that also use forkserver are marked xfail(raises=NotImplementedError, strict=True): any
-other failure still fails, and the marks disappear by themselves once ``get_context('forkserver')`` works.
 
 Nothing is skipped by this harness: the skips seen in a run are CPython's own (forkserver-only tests,
 ``only_run_in_spawn_testsuite``, fd inflation "not appropriate for fork").
@@ -63,7 +61,6 @@ import importlib.util
 import multiprocessing
 import sys
 import unittest
-from typing import ClassVar
 
 import pytest
 
@@ -91,7 +88,7 @@ from test.support import os_helper
 cpython_tests = binding.cpython_tests
 target = binding.target  # procstart; stdlib multiprocessing for the reference run (PROCSTART_TEST_TARGET=stdlib)
 
-METHODS = ('fork', 'spawn')
+METHODS = ('fork', 'spawn', 'forkserver')
 
 # CPython's BaseTestCase subclasses (run with the processes mixin) and plain TestCase classes, as named in
 # test._test_multiprocessing; names the running CPython lacks are listed in ABSENT (and in the session summary).
@@ -114,35 +111,14 @@ ABSENT = tuple(name for name in MIXIN_TESTS + MODULE_TESTS if not hasattr(cpytho
 MIXIN_FROM_PROCSTART = ('Process', 'current_process', 'parent_process', 'active_children', 'set_executable')
 
 
-def _forkserver_missing():
-    try:
-        target.get_context('forkserver')
-    except NotImplementedError:
-        return True
-    return False
-
-
-_FORKSERVER_XFAIL = (
-    "procstart.get_context('forkserver') raises NotImplementedError (forkserver not implemented yet); the test "
-    'also uses forkserver and expects it to work or to raise ValueError'
-)
-XFAIL = (
-    {
-        ('TestStartMethod', 'test_context'): _FORKSERVER_XFAIL,
-        ('TestStartMethod', 'test_context_check_module_types'): _FORKSERVER_XFAIL,
-        ('TestStartMethod', 'test_set_get'): _FORKSERVER_XFAIL,
-        ('TestStartMethod', 'test_mixed_startmethod'): _FORKSERVER_XFAIL,
-    }
-    if _forkserver_missing()
-    else {}
-)
-
 # Per test (class, test) or class: a context manager factory taking the start method, active during the test.
 ADAPTERS = {
     'TestNoForkBomb': lambda method: binding.scripts_on_procstart(),
     'TestNamedResource': lambda method: binding.scripts_on_procstart(),
     'TestFlags': binding.subprocess_on_procstart,
     ('MiscTestCase', 'test__all__'): lambda method: binding.module_is_target(),
+    ('_TestProcess', 'test_forkserver_sigint'): lambda method: binding.forkserver_is_target(),
+    ('_TestProcess', 'test_forkserver_sigkill'): lambda method: binding.forkserver_is_target(),
     ('MiscTestCase', 'test_spawn_sys_executable_none_allows_import'): lambda method: binding.scripts_on_procstart(),
 }
 
@@ -159,7 +135,6 @@ class _CompatSetup:
 
     COMPAT_START_METHOD = None
     COMPAT_CPYTHON_NAME = None
-    COMPAT_XFAIL: ClassVar[dict] = {}
     COMPAT_SLOW = frozenset()
 
     @classmethod
@@ -267,7 +242,6 @@ def _install(method, cpython_name, new_name, bases):
             '__qualname__': name,
             'COMPAT_START_METHOD': method,
             'COMPAT_CPYTHON_NAME': cpython_name,
-            'COMPAT_XFAIL': {test: why for (owner, test), why in XFAIL.items() if owner == cpython_name},
             'COMPAT_SLOW': frozenset(test for owner, test in SLOW if owner == cpython_name),
         },
     )
