@@ -120,7 +120,10 @@ impl Popen {
             // closes: a dead server does not end its children), and its status is in once the
             // server sent it or is gone.
             let deadline = (!blocking).then(Instant::now);
-            for fd in [sentinel.as_ref().map_or(-1, |s| s.as_raw_fd()), status.as_raw_fd()] {
+            for fd in [
+                sentinel.as_ref().map_or(-1, |s| s.as_raw_fd()),
+                status.as_raw_fd(),
+            ] {
                 match wait_readable(fd, deadline)? {
                     Readiness::Ready => {}
                     Readiness::TimedOut => return Ok(false),

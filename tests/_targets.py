@@ -551,3 +551,67 @@ def write_digest(path, data):
 
     with open(path, 'w') as f:
         f.write(hashlib.sha256(data).hexdigest())
+
+
+# -- forkserver (test_forkserver.py) ------------------------------------------------------------------------------
+
+
+def server_pid():
+    """The pid of the fork server this process uses (procstart), or None."""
+    return target_mp()._procstart._forkserver_pid()
+
+
+def forkserver_view(conn):
+    """Send (pid, ppid, server pid, open fds) from a child."""
+    conn.send((os.getpid(), os.getppid(), server_pid(), open_fds()))
+    conn.close()
+
+
+def start_forkserver_children(conn, codes, sleep_first=0.0):
+    """From this child, start forkserver children that exit with ``codes``; send their exit codes and the server pid
+    (a child that is not the server's parent: the server reaps them and reports their status)."""
+    ctx = target_mp().get_context('forkserver')
+    procs = [ctx.Process(target=sleep_then_exit, args=(sleep_first, code)) for code in codes]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    conn.send(([p.exitcode for p in procs], server_pid()))
+    conn.close()
+
+
+def sleep_then_exit(seconds, code):
+    time.sleep(seconds)
+    os._exit(code)
+
+
+def nested_server_pids(conn, method):
+    """Start a ``method`` child that starts a forkserver grandchild; send the server pid each level used."""
+    import multiprocessing
+
+    r, w = multiprocessing.Pipe(duplex=False)
+    p = target_mp().get_context(method).Process(target=_level_two, args=(w,))
+    p.start()
+    w.close()
+    levels = r.recv()
+    p.join()
+    conn.send((server_pid(), *levels, p.exitcode))
+    conn.close()
+
+
+def _level_two(conn):
+    import multiprocessing
+
+    r, w = multiprocessing.Pipe(duplex=False)
+    g = target_mp().get_context('forkserver').Process(target=forkserver_view, args=(w,))
+    g.start()
+    w.close()
+    grandchild = r.recv()
+    g.join()
+    conn.send((server_pid(), grandchild[2], g.exitcode))
+    conn.close()
+
+
+def loaded_in(module):
+    """The pid recorded by ``module`` when it was imported (and whether this child found it already imported)."""
+    return sys.modules[module].LOADED_IN

@@ -5,7 +5,8 @@ For each start method: the start+join latency of a process running a trivial tar
 throughput of starting 64 such processes at once and joining them, measured alternately with
 procstart and stdlib so both see the same machine state, and their ratios. The `--rss-mib`
 rows repeat the latency measurement from a parent holding that much resident memory, where
-fork's page-table copy dominates.
+fork's page-table copy dominates. For forkserver, the server's start is measured on its own and
+kept out of the latency and throughput rows.
 """
 
 from __future__ import annotations
@@ -13,14 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import multiprocessing.forkserver
 import statistics
 import sys
 import time
 
 import procstart
+import procstart.forkserver
 from procstart.benchmark_target import noop
 
 THROUGHPUT_BATCH = 64
+# The target's module imports procstart: preloaded by both servers, so that no stdlib child pays
+# for importing procstart, which a program using stdlib would not import.
+FORKSERVER_PRELOAD = ['__main__', 'procstart.benchmark_target']
 
 
 def _start_join_latencies(ctx, n):
@@ -86,6 +92,37 @@ def measure(method, n, rounds=5):
     return result
 
 
+def _server_start(forkserver, ctx):
+    """Seconds for `ensure_running()` to start a stopped fork server, and until the first child
+    it forks has been joined: in both libraries `ensure_running()` returns once the server is
+    launched, so its own start-up (interpreter, preloading) is paid by that first child."""
+    forkserver._stop()
+    t0 = time.perf_counter()
+    forkserver.ensure_running()
+    launched = time.perf_counter() - t0
+    _start_join_latencies(ctx, 1)
+    return launched, time.perf_counter() - t0
+
+
+def measure_server_start(rounds=5):
+    """Median fork-server start of procstart and stdlib over `rounds` restarts, alternated."""
+    ours = (procstart.forkserver._forkserver, procstart.get_context('forkserver'))
+    theirs = (multiprocessing.forkserver._forkserver, multiprocessing.get_context('forkserver'))
+    # One restart each first: stdlib also starts its resource tracker with its first server.
+    _server_start(*ours)
+    _server_start(*theirs)
+    samples_ours, samples_theirs = [], []
+    for _ in range(rounds):
+        samples_ours.append(_server_start(*ours))
+        samples_theirs.append(_server_start(*theirs))
+    result = {'rounds': rounds}
+    for i, key in enumerate(('ensure_running', 'until_first_child')):
+        a = statistics.median(s[i] for s in samples_ours) * 1e3
+        b = statistics.median(s[i] for s in samples_theirs) * 1e3
+        result[key] = {'procstart_ms': a, 'stdlib_ms': b, 'ratio': a / b}
+    return result
+
+
 def _hold_memory(mib):
     """Resident memory (written, so really resident) for the big-parent rows."""
     block = bytearray(mib * 1024 * 1024)
@@ -134,9 +171,15 @@ def main(argv=None):
         # A spawn child costs tens of milliseconds: fewer samples keep the run short.
         return max(5, n // 5) if method == 'spawn' else n
 
-    results, throughput = [], []
+    results, throughput, server_start = [], [], None
+    if 'forkserver' in methods:
+        procstart.set_forkserver_preload(FORKSERVER_PRELOAD)
+        multiprocessing.set_forkserver_preload(FORKSERVER_PRELOAD)
     for method in methods:
         n = samples(method, args.n)
+        if method == 'forkserver':
+            _progress('measuring forkserver server start ...')
+            server_start = measure_server_start()
         _progress(f'measuring {method} latency ({n} processes each) ...')
         results.append(measure(method, n))
         if args.batches:
@@ -154,7 +197,13 @@ def main(argv=None):
         del block
 
     if args.json:
-        print(json.dumps({'python': sys.version.split()[0], 'latency': results, 'throughput': throughput}, indent=2))
+        report = {
+            'python': sys.version.split()[0],
+            'latency': results,
+            'throughput': throughput,
+            'forkserver_server_start': server_start,
+        }
+        print(json.dumps(report, indent=2))
         return 0
     print(f'start+join latency of a trivial process (median, ms), Python {sys.version.split()[0]}')
     print(f'{"method":<24}{"procstart":>12}{"stdlib":>12}{"ratio":>9}')
@@ -166,6 +215,12 @@ def main(argv=None):
         print(f'{"method":<24}{"procstart":>12}{"stdlib":>12}{"ratio":>9}')
         for r in throughput:
             print(f'{r["method"]:<24}{r["procstart_per_s"]:>12.0f}{r["stdlib_per_s"]:>12.0f}{r["ratio"]:>8.2f}x')
+    if server_start:
+        print(f'\nforkserver server start, from stopped (median of {server_start["rounds"]}, ms)')
+        print(f'{"":<24}{"procstart":>12}{"stdlib":>12}{"ratio":>9}')
+        for key, label in (('ensure_running', 'ensure_running()'), ('until_first_child', 'until first child joined')):
+            r = server_start[key]
+            print(f'{label:<24}{r["procstart_ms"]:>12.3f}{r["stdlib_ms"]:>12.3f}{r["ratio"]:>8.2f}x')
     return 0
 
 

@@ -30,6 +30,7 @@ SERVER_CODE = spawn.entry_code('procstart.forkserver', 'server_main')
 _KEY_LEN = 32
 _LENGTH_BYTES = 8
 
+
 class ForkServer:
     """This process's fork server, with the attributes of CPython's `forkserver.ForkServer`
     that programs and CPython's tests read."""

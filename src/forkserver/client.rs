@@ -61,10 +61,7 @@ impl Server {
     fn is_running(&self) -> bool {
         match &self.handle {
             Some(fd) => matches!(
-                wait_readable(
-                    std::os::fd::AsRawFd::as_raw_fd(fd),
-                    Some(Instant::now())
-                ),
+                wait_readable(std::os::fd::AsRawFd::as_raw_fd(fd), Some(Instant::now())),
                 Ok(Readiness::TimedOut)
             ),
             None => nix::sys::signal::kill(self.pid, None).is_ok(),
@@ -249,7 +246,9 @@ pub fn _forkserver_stop(py: Python<'_>) -> PyResult<()> {
         return Ok(());
     };
     let Ok(server) = Arc::try_unwrap(server) else {
-        return Err(PyOSError::new_err("the fork server is in use by another thread"));
+        return Err(PyOSError::new_err(
+            "the fork server is in use by another thread",
+        ));
     };
     let Server {
         pid,
@@ -286,11 +285,7 @@ enum Failure {
 }
 
 /// Connects, authenticates and sends the request; the connection and the server's reply.
-fn ask(
-    server: &Server,
-    flags: u16,
-    fds: &[BorrowedFd<'_>],
-) -> Result<(OwnedFd, Reply), Failure> {
+fn ask(server: &Server, flags: u16, fds: &[BorrowedFd<'_>]) -> Result<(OwnedFd, Reply), Failure> {
     let conn = match UnixStream::connect(&server.address) {
         Ok(conn) => OwnedFd::from(conn),
         Err(e) => {
@@ -329,7 +324,8 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
     let mut relaunched = false;
     loop {
         module.call_method0(intern!(py, "ensure_running"))?;
-        let server = current().ok_or_else(|| PyOSError::new_err("the fork server did not start"))?;
+        let server =
+            current().ok_or_else(|| PyOSError::new_err("the fork server did not start"))?;
         // Pickled after the server is known: the payload names it for the child.
         let (payload, inherited): (Bound<'_, PyBytes>, Vec<i32>) = module
             .call_method1(intern!(py, "payload"), (process,))?
@@ -338,7 +334,11 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
         let (payload_r, payload_w) = pipe2(OFlag::O_CLOEXEC).map_err(os_error)?;
         let link = ChildLink::new().map_err(os_error)?;
         let link_fds = link.child_fds();
-        let flags = if link_fds.len() > 1 { FLAG_EXIT_PIPE } else { 0 };
+        let flags = if link_fds.len() > 1 {
+            FLAG_EXIT_PIPE
+        } else {
+            0
+        };
         let mut fds = vec![payload_r.as_fd()];
         fds.extend(link_fds);
         fds.extend(borrow_inherited(&inherited));

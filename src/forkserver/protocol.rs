@@ -95,14 +95,17 @@ pub fn serve_handshake(conn: BorrowedFd<'_>, key: &Key) -> Result<Request, Refus
     mac(key, b"client", &server_nonce)
         .verify_slice(&answer[..MAC_LEN])
         .map_err(|_| Refused::Authentication)?;
-    let proof = mac(key, b"server", &answer[MAC_LEN..]).finalize().into_bytes();
+    let proof = mac(key, b"server", &answer[MAC_LEN..])
+        .finalize()
+        .into_bytes();
     write_all(conn, &proof)?;
     let mut header = [0; 8];
     let fds = recv_with_fds(conn, &mut header, deadline)?;
     let flags = u16::from_le_bytes([header[2], header[3]]);
     let count = u32::from_le_bytes(header[4..8].try_into().unwrap()) as usize;
     let links = 2 + usize::from(flags & FLAG_EXIT_PIPE != 0);
-    if &header[..2] != b"RQ" || flags & !FLAG_EXIT_PIPE != 0 || count != fds.len() || count < links {
+    if &header[..2] != b"RQ" || flags & !FLAG_EXIT_PIPE != 0 || count != fds.len() || count < links
+    {
         return Err(Refused::Authentication);
     }
     Ok(Request { flags, fds })
@@ -122,7 +125,11 @@ pub fn request(
     }
     let client_nonce = nonce()?;
     let mut answer = [0; MAC_LEN + NONCE_LEN];
-    answer[..MAC_LEN].copy_from_slice(&mac(key, b"client", &hello[MAGIC.len()..]).finalize().into_bytes());
+    answer[..MAC_LEN].copy_from_slice(
+        &mac(key, b"client", &hello[MAGIC.len()..])
+            .finalize()
+            .into_bytes(),
+    );
     answer[MAC_LEN..].copy_from_slice(&client_nonce);
     write_all(conn, &answer)?;
     let mut proof = [0; MAC_LEN];
@@ -167,7 +174,11 @@ fn parse(frame: &[u8; 16]) -> (u32, i64) {
     )
 }
 
-pub fn send_child(conn: BorrowedFd<'_>, pid: i32, pidfd: Option<BorrowedFd<'_>>) -> nix::Result<()> {
+pub fn send_child(
+    conn: BorrowedFd<'_>,
+    pid: i32,
+    pidfd: Option<BorrowedFd<'_>>,
+) -> nix::Result<()> {
     let fds: Vec<BorrowedFd<'_>> = pidfd.into_iter().collect();
     send_with_fds(conn, &frame(TAG_CHILD, i64::from(pid)), &fds)
 }

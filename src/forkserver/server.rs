@@ -50,7 +50,8 @@ pub fn _forkserver_serve(
         .map_err(|_| PyValueError::new_err("fork server key must be 32 bytes"))?;
     // SAFETY: the server's layout (procstart/forkserver.py) gives it these two descriptors
     // and nothing in the server's Python code owns them.
-    let (listener, alive) = unsafe { (OwnedFd::from_raw_fd(listener), OwnedFd::from_raw_fd(alive)) };
+    let (listener, alive) =
+        unsafe { (OwnedFd::from_raw_fd(listener), OwnedFd::from_raw_fd(alive)) };
     let address = PathBuf::from(std::ffi::OsString::from_vec(address));
     let served = serve(py, listener, alive, &key);
     let _ = std::fs::remove_file(&address);
@@ -157,7 +158,9 @@ fn accept(
     if peer.uid() != getuid().as_raw() {
         return None;
     }
-    let request = py.detach(|| protocol::serve_handshake(conn.as_fd(), key)).ok()?;
+    let request = py
+        .detach(|| protocol::serve_handshake(conn.as_fd(), key))
+        .ok()?;
     let parentage = if peer.pid() == getppid().as_raw() && single_threaded() {
         Parentage::Parents
     } else {
@@ -183,11 +186,8 @@ fn accept(
             } else {
                 None
             };
-            let _ = protocol::send_child(
-                conn.as_fd(),
-                pid.as_raw(),
-                handle.as_ref().map(AsFd::as_fd),
-            );
+            let _ =
+                protocol::send_child(conn.as_fd(), pid.as_raw(), handle.as_ref().map(AsFd::as_fd));
             children.push(Served { pid, handle, conn });
             None
         }

@@ -35,12 +35,13 @@ pub fn fork_as(_py: Python<'_>, parentage: Parentage) -> nix::Result<Forked> {
     // SAFETY: called with the GIL held, as PyOS_BeforeFork requires; it takes the import lock
     // and runs the before-fork hooks.
     unsafe { ffi::PyOS_BeforeFork() };
-    // SAFETY: fork has no memory-safety preconditions of its own; in the child the only thing
-    // done before re-entering Python is PyOS_AfterFork_Child, which CPython's own os.fork calls
-    // at the same point. After it the child also uses procstart's Rust mutexes, which is sound
-    // because they are only ever taken with the GIL held (which this thread holds now) and
-    // never across a GIL release or a call into Python: no other thread can be holding one.
+    // In the child the only thing done before re-entering Python is PyOS_AfterFork_Child, which
+    // CPython's own os.fork calls at the same point. After it the child also uses procstart's
+    // Rust mutexes, which is sound because they are only ever taken with the GIL held (which
+    // this thread holds now) and never across a GIL release or a call into Python: no other
+    // thread can be holding one.
     let pid = match parentage {
+        // SAFETY: fork has no memory-safety preconditions of its own (see above for the child).
         Parentage::Own => unsafe { libc::fork() },
         // SAFETY: as fork(2): without CLONE_VM the child gets a copy of this address space and
         // no stack or TLS argument is used; the caller is single-threaded (see Parentage).

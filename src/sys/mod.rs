@@ -4,5 +4,5 @@
 pub mod fork;
 pub mod pidfd;
 pub mod poll;
-pub mod spawn;
 pub mod socket;
+pub mod spawn;

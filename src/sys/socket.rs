@@ -66,7 +66,10 @@ pub fn recv_with_fds(
                     if let ControlMessageOwned::ScmRights(raw) = cmsg {
                         // SAFETY: SCM_RIGHTS installed these descriptors in this process just now;
                         // nothing else refers to them.
-                        fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                        fds.extend(
+                            raw.into_iter()
+                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                        );
                     }
                 }
                 if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
@@ -97,14 +100,14 @@ fn wait_for(sock: BorrowedFd<'_>, deadline: Option<Instant>) -> nix::Result<()> 
 }
 
 /// Reads exactly `buf.len()` bytes before `deadline`; `ECONNRESET` at end of stream.
-pub fn read_exact(sock: BorrowedFd<'_>, buf: &mut [u8], deadline: Option<Instant>) -> nix::Result<()> {
+pub fn read_exact(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    deadline: Option<Instant>,
+) -> nix::Result<()> {
     let mut done = 0;
     while done < buf.len() {
-        match nix::sys::socket::recv(
-            sock.as_raw_fd(),
-            &mut buf[done..],
-            MsgFlags::MSG_DONTWAIT,
-        ) {
+        match nix::sys::socket::recv(sock.as_raw_fd(), &mut buf[done..], MsgFlags::MSG_DONTWAIT) {
             Ok(0) => return Err(Errno::ECONNRESET),
             Ok(n) => done += n,
             Err(Errno::EINTR) => {}

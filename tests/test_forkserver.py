@@ -1,0 +1,490 @@
+"""The forkserver start method: the server's life, its authentication, what children hold, concurrency, exit
+statuses that survive the server, and one server per process tree.
+
+The generic Process tests (test_process.py, test_bad_input.py, tests/compat) already run under forkserver; these
+are about the server itself, which is procstart's own (CPython's differs where noted), so the stdlib reference run
+skips them.
+"""
+
+import glob
+import hashlib
+import hmac
+import os
+import signal
+import socket
+import threading
+import time
+
+import _targets
+import pytest
+from _support import CHILD_TIMEOUT, finish, recv, skip_on_stdlib
+
+pytestmark = skip_on_stdlib("these tests drive procstart's fork server directly")
+
+KEY_LEN = 32
+
+
+@pytest.fixture
+def fs(mp):
+    ctx = mp.get_context('forkserver')
+    ctx.Process(target=_targets.noop).start()  # the server runs from here on (joined by the leak check's reaping)
+    for p in mp.active_children():
+        p.join()
+    return ctx
+
+
+@pytest.fixture
+def make_pipe():
+    """Pipes for these tests, which are not parametrised over the start method (Pipe does not depend on it)."""
+    import multiprocessing
+
+    conns = []
+
+    def factory():
+        r, w = multiprocessing.Pipe(duplex=False)
+        conns.extend((r, w))
+        return r, w
+
+    yield factory
+    for c in conns:
+        c.close()
+
+
+def server_info(mp):
+    address, key, alive_fd, pid = mp._procstart._forkserver_info()
+    return os.fsdecode(address), key, alive_fd, pid
+
+
+def run_child(ctx, target, *args):
+    p = ctx.Process(target=target, args=args)
+    p.start()
+    finish(p)
+    return p.exitcode
+
+
+def wait_gone(pid, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f'/proc/{pid}/stat') as f:
+                if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+# -- lifecycle -------------------------------------------------------------------------------------------------
+
+
+def test_server_starts_lazily_once(run_py):
+    out = run_py("""
+        ctx = mp.get_context('forkserver')
+        before = mp._procstart._forkserver_pid()
+        procs = [ctx.Process(target=_targets.noop) for _ in range(3)]
+        for p in procs:
+            p.start()
+            p.join()
+        after = mp._procstart._forkserver_pid()
+        print(json.dumps([before, after, mp._procstart._forkserver_pid() == after, [p.exitcode for p in procs]]))
+    """).stdout
+    before, after, same, codes = __import__('json').loads(out)
+    assert before is None
+    assert after is not None and same
+    assert codes == [0, 0, 0]
+
+
+def test_main_module_is_preloaded_once(tmp_path, run_py):
+    """The server imports ``__main__`` (as ``__mp_main__``, with the parent's sys.path and argv) so the children
+    find it imported; CPython 3.11's server never receives the main path and every child re-runs it."""
+    log = tmp_path / 'imports.log'
+    script = tmp_path / 'main_script.py'
+    script.write_text(
+        'import os, sys\n'
+        f'with open({str(log)!r}, "a") as f:\n'
+        '    f.write(f"{__name__} {os.getpid()} {sys.argv[1:]}\\n")\n'
+        'import procstart as mp\n'
+        'def work():\n'
+        '    assert sys.modules["__main__"].__name__ == "__mp_main__"\n'
+        'if __name__ == "__main__":\n'
+        '    ctx = mp.get_context("forkserver")\n'
+        '    for _ in range(3):\n'
+        '        p = ctx.Process(target=work)\n'
+        '        p.start()\n'
+        '        p.join()\n'
+        '        assert p.exitcode == 0, p.exitcode\n'
+        '    print(mp._procstart._forkserver_pid())\n'
+    )
+    out = run_py(f'import runpy; sys.argv = [{str(script)!r}, "arg"]; runpy.run_path(sys.argv[0], run_name="__main__")')
+    server = int(out.stdout.split()[-1])
+    lines = log.read_text().splitlines()
+    assert [line.split()[0] for line in lines] == ['__main__', '__mp_main__']
+    assert lines[1] == f"__mp_main__ {server} ['arg']"
+
+
+def test_preload_modules_imported_once_in_server(tmp_path, run_py):
+    module = tmp_path / 'preloaded_mod.py'
+    module.write_text('import os\nLOADED_IN = os.getpid()\n')
+    out = run_py(
+        f"""
+        sys.path.insert(0, {str(tmp_path)!r})
+        mp.set_forkserver_preload(['preloaded_mod', 'no_such_module_at_all'])
+        ctx = mp.get_context('forkserver')
+        r, w = mp.Pipe(duplex=False)
+        p = ctx.Process(target=_targets.call_and_send, args=(w, _targets.loaded_in, 'preloaded_mod'))
+        p.start(); w.close()
+        print(json.dumps([r.recv(), mp._procstart._forkserver_pid()]))
+        p.join()
+    """
+    ).stdout
+    (status, loaded_in), server = __import__('json').loads(out)
+    assert status == 'ok'
+    assert loaded_in == server
+
+
+def test_relaunch_after_sigkill_reaps_and_cleans_up(mp, fs):
+    address, _, _, old = server_info(mp)
+    os.kill(old, signal.SIGKILL)
+    assert wait_gone(old)
+    assert run_child(fs, _targets.exit_with, 3) == 3
+    new = mp._procstart._forkserver_pid()
+    assert new != old
+    assert not os.path.exists(address)
+    assert not os.path.exists(os.path.dirname(address))
+    # The dead server was this process's child: reaped, not left a zombie.
+    assert not os.path.exists(f'/proc/{old}')
+
+
+def test_server_exits_with_its_last_holder(run_py):
+    out = run_py("""
+        ctx = mp.get_context('forkserver')
+        p = ctx.Process(target=_targets.noop); p.start(); p.join()
+        address = os.fsdecode(mp._procstart._forkserver_info()[0])
+        print(json.dumps([mp._procstart._forkserver_pid(), address]))
+    """).stdout
+    server, address = __import__('json').loads(out)
+    assert wait_gone(server, timeout=2.0), 'the server outlived the process that started it'
+    deadline = time.monotonic() + 2
+    while os.path.exists(os.path.dirname(address)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not os.path.exists(os.path.dirname(address))
+
+
+def test_socket_is_private(mp, fs):
+    address, *_ = server_info(mp)
+    directory = os.path.dirname(address)
+    assert not address.startswith('\0')
+    assert os.stat(directory).st_mode & 0o777 == 0o700
+    assert os.stat(address).st_mode & 0o777 == 0o600
+    assert os.stat(directory).st_uid == os.getuid()
+
+
+def test_stop_waits_for_the_server(mp, fs):
+    address, _, _, pid = server_info(mp)
+    import procstart.forkserver
+
+    procstart.forkserver._forkserver._stop()
+    assert mp._procstart._forkserver_pid() is None
+    assert not os.path.exists(f'/proc/{pid}')
+    assert not os.path.exists(address)
+    assert run_child(fs, _targets.exit_with, 4) == 4
+
+
+# -- authentication --------------------------------------------------------------------------------------------
+
+
+def _handshake(address, key):
+    """A client written from the protocol description; returns the server's proof (b'' if it hung up)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(CHILD_TIMEOUT)
+        s.connect(address)
+        hello = _recv_exact(s, 40)
+        assert hello[:8] == b'PSFSRV01'
+        nonce = os.urandom(32)
+        s.sendall(hmac.new(key, b'client' + hello[8:], hashlib.sha256).digest() + nonce)
+        proof = _recv_exact(s, 32)
+        if proof:
+            assert hmac.compare_digest(proof, hmac.new(key, b'server' + nonce, hashlib.sha256).digest())
+        return proof
+
+
+def _recv_exact(s, n):
+    data = b''
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            return data
+        data += chunk
+    return data
+
+
+def test_handshake_with_the_key_is_answered_with_proof(mp, fs):
+    address, key, _, _ = server_info(mp)
+    assert len(key) == KEY_LEN
+    assert len(_handshake(address, key)) == 32
+    assert run_child(fs, _targets.exit_with, 5) == 5
+
+
+def test_wrong_key_is_dropped_and_server_survives(mp, fs):
+    address, _, _, pid = server_info(mp)
+    assert _handshake(address, bytes(32)) == b''
+    assert mp._procstart._forkserver_pid() == pid
+    assert run_child(fs, _targets.exit_with, 6) == 6
+
+
+@pytest.mark.parametrize(
+    'garbage',
+    [b'', b'\0', os.urandom(7), os.urandom(64), os.urandom(4096), b'GET / HTTP/1.0\r\n\r\n' * 10],
+    ids=['nothing', 'nul', 'short', 'answer-sized', 'long', 'http'],
+)
+def test_garbage_is_dropped_and_server_survives(mp, fs, garbage):
+    address, _, _, pid = server_info(mp)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(CHILD_TIMEOUT)
+        s.connect(address)
+        if garbage:
+            s.sendall(garbage)
+        s.shutdown(socket.SHUT_WR)
+        received = b''
+        try:
+            while chunk := s.recv(4096):
+                received += chunk
+        except ConnectionResetError:  # the server hung up with our garbage unread
+            pass
+    assert len(received) <= 40  # at most HELLO: no proof, no child
+    assert mp._procstart._forkserver_pid() == pid
+    assert run_child(fs, _targets.exit_with, 7) == 7
+
+
+def test_stalled_peer_does_not_stop_the_server(mp, fs):
+    address, _, _, _ = server_info(mp)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(address)
+        started = time.monotonic()
+        assert run_child(fs, _targets.exit_with, 8) == 8
+        # The server waited at most its handshake timeout for the silent peer, then dropped it.
+        assert time.monotonic() - started < 10
+        s.settimeout(CHILD_TIMEOUT)
+        assert len(_recv_exact(s, 41)) == 40  # HELLO, then the server hung up
+    assert run_child(fs, _targets.exit_with, 9) == 9
+
+
+def test_client_with_wrong_key_gets_authentication_error(mp, fs, run_py):
+    address, _, _, pid = server_info(mp)
+    out = run_py(f"""
+        import multiprocessing
+        alive = os.open(os.devnull, os.O_RDONLY)  # stands for the alive pipe this client would hold
+        mp._procstart._forkserver_adopt(os.fsencode({address!r}), bytes(32), alive, {pid})
+        p = mp.get_context('forkserver').Process(target=_targets.noop)
+        try:
+            p.start()
+        except multiprocessing.AuthenticationError as e:
+            print('AuthenticationError', e)
+        print(mp._procstart._forkserver_pid())
+    """).stdout.splitlines()
+    assert out == ['AuthenticationError digest sent was rejected', str(pid)]
+    assert mp._procstart._forkserver_pid() == pid
+    assert run_child(fs, _targets.exit_with, 10) == 10
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason='needs root to connect as another user')
+def test_other_users_are_refused(mp, fs):
+    """SO_PEERCRED: even with the directory opened up, another user's connection gets nothing."""
+    address, _, _, pid = server_info(mp)
+    directory = os.path.dirname(address)
+    os.chmod(directory, 0o711)
+    os.chmod(address, 0o777)
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(r)
+            os.setgid(65534)
+            os.setuid(65534)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(5)
+                s.connect(address)
+                os.write(w, s.recv(100) or b'EOF')
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        answer = os.read(r, 100)
+    finally:
+        os.close(r)
+        os.waitpid(child, 0)
+        os.chmod(directory, 0o700)
+        os.chmod(address, 0o600)
+    assert answer == b'EOF'
+    assert mp._procstart._forkserver_pid() == pid
+
+
+# -- children ----------------------------------------------------------------------------------------------------
+
+
+def test_child_holds_no_server_descriptors(mp, fs, make_pipe):
+    _, _, _, server = server_info(mp)
+    # While this child is forked, the server holds the connections of another client's children (a fork child's:
+    # the server reaps those and reports their status on their connections).
+    busy_r, busy_w = make_pipe()
+    busy = [mp.get_context('fork').Process(target=_targets.start_forkserver_children, args=(busy_w, [0, 0], 1.0))]
+    for p in busy:
+        p.start()
+    time.sleep(0.3)
+    r, w = make_pipe()
+    p = fs.Process(target=_targets.forkserver_view, args=(w,))
+    p.start()
+    w.close()
+    pid, ppid, seen_server, fds = recv(r)
+    finish(p)
+    assert recv(busy_r) == ([0, 0], server)
+    for b in busy:
+        finish(b)
+    assert pid == p.pid and ppid == os.getpid()
+    assert seen_server == server
+    kinds = sorted(t.split(':')[0] for fd, t in fds.items() if fd > 2)
+    # No socket (the listener, other clients' connections) and nothing else of the server's: the parent sentinel and
+    # the child's own pidfd on the server, the alive pipe, the pipe it writes to, its devnull stdin.
+    assert kinds == ['/dev/null', 'anon_inode', 'anon_inode', 'pipe', 'pipe'], fds
+
+
+def test_sentinel_works_with_connection_wait(mp, fs):
+    from multiprocessing.connection import wait
+
+    p = fs.Process(target=_targets.sleep, args=(0.2,))
+    p.start()
+    assert wait([p.sentinel], timeout=CHILD_TIMEOUT) == [p.sentinel]
+    finish(p)
+    assert p.exitcode == 0
+
+
+def test_terminate_kill_interrupt(mp, fs):
+    for method, code in (('terminate', -signal.SIGTERM), ('kill', -signal.SIGKILL)):
+        p = fs.Process(target=_targets.sleep, args=(30,))
+        p.start()
+        getattr(p, method)()
+        finish(p)
+        assert p.exitcode == code
+
+
+def test_threads_starting_at_once(mp, fs):
+    results, errors = {}, []
+
+    def worker(n):
+        try:
+            for i in range(10):
+                code = n * 10 + i
+                p = fs.Process(target=_targets.os_exit, args=(code,))
+                p.start()
+                p.join(CHILD_TIMEOUT)
+                results[code] = p.exitcode
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert results == {code: code for code in range(80)}
+
+
+def test_200_back_to_back_starts(mp, fs):
+    codes = []
+    for i in range(200):
+        p = fs.Process(target=_targets.os_exit, args=(i % 256,))
+        p.start()
+        p.join(CHILD_TIMEOUT)
+        codes.append(p.exitcode)
+    assert codes == [i % 256 for i in range(200)]
+
+
+# -- server death ----------------------------------------------------------------------------------------------
+
+
+def test_children_report_true_status_after_server_death(mp, fs):
+    """CPython reports 255 at once and orphans the children; procstart's are this process's own and keep their
+    true exit status."""
+    procs = [fs.Process(target=_targets.sleep_then_exit, args=(0.5, code)) for code in (3, 4, 0)]
+    victim = fs.Process(target=_targets.sleep, args=(30,))
+    for p in (*procs, victim):
+        p.start()
+    os.kill(mp._procstart._forkserver_pid(), signal.SIGKILL)
+    for p in procs:
+        assert p.is_alive()
+    victim.terminate()
+    for p in (*procs, victim):
+        finish(p)
+    assert [p.exitcode for p in procs] == [3, 4, 0]
+    assert victim.exitcode == -signal.SIGTERM
+    assert run_child(fs, _targets.exit_with, 2) == 2  # relaunched
+
+
+def test_children_of_other_processes_get_status_from_server(mp, fs, make_pipe):
+    """A process that did not start the server (here a fork child) gets children the server reaps; exit codes and
+    signals still come through."""
+    r, w = make_pipe()
+    p = mp.get_context('fork').Process(target=_targets.start_forkserver_children, args=(w, [0, 3, 7]))
+    p.start()
+    w.close()
+    codes, server = recv(r)
+    finish(p)
+    assert codes == [0, 3, 7]
+    assert server == mp._procstart._forkserver_pid()
+
+
+def test_join_waits_for_the_child_when_the_server_dies(mp, fs, make_pipe):
+    """For a child the server reaps (a descendant's request), a server death loses the status (255) but join() still
+    waits until the child really ends -- CPython returns at once while the orphan keeps running."""
+    r, w = make_pipe()
+    p = mp.get_context('fork').Process(target=_targets.start_forkserver_children, args=(w, [3], 1.0))
+    p.start()
+    w.close()
+    time.sleep(0.3)  # the grandchild is running
+    started = time.monotonic()
+    os.kill(mp._procstart._forkserver_pid(), signal.SIGKILL)
+    codes, _ = recv(r)
+    finish(p)
+    assert codes == [255]
+    assert time.monotonic() - started >= 0.5
+    assert run_child(fs, _targets.exit_with, 2) == 2  # relaunched, the dead server reaped
+
+
+# -- one server per tree -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('method', ['fork', 'spawn', 'forkserver'])
+def test_descendants_share_the_server(mp, fs, make_pipe, method):
+    """CPython starts a server per process that uses forkserver (gh-86354), and a fork child of a server's owner
+    fails with ChildProcessError."""
+    r, w = make_pipe()
+    p = mp.get_context('fork').Process(target=_targets.nested_server_pids, args=(w, method))
+    p.start()
+    w.close()
+    top, middle, grandchild, grandchild_code, middle_code = recv(r)
+    finish(p)
+    server = mp._procstart._forkserver_pid()
+    assert (top, middle, grandchild) == (server, server, server)
+    assert (grandchild_code, middle_code, p.exitcode) == (0, 0, 0)
+
+
+def test_no_stray_socket_directories(mp, fs):
+    address, *_ = server_info(mp)
+    mine = os.path.dirname(address)
+    import tempfile
+
+    stray = [d for d in glob.glob(os.path.join(tempfile.gettempdir(), 'procstart-*')) if d != mine]
+    stray = [d for d in stray if os.stat(d).st_uid == os.getuid() and not _in_use(d)]
+    assert stray == []
+
+
+def _in_use(directory):
+    """Whether a live server (another test session's) listens in ``directory``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(os.path.join(directory, 'socket'))
+        except OSError:
+            return False
+    return True
