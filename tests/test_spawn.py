@@ -749,7 +749,7 @@ def test_payload_encoding_choice(mp, spawn):
     r, w = multiprocessing.get_context('spawn').Pipe()
     try:
         data, fds = encoding('path', (w,), {})
-        assert data[:1] == b'P' and fds == ([] if tracker_fd is None else [tracker_fd]) + [w.fileno()]
+        assert data[:1] == b'P' and fds == [*helpers, w.fileno()]
     finally:
         r.close()
         w.close()
