@@ -104,7 +104,7 @@ def _server_start(forkserver, ctx):
     return launched, time.perf_counter() - t0
 
 
-def measure_server_start(rounds=5):
+def measure_server_start(rounds=10):
     """Median fork-server start of procstart and stdlib over `rounds` restarts, alternated."""
     ours = (procstart.forkserver._forkserver, procstart.get_context('forkserver'))
     theirs = (multiprocessing.forkserver._forkserver, multiprocessing.get_context('forkserver'))
@@ -206,21 +206,21 @@ def main(argv=None):
         print(json.dumps(report, indent=2))
         return 0
     print(f'start+join latency of a trivial process (median, ms), Python {sys.version.split()[0]}')
-    print(f'{"method":<24}{"procstart":>12}{"stdlib":>12}{"ratio":>9}')
+    print(f'{"method":<30}{"procstart":>12}{"stdlib":>12}{"ratio":>9}')
     for r in results:
         label = r['method'] + (f' ({r["parent_rss_mib"]} MiB parent)' if 'parent_rss_mib' in r else '')
-        print(f'{label:<24}{r["procstart"]["median_ms"]:>12.3f}{r["stdlib"]["median_ms"]:>12.3f}{r["ratio"]:>8.2f}x')
+        print(f'{label:<30}{r["procstart"]["median_ms"]:>12.3f}{r["stdlib"]["median_ms"]:>12.3f}{r["ratio"]:>8.2f}x')
     if throughput:
         print(f'\nthroughput, {THROUGHPUT_BATCH} processes started then joined (processes/s, best of 3)')
-        print(f'{"method":<24}{"procstart":>12}{"stdlib":>12}{"ratio":>9}')
+        print(f'{"method":<30}{"procstart":>12}{"stdlib":>12}{"ratio":>9}')
         for r in throughput:
-            print(f'{r["method"]:<24}{r["procstart_per_s"]:>12.0f}{r["stdlib_per_s"]:>12.0f}{r["ratio"]:>8.2f}x')
+            print(f'{r["method"]:<30}{r["procstart_per_s"]:>12.0f}{r["stdlib_per_s"]:>12.0f}{r["ratio"]:>8.2f}x')
     if server_start:
         print(f'\nforkserver server start, from stopped (median of {server_start["rounds"]}, ms)')
-        print(f'{"":<24}{"procstart":>12}{"stdlib":>12}{"ratio":>9}')
+        print(f'{"":<30}{"procstart":>12}{"stdlib":>12}{"ratio":>9}')
         for key, label in (('ensure_running', 'ensure_running()'), ('until_first_child', 'until first child joined')):
             r = server_start[key]
-            print(f'{label:<24}{r["procstart_ms"]:>12.3f}{r["stdlib_ms"]:>12.3f}{r["ratio"]:>8.2f}x')
+            print(f'{label:<30}{r["procstart_ms"]:>12.3f}{r["stdlib_ms"]:>12.3f}{r["ratio"]:>8.2f}x')
     return 0
 
 
