@@ -52,19 +52,37 @@ pub struct ChildSetup {
     stdlib: Stdlib,
 }
 
+/// What every fork child of this process needs, made once here instead of in each child:
+/// the devnull reader that becomes its `sys.stdin`, and the modules its bootstrap calls
+/// (imported now, so that the child finds them kept instead of importing them).
+fn prepare_children(py: Python<'_>) -> PyResult<&Py<PyAny>> {
+    static STDIN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let stdin = STDIN.get_or_try_init(py, || {
+        py_bootstrap(py)?
+            .call_method0("devnull_stdin")
+            .map(Bound::unbind)
+    })?;
+    for module in [atexit, py_bootstrap, py_process] {
+        module(py)?;
+    }
+    Ok(stdin)
+}
+
+/// For the fork server, before it serves: `prepare_children`, and the checks and imports a
+/// fork-server child would otherwise repeat. Returns the devnull reader, which is the
+/// server's `sys.stdin` too.
+#[pyfunction]
+pub fn _prepare_forked_children(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    crate::sys::pidfd::supported();
+    crate::imports::py_forkserver(py)?;
+    crate::imports::py_spawn(py)?;
+    prepare_children(py).map(|stdin| stdin.clone_ref(py))
+}
+
 impl ChildSetup {
     pub fn new(process: &Bound<'_, PyAny>, launcher: &'static str) -> PyResult<Self> {
         let py = process.py();
-        static STDIN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        let stdin = STDIN.get_or_try_init(py, || {
-            py_bootstrap(py)?
-                .call_method0("devnull_stdin")
-                .map(Bound::unbind)
-        })?;
-        // Imported now, so that the child finds them kept instead of importing them.
-        for module in [atexit, py_bootstrap, py_process] {
-            module(py)?;
-        }
+        let stdin = prepare_children(py)?;
         Ok(ChildSetup {
             process: process.clone().unbind(),
             launcher,

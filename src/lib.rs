@@ -45,6 +45,7 @@ fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(process::wait_sentinel, m)?)?;
     m.add_function(wrap_pyfunction!(process::_set_current_process, m)?)?;
     m.add_function(wrap_pyfunction!(spawn::_run_child, m)?)?;
+    m.add_function(wrap_pyfunction!(bootstrap::_prepare_forked_children, m)?)?;
     m.add_function(wrap_pyfunction!(context::_register_contexts, m)?)?;
     m.add_function(wrap_pyfunction!(executable::get_executable, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::get_preload, m)?)?;

@@ -105,8 +105,8 @@ def server_main():
     # Ctrl-C in a terminal reaches the whole process group: the server outlives it, as CPython's.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _preload(prep)
-    sys.stdin = spawn_stdin = open(os.devnull)  # noqa: SIM115 -- the server's stdin for its life
-    del spawn_stdin
+    # CPython's server closes its stdin too; the same devnull reader serves every child.
+    sys.stdin = _procstart._prepare_forked_children()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
