@@ -492,3 +492,75 @@ def _in_use(directory):
         except OSError:
             return False
     return True
+
+
+# -- interpreter and kernel ----------------------------------------------------------------------------------------
+
+
+def test_server_runs_with_the_interpreter_flags_and_executable(tmp_path, run_py):
+    out_file = tmp_path / 'flags.json'
+    link = tmp_path / 'python-link'
+    os.symlink(os.path.realpath(__import__('sys').executable), link)
+    run_py(
+        f"""
+        mp.set_executable({str(link)!r})
+        p = mp.get_context('forkserver').Process(target=_targets.dump_flags, args=({str(out_file)!r},))
+        p.start(); p.join()
+        assert p.exitcode == 0, p.exitcode
+        server = mp._procstart._forkserver_pid()
+        assert os.readlink(f'/proc/{{server}}/exe') == os.path.realpath({str(link)!r})
+        with open(f'/proc/{{server}}/cmdline', 'rb') as f:
+            assert f.read().split(b'\\0')[0] == os.fsencode({str(link)!r})
+        """,
+        flags=('-O', '-s'),
+    )
+    flags = __import__('json').loads(out_file.read_text())
+    assert flags['optimize'] == 1
+    assert flags['no_user_site'] == 1
+
+
+def test_without_pidfd(run_py):
+    """Kernels without pidfd (forced here): sentinels are pipes; exit codes, signals and the server's status reports
+    for other processes' children work the same."""
+    out = run_py("""
+        os.environ['PROCSTART_DISABLE_PIDFD'] = '1'  # read at the first start
+        import multiprocessing
+        ctx = mp.get_context('forkserver')
+        p = ctx.Process(target=_targets.sleep, args=(30,))
+        p.start()
+        kind = os.readlink(f'/proc/self/fd/{p.sentinel}').split(':')[0]
+        p.terminate()
+        p.join()
+        codes = []
+        for code in (0, 3):
+            q = ctx.Process(target=_targets.exit_with, args=(code,))
+            q.start()
+            q.join()
+            codes.append(q.exitcode)
+        r, w = multiprocessing.Pipe(duplex=False)
+        f = mp.get_context('fork').Process(target=_targets.start_forkserver_children, args=(w, [5, 6]))
+        f.start()
+        w.close()
+        nested = r.recv()[0]
+        f.join()
+        print(json.dumps([kind, p.exitcode, codes, nested, f.exitcode]))
+    """).stdout
+    assert __import__('json').loads(out) == ['pipe', -signal.SIGTERM, [0, 3], [5, 6], 0]
+
+
+def test_ctrl_c_interrupts_join(run_py):
+    out = run_py("""
+        import signal, threading
+        p = mp.get_context('forkserver').Process(target=_targets.sleep, args=(30,))
+        p.start()
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        t0 = time.monotonic()
+        try:
+            p.join()
+            print('not interrupted')
+        except KeyboardInterrupt:
+            print('interrupted', time.monotonic() - t0 < 10)
+        p.kill()
+        p.join()
+    """).stdout
+    assert out.strip() == 'interrupted True'
