@@ -7,6 +7,12 @@ procstart and stdlib so both see the same machine state, and their ratios. The `
 rows repeat the latency measurement from a parent holding that much resident memory, where
 fork's page-table copy dominates. For forkserver, the server's start is measured on its own and
 kept out of the latency and throughput rows.
+
+The "forkserver, script __main__" rows measure the common case of a program run as
+`python script.py`: there, every CPython 3.11-3.13.7 forkserver child re-runs the script (the
+server never receives its path, so preloading `__main__` does nothing) and pays all its top-level
+imports. Under `python -m procstart` the main module is `procstart.__main__`, which children never
+re-run, so these rows run a generated script (SCRIPT_MAIN) in subprocesses, one per library.
 """
 
 from __future__ import annotations
@@ -15,8 +21,11 @@ import argparse
 import json
 import multiprocessing
 import multiprocessing.forkserver
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import procstart
@@ -24,9 +33,72 @@ import procstart.forkserver
 from procstart.benchmark_target import noop
 
 THROUGHPUT_BATCH = 64
+THROUGHPUT_ROUNDS = 3
 # The target's module imports procstart: preloaded by both servers, so that no stdlib child pays
 # for importing procstart, which a program using stdlib would not import.
 FORKSERVER_PRELOAD = ['__main__', 'procstart.benchmark_target']
+
+# What a typical program imports at top level (stdlib only, so that the script runs anywhere).
+SCRIPT_IMPORTS = ('argparse', 'dataclasses', 'decimal', 'json', 'logging', 'statistics')
+SCRIPT_MAIN = '''\
+"""A user program for `python -m procstart`'s "forkserver, script __main__" rows, run as
+`python script.py LIBRARY N BATCHES` with LIBRARY procstart or multiprocessing: the only one it
+imports, as a program using the other would not import it. Its top-level imports stand for a
+typical program's: {imports}. Forkserver with the default preload (`['__main__']`); prints N
+start+join latencies (s) and the processes/s of BATCHES batches of {batch} (null if 0) as JSON.
+"""
+
+{import_lines}
+import sys
+import time
+
+if sys.argv[1] == 'procstart':
+    import procstart as mp
+else:
+    import multiprocessing as mp
+
+
+def noop():
+    pass
+
+
+def start_join(ctx, procs):
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+        if p.exitcode != 0:
+            raise RuntimeError(f'{{sys.argv[1]}} child exited with {{p.exitcode}}')
+        p.close()
+
+
+def main():
+    n, batches = int(sys.argv[2]), int(sys.argv[3])
+    ctx = mp.get_context('forkserver')
+    # Warm-up: the server's start (its interpreter, preloading this script) is not measured.
+    for _ in range(2):
+        start_join(ctx, [ctx.Process(target=noop)])
+    latencies = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        start_join(ctx, [ctx.Process(target=noop)])
+        latencies.append(time.perf_counter() - t0)
+    per_s = None
+    if batches:
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            start_join(ctx, [ctx.Process(target=noop) for _ in range({batch})])
+        per_s = batches * {batch} / (time.perf_counter() - t0)
+    print(json.dumps({{'latency_s': latencies, 'per_s': per_s}}))
+
+
+if __name__ == '__main__':
+    main()
+'''.format(
+    imports=', '.join(SCRIPT_IMPORTS),
+    import_lines='\n'.join(f'import {name}' for name in SCRIPT_IMPORTS),
+    batch=THROUGHPUT_BATCH,
+)
 
 
 def _start_join_latencies(ctx, n):
@@ -68,7 +140,7 @@ def _throughput(ctx, batches):
     return batches * THROUGHPUT_BATCH / (time.perf_counter() - t0)
 
 
-def measure_throughput(method, batches, rounds=3):
+def measure_throughput(method, batches, rounds=THROUGHPUT_ROUNDS):
     """Best processes/second of procstart and stdlib for `method` over `rounds` alternations."""
     ctx_ours, ctx_stdlib = procstart.get_context(method), multiprocessing.get_context(method)
     ours = max(_throughput(ctx_ours, batches) for _ in range(rounds))
@@ -90,6 +162,55 @@ def measure(method, n, rounds=5):
     result = {'method': method, 'procstart': _summary(ours), 'stdlib': _summary(theirs)}
     result['ratio'] = result['procstart']['median_ms'] / result['stdlib']['median_ms']
     return result
+
+
+def _run_script(path, library, n, batches):
+    # The script gets the parent's interpreter, flags and sys.path (as PYTHONPATH, which keeps
+    # its order), so that it finds procstart wherever the parent found it, installed or not.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    command = [sys.executable, *subprocess._args_from_interpreter_flags(), path, library, str(n), str(batches)]
+    return json.loads(subprocess.run(command, env=env, stdout=subprocess.PIPE, check=True).stdout)
+
+
+def measure_script_main(n, batches, rounds=5):
+    """Latency and throughput (as `measure` and `measure_throughput`) of forkserver from a
+    program run as a script, which imports SCRIPT_IMPORTS; one script run per library and round,
+    alternated."""
+    ours, theirs = [], []
+    per_s_ours, per_s_theirs = [], []
+    per_round = max(1, n // rounds)
+    with tempfile.TemporaryDirectory(prefix='procstart-bench-') as tmp:
+        path = os.path.join(tmp, 'script.py')
+        with open(path, 'w') as f:
+            f.write(SCRIPT_MAIN)
+        for i in range(rounds):
+            round_batches = batches if i < THROUGHPUT_ROUNDS else 0
+            for library, latencies, per_s in (
+                ('procstart', ours, per_s_ours),
+                ('multiprocessing', theirs, per_s_theirs),
+            ):
+                run = _run_script(path, library, per_round, round_batches)
+                latencies += run['latency_s']
+                if run['per_s'] is not None:
+                    per_s.append(run['per_s'])
+    imports = list(SCRIPT_IMPORTS)
+    latency = {
+        'method': 'forkserver',
+        'script_imports': imports,
+        'procstart': _summary(ours),
+        'stdlib': _summary(theirs),
+    }
+    latency['ratio'] = latency['procstart']['median_ms'] / latency['stdlib']['median_ms']
+    if not batches:
+        return latency, None
+    throughput = {
+        'method': 'forkserver',
+        'script_imports': imports,
+        'procstart_per_s': max(per_s_ours),
+        'stdlib_per_s': max(per_s_theirs),
+    }
+    throughput['ratio'] = throughput['procstart_per_s'] / throughput['stdlib_per_s']
+    return latency, throughput
 
 
 def _server_start(forkserver, ctx):
@@ -129,6 +250,14 @@ def _hold_memory(mib):
     for i in range(0, len(block), 4096):
         block[i] = 1
     return block
+
+
+def _label(result):
+    if 'parent_rss_mib' in result:
+        return f'{result["method"]} ({result["parent_rss_mib"]} MiB parent)'
+    if 'script_imports' in result:
+        return f'{result["method"]}, script __main__'
+    return result['method']
 
 
 def _progress(text):
@@ -185,6 +314,12 @@ def main(argv=None):
         if args.batches:
             _progress(f'measuring {method} throughput ({args.batches} x {THROUGHPUT_BATCH} processes each) ...')
             throughput.append(measure_throughput(method, args.batches))
+        if method == 'forkserver':
+            _progress(f'measuring forkserver from a script __main__ ({n} processes each, in subprocesses) ...')
+            latency, script_throughput = measure_script_main(n, args.batches)
+            results.append(latency)
+            if script_throughput:
+                throughput.append(script_throughput)
     if args.rss_mib:
         _progress(f'allocating {args.rss_mib} MiB in the parent ...')
         block = _hold_memory(args.rss_mib)
@@ -208,19 +343,27 @@ def main(argv=None):
     print(f'start+join latency of a trivial process (median, ms), Python {sys.version.split()[0]}')
     print(f'{"method":<30}{"procstart":>12}{"stdlib":>12}{"ratio":>9}')
     for r in results:
-        label = r['method'] + (f' ({r["parent_rss_mib"]} MiB parent)' if 'parent_rss_mib' in r else '')
-        print(f'{label:<30}{r["procstart"]["median_ms"]:>12.3f}{r["stdlib"]["median_ms"]:>12.3f}{r["ratio"]:>8.2f}x')
+        print(
+            f'{_label(r):<30}{r["procstart"]["median_ms"]:>12.3f}{r["stdlib"]["median_ms"]:>12.3f}{r["ratio"]:>8.2f}x'
+        )
     if throughput:
-        print(f'\nthroughput, {THROUGHPUT_BATCH} processes started then joined (processes/s, best of 3)')
+        print(
+            f'\nthroughput, {THROUGHPUT_BATCH} processes started then joined (processes/s, best of {THROUGHPUT_ROUNDS})'
+        )
         print(f'{"method":<30}{"procstart":>12}{"stdlib":>12}{"ratio":>9}')
         for r in throughput:
-            print(f'{r["method"]:<30}{r["procstart_per_s"]:>12.0f}{r["stdlib_per_s"]:>12.0f}{r["ratio"]:>8.2f}x')
+            print(f'{_label(r):<30}{r["procstart_per_s"]:>12.0f}{r["stdlib_per_s"]:>12.0f}{r["ratio"]:>8.2f}x')
     if server_start:
         print(f'\nforkserver server start, from stopped (median of {server_start["rounds"]}, ms)')
         print(f'{"":<30}{"procstart":>12}{"stdlib":>12}{"ratio":>9}')
         for key, label in (('ensure_running', 'ensure_running()'), ('until_first_child', 'until first child joined')):
             r = server_start[key]
             print(f'{label:<30}{r["procstart_ms"]:>12.3f}{r["stdlib_ms"]:>12.3f}{r["ratio"]:>8.2f}x')
+    if any('script_imports' in r for r in results):
+        print(
+            '\nscript __main__: a program run as `python script.py`, importing at top level '
+            f"{', '.join(SCRIPT_IMPORTS)}; default preload ['__main__']"
+        )
     return 0
 
 

@@ -25,7 +25,10 @@ use hmac::{Hmac, Mac};
 use nix::errno::Errno;
 use sha2::Sha256;
 
-use crate::sys::socket::{random_bytes, read_exact, recv_with_fds, send_with_fds, write_all};
+use crate::sys::socket::{
+    random_bytes, read_exact, read_some, recv_some_with_fds, recv_with_fds, send_with_fds,
+    write_all,
+};
 
 pub const KEY_LEN: usize = 32;
 const MAGIC: [u8; 8] = *b"PSFSRV01";
@@ -82,33 +85,93 @@ pub struct Request {
     pub fds: Vec<OwnedFd>,
 }
 
-/// The server's side of a connection, up to and including the request.
-pub fn serve_handshake(conn: BorrowedFd<'_>, key: &Key) -> Result<Request, Refused> {
-    let deadline = Some(Instant::now() + HANDSHAKE_TIMEOUT);
-    let server_nonce = nonce()?;
-    let mut hello = [0; MAGIC.len() + NONCE_LEN];
-    hello[..MAGIC.len()].copy_from_slice(&MAGIC);
-    hello[MAGIC.len()..].copy_from_slice(&server_nonce);
-    write_all(conn, &hello)?;
-    let mut answer = [0; MAC_LEN + NONCE_LEN];
-    read_exact(conn, &mut answer, deadline)?;
-    mac(key, b"client", &server_nonce)
-        .verify_slice(&answer[..MAC_LEN])
-        .map_err(|_| Refused::Authentication)?;
-    let proof = mac(key, b"server", &answer[MAC_LEN..])
-        .finalize()
-        .into_bytes();
-    write_all(conn, &proof)?;
-    let mut header = [0; 8];
-    let fds = recv_with_fds(conn, &mut header, deadline)?;
-    let flags = u16::from_le_bytes([header[2], header[3]]);
-    let count = u32::from_le_bytes(header[4..8].try_into().unwrap()) as usize;
-    let links = 2 + usize::from(flags & FLAG_EXIT_PIPE != 0);
-    if &header[..2] != b"RQ" || flags & !FLAG_EXIT_PIPE != 0 || count != fds.len() || count < links
-    {
-        return Err(Refused::Authentication);
+/// The server's side of one connection, up to and including the request, driven by
+/// readiness so that a slow or silent peer holds up nobody else.
+pub struct Handshake {
+    nonce: [u8; NONCE_LEN],
+    /// The ANSWER, then the REQUEST header, as it arrives.
+    buf: [u8; MAC_LEN + NONCE_LEN],
+    filled: usize,
+    proved: bool,
+    fds: Vec<OwnedFd>,
+    pub deadline: Instant,
+}
+
+pub enum Progress {
+    /// Waiting for the peer.
+    Pending,
+    Done(Request),
+}
+
+impl Handshake {
+    /// Sends HELLO on a new connection.
+    pub fn start(conn: BorrowedFd<'_>) -> Result<Self, Refused> {
+        let nonce = nonce()?;
+        let mut hello = [0; MAGIC.len() + NONCE_LEN];
+        hello[..MAGIC.len()].copy_from_slice(&MAGIC);
+        hello[MAGIC.len()..].copy_from_slice(&nonce);
+        // A fresh connection's buffer takes it whole: this does not block.
+        write_all(conn, &hello)?;
+        Ok(Handshake {
+            nonce,
+            buf: [0; MAC_LEN + NONCE_LEN],
+            filled: 0,
+            proved: false,
+            fds: Vec::new(),
+            deadline: Instant::now() + HANDSHAKE_TIMEOUT,
+        })
     }
-    Ok(Request { flags, fds })
+
+    /// Takes in what the peer has sent so far; call when `conn` is readable.
+    pub fn advance(&mut self, conn: BorrowedFd<'_>, key: &Key) -> Result<Progress, Refused> {
+        loop {
+            let want = if self.proved { 8 } else { MAC_LEN + NONCE_LEN };
+            let read = if self.proved {
+                recv_some_with_fds(conn, &mut self.buf[self.filled..want]).map(|(n, fds)| {
+                    self.fds.extend(fds);
+                    n
+                })
+            } else {
+                read_some(conn, &mut self.buf[self.filled..want])
+            };
+            match read {
+                Ok(n) => self.filled += n,
+                Err(Errno::EAGAIN) => return Ok(Progress::Pending),
+                Err(e) => return Err(Refused::Os(e)),
+            }
+            if self.filled < want {
+                continue;
+            }
+            if self.proved {
+                return self.request().map(Progress::Done);
+            }
+            mac(key, b"client", &self.nonce)
+                .verify_slice(&self.buf[..MAC_LEN])
+                .map_err(|_| Refused::Authentication)?;
+            let proof = mac(key, b"server", &self.buf[MAC_LEN..])
+                .finalize()
+                .into_bytes();
+            write_all(conn, &proof)?;
+            self.proved = true;
+            self.filled = 0;
+        }
+    }
+
+    fn request(&mut self) -> Result<Request, Refused> {
+        let header = &self.buf[..8];
+        let flags = u16::from_le_bytes([header[2], header[3]]);
+        let count = u32::from_le_bytes(header[4..8].try_into().unwrap()) as usize;
+        let links = 2 + usize::from(flags & FLAG_EXIT_PIPE != 0);
+        let fds = std::mem::take(&mut self.fds);
+        if &header[..2] != b"RQ"
+            || flags & !FLAG_EXIT_PIPE != 0
+            || count != fds.len()
+            || count < links
+        {
+            return Err(Refused::Authentication);
+        }
+        Ok(Request { flags, fds })
+    }
 }
 
 /// The client's side: proves the key, checks the server's proof, sends the request.

@@ -6,7 +6,7 @@
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -18,7 +18,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 
-use super::protocol::{self, Key, Request, FLAG_EXIT_PIPE};
+use super::protocol::{self, Handshake, Key, Progress, Request, FLAG_EXIT_PIPE};
 use crate::imports::py_forkserver;
 use crate::popen::os_error;
 use crate::sys::fork::{fork_as, Forked, Parentage};
@@ -61,21 +61,47 @@ pub fn _forkserver_serve(
     served
 }
 
+/// A connection whose peer has not yet proved that it holds the key.
+struct Authenticating {
+    conn: OwnedFd,
+    peer_pid: i32,
+    handshake: Handshake,
+}
+
+/// More connections than this authenticating at once are refused at `accept`.
+const MAX_AUTHENTICATING: usize = 128;
+
 fn serve(py: Python<'_>, listener: OwnedFd, alive: OwnedFd, key: &Key) -> PyResult<()> {
     // Readable does not promise a connection (the client may have given up): never block.
     fcntl(&listener, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(os_error)?;
+    let mut authenticating: Vec<Authenticating> = Vec::new();
     let mut children: Vec<Served> = Vec::new();
     loop {
-        let timeout = if children.iter().any(|c| c.handle.is_none()) {
-            PollTimeout::try_from(REAP_INTERVAL).unwrap_or(PollTimeout::NONE)
-        } else {
-            PollTimeout::NONE
-        };
-        let (listener_ready, alive_ended) = {
+        let now = Instant::now();
+        // A peer that stays silent (or trickles) past its deadline is dropped.
+        authenticating.retain(|a| a.handshake.deadline > now);
+        let mut wake = authenticating
+            .iter()
+            .map(|a| a.handshake.deadline - now)
+            .min();
+        if children.iter().any(|c| c.handle.is_none()) {
+            wake = Some(wake.map_or(REAP_INTERVAL, |w| w.min(REAP_INTERVAL)));
+        }
+        let timeout = wake.map_or(PollTimeout::NONE, |w| {
+            // Rounded up, so that a wake-up never comes before the deadline it is for.
+            let ms = w.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        });
+        let ready: Vec<bool> = {
             let mut fds = vec![
                 PollFd::new(listener.as_fd(), PollFlags::POLLIN),
                 PollFd::new(alive.as_fd(), PollFlags::POLLIN),
             ];
+            fds.extend(
+                authenticating
+                    .iter()
+                    .map(|a| PollFd::new(a.conn.as_fd(), PollFlags::POLLIN)),
+            );
             fds.extend(
                 children
                     .iter()
@@ -90,20 +116,39 @@ fn serve(py: Python<'_>, listener: OwnedFd, alive: OwnedFd, key: &Key) -> PyResu
                 }
                 Err(e) => return Err(os_error(e)),
             }
-            let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), ready(&fds[1]))
+            fds.iter()
+                .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+                .collect()
         };
-        if alive_ended {
+        if ready[1] {
             // Every process of the tree that could ask for a child has exited.
             return Ok(());
         }
         report_exits(&mut children);
-        if listener_ready {
-            if let Some(request) = accept(py, &listener, key, &mut children) {
-                // In the new child: nothing of the server's stays open in it.
-                drop((listener, alive, children));
-                run_child(py, request);
+        let mut index = 0;
+        let mut conn_ready = ready[2..].iter();
+        while index < authenticating.len() {
+            if !conn_ready.next().copied().unwrap_or(false) {
+                index += 1;
+                continue;
             }
+            let entry = &mut authenticating[index];
+            match entry.handshake.advance(entry.conn.as_fd(), key) {
+                Ok(Progress::Pending) => index += 1,
+                // Failed the challenge, sent garbage or hung up: dropped, nothing is said why.
+                Err(_) => drop(authenticating.remove(index)),
+                Ok(Progress::Done(request)) => {
+                    let Authenticating { conn, peer_pid, .. } = authenticating.remove(index);
+                    if let Some(request) = fork_for(py, conn, peer_pid, request, &mut children) {
+                        // In the new child: nothing of the server's stays open in it.
+                        drop((listener, alive, authenticating, children));
+                        run_child(py, request);
+                    }
+                }
+            }
+        }
+        if ready[0] {
+            accept(py, &listener, &mut authenticating);
         }
     }
 }
@@ -135,33 +180,44 @@ fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| tasks.count() == 1)
 }
 
-/// Takes one connection. Returns the request in the child forked for it; in the server, the
-/// child is recorded (or the peer dropped) and `None` returned.
-fn accept(
-    py: Python<'_>,
-    listener: &OwnedFd,
-    key: &Key,
-    children: &mut Vec<Served>,
-) -> Option<Request> {
+/// Takes a new connection from this user and sends it HELLO.
+fn accept(py: Python<'_>, listener: &OwnedFd, authenticating: &mut Vec<Authenticating>) {
     let conn = match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
         // SAFETY: accept4 returned a new descriptor that nothing else owns.
         Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
         Err(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM) => {
             // Out of descriptors: let some children end before accepting again.
             py.detach(|| std::thread::sleep(REAP_INTERVAL));
-            return None;
+            return;
         }
-        Err(_) => return None,
+        Err(_) => return,
     };
     // Only this user's processes; within it, the key decides.
-    let peer = peer_credentials(conn.as_fd()).ok()?;
-    if peer.uid() != getuid().as_raw() {
-        return None;
+    let Ok(peer) = peer_credentials(conn.as_fd()) else {
+        return;
+    };
+    if peer.uid() != getuid().as_raw() || authenticating.len() >= MAX_AUTHENTICATING {
+        return;
     }
-    let request = py
-        .detach(|| protocol::serve_handshake(conn.as_fd(), key))
-        .ok()?;
-    let parentage = if peer.pid() == getppid().as_raw() && single_threaded() {
+    if let Ok(handshake) = Handshake::start(conn.as_fd()) {
+        authenticating.push(Authenticating {
+            conn,
+            peer_pid: peer.pid(),
+            handshake,
+        });
+    }
+}
+
+/// Forks the child a peer asked for. Returns the request in the child; in the server, the
+/// child is recorded (or the failure reported) and `None` returned.
+fn fork_for(
+    py: Python<'_>,
+    conn: OwnedFd,
+    peer_pid: i32,
+    request: Request,
+    children: &mut Vec<Served>,
+) -> Option<Request> {
+    let parentage = if peer_pid == getppid().as_raw() && single_threaded() {
         Parentage::Parents
     } else {
         Parentage::Own

@@ -42,18 +42,15 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) 
     }
 }
 
-/// Receives exactly `buf.len()` bytes, the first of which carry descriptors, before `deadline`.
-/// Descriptors arrive close-on-exec. Errors: `EPROTO` when the message was cut short or carried
-/// more descriptors than `MAX_FDS`, `ETIMEDOUT` at the deadline, `ECONNRESET` at end of stream.
-pub fn recv_with_fds(
+/// One `recvmsg` without waiting: the bytes read into `buf` and the descriptors that came with
+/// them (close-on-exec). `EAGAIN` when nothing is there yet, `ECONNRESET` at end of stream,
+/// `EPROTO` when descriptors were cut off (more than `MAX_FDS`).
+pub fn recv_some_with_fds(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
-    deadline: Option<Instant>,
-) -> nix::Result<Vec<OwnedFd>> {
+) -> nix::Result<(usize, Vec<OwnedFd>)> {
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let mut fds = Vec::new();
-    wait_for(sock, deadline)?;
-    let received = loop {
+    loop {
         let mut iov = [IoSliceMut::new(buf)];
         match recvmsg::<()>(
             sock.as_raw_fd(),
@@ -62,10 +59,11 @@ pub fn recv_with_fds(
             MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
         ) {
             Ok(msg) => {
+                let mut fds = Vec::new();
                 for cmsg in msg.cmsgs()? {
                     if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                        // SAFETY: SCM_RIGHTS installed these descriptors in this process just now;
-                        // nothing else refers to them.
+                        // SAFETY: SCM_RIGHTS installed these descriptors in this process just
+                        // now; nothing else refers to them.
                         fds.extend(
                             raw.into_iter()
                                 .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
@@ -75,18 +73,47 @@ pub fn recv_with_fds(
                 if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
                     return Err(Errno::EPROTO);
                 }
-                break msg.bytes;
+                if msg.bytes == 0 {
+                    return Err(Errno::ECONNRESET);
+                }
+                return Ok((msg.bytes, fds));
             }
             Err(Errno::EINTR) => {}
-            Err(Errno::EAGAIN) => wait_for(sock, deadline)?,
             Err(e) => return Err(e),
         }
-    };
-    if received == 0 {
-        return Err(Errno::ECONNRESET);
     }
-    read_exact(sock, &mut buf[received..], deadline)?;
-    Ok(fds)
+}
+
+/// Receives exactly `buf.len()` bytes, the first of which carry descriptors, before `deadline`.
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    deadline: Option<Instant>,
+) -> nix::Result<Vec<OwnedFd>> {
+    loop {
+        wait_for(sock, deadline)?;
+        match recv_some_with_fds(sock, buf) {
+            Ok((received, fds)) => {
+                read_exact(sock, &mut buf[received..], deadline)?;
+                return Ok(fds);
+            }
+            Err(Errno::EAGAIN) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads what is there, at most `buf.len()` bytes, without waiting: `EAGAIN` when nothing is,
+/// `ECONNRESET` at end of stream.
+pub fn read_some(sock: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<usize> {
+    loop {
+        match nix::sys::socket::recv(sock.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return Err(Errno::ECONNRESET),
+            Ok(n) => return Ok(n),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn wait_for(sock: BorrowedFd<'_>, deadline: Option<Instant>) -> nix::Result<()> {
@@ -107,10 +134,8 @@ pub fn read_exact(
 ) -> nix::Result<()> {
     let mut done = 0;
     while done < buf.len() {
-        match nix::sys::socket::recv(sock.as_raw_fd(), &mut buf[done..], MsgFlags::MSG_DONTWAIT) {
-            Ok(0) => return Err(Errno::ECONNRESET),
+        match read_some(sock, &mut buf[done..]) {
             Ok(n) => done += n,
-            Err(Errno::EINTR) => {}
             Err(Errno::EAGAIN) => wait_for(sock, deadline)?,
             Err(e) => return Err(e),
         }
