@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use crate::{executable, forkserver, launch, process};
+use crate::{executable, forkserver, process};
 
 /// `{'fork': ForkContext(), ...}` and the `DefaultContext`, registered once by
 /// `procstart.context` at import.
@@ -58,13 +58,6 @@ fn concrete_context<'py>(
             method.repr()?
         )));
     };
-    let name: String = method.extract()?;
-    if !launch::IMPLEMENTED.contains(&name.as_str()) {
-        return Err(PyNotImplementedError::new_err(format!(
-            "procstart does not implement the {name:?} start method yet; \
-             use get_context('fork') or multiprocessing.get_context({name:?})"
-        )));
-    }
     Ok(ctx)
 }
 

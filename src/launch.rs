@@ -1,22 +1,19 @@
 //! Chooses the launcher for a start method. Each launcher returns the `Popen` through which
 //! the parent waits for and signals the child.
 
-use pyo3::exceptions::PyNotImplementedError;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::popen::Popen;
 use crate::{fork, forkserver, spawn};
-
-/// Start methods with a launcher; `get_context()` refuses the others.
-pub const IMPLEMENTED: &[&str] = &["fork", "spawn", "forkserver"];
 
 pub fn launch(py: Python<'_>, method: &'static str, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
     match method {
         "fork" => fork::launch(py, process),
         "spawn" => spawn::launch(py, process),
         "forkserver" => forkserver::client::launch(py, process),
-        other => Err(PyNotImplementedError::new_err(format!(
-            "procstart does not implement the {other:?} start method yet"
+        other => Err(PyValueError::new_err(format!(
+            "cannot find context for {other:?}"
         ))),
     }
 }

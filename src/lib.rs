@@ -57,6 +57,5 @@ fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_fds, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_stop, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::server::_forkserver_serve, m)?)?;
-    m.add("IMPLEMENTED_METHODS", launch::IMPLEMENTED.to_vec())?;
     Ok(())
 }

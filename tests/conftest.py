@@ -5,8 +5,7 @@
 Fixtures:
 
 * ``mp`` -- the module under test; ``modname`` -- its import name (for scripts run in a fresh interpreter).
-* ``start_method`` -- parametrised over the start methods under test: all of fork/spawn/forkserver for the stdlib;
-  for procstart those for which ``procstart.get_context(m)`` does not raise NotImplementedError.
+* ``start_method`` -- parametrised over fork, spawn and forkserver.
 * ``ctx`` -- ``mp.get_context(start_method)``; ``std_ctx`` -- the *stdlib* context of the same method, whose
   Queue/Pipe/Event objects are used as IPC so that stdlib objects are exercised inside procstart children.
 * ``make_pipe`` -- factory of stdlib ``Pipe(duplex=False)`` pairs, closed after the test.
@@ -32,7 +31,6 @@ the stdlib shared-memory heap (behind Value/Array) keeps its arenas -- an fd plu
 reuse; fds pointing at a live arena's file are allowed.
 """
 
-import functools
 import gc
 import multiprocessing
 import os
@@ -62,33 +60,13 @@ def _import_target():
     return procstart
 
 
-@functools.cache
-def available_methods():
-    """Start methods under test (computed once, at collection time)."""
-    if IS_STDLIB:
-        return ALL_METHODS
-    try:
-        target = _import_target()
-    except ImportError:
-        # every test then errors in the ``mp`` fixture with the ImportError
-        return ALL_METHODS
-    methods = []
-    for method in ALL_METHODS:
-        try:
-            target.get_context(method)
-        except NotImplementedError:
-            continue
-        methods.append(method)
-    return tuple(methods)
-
-
 def pytest_report_header(config):
     return f'parity target: {MODNAME} (PROCSTART_TEST_TARGET={os.environ.get("PROCSTART_TEST_TARGET", "")!r})'
 
 
 def pytest_generate_tests(metafunc):
     if 'start_method' in metafunc.fixturenames:
-        metafunc.parametrize('start_method', list(available_methods()))
+        metafunc.parametrize('start_method', list(ALL_METHODS))
 
 
 @pytest.fixture(scope='session')
@@ -310,7 +288,7 @@ def _session_leak_check():
     if target is not None:
         import _targets
 
-        for method in available_methods():
+        for method in ALL_METHODS:
             p = target.get_context(method).Process(target=_targets.noop)
             p.start()
             p.join(CHILD_TIMEOUT)

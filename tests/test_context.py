@@ -11,7 +11,7 @@ import sys
 import textwrap
 
 import pytest
-from _support import IS_STDLIB, skip_on_stdlib
+from _support import IS_STDLIB
 
 DEFAULT_METHOD = 'fork' if sys.version_info < (3, 14) else 'forkserver'
 
@@ -125,10 +125,7 @@ def test_named_get_context_does_not_lock_in(run_json):
         """
         out = []
         for m in mp.get_all_start_methods():
-            try:
-                mp.get_context(m)
-            except NotImplementedError:
-                pass
+            mp.get_context(m)
             out.append(mp.get_start_method(allow_none=True))
         print(json.dumps(out))
         """
@@ -309,18 +306,3 @@ def test_context_factories(ctx, start_method):
 def test_module_api(mp):
     missing = [name for name in multiprocessing.__all__ if not hasattr(mp, name)]
     assert missing == []
-
-
-# -- procstart only ------------------------------------------------------------------------------------------------
-
-
-@skip_on_stdlib('CPython implements every start method')
-@pytest.mark.parametrize('method', ['spawn', 'forkserver'])
-def test_unimplemented_start_method(mp, method):
-    try:
-        ctx = mp.get_context(method)
-    except NotImplementedError as e:
-        assert method in str(e)
-    else:
-        pytest.skip(f'{method} is implemented now: {ctx!r}')
-    mp.get_context('fork')  # fork is always there

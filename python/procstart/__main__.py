@@ -265,7 +265,7 @@ def _progress(text):
 
 
 def main(argv=None):
-    available = [m for m in procstart.get_all_start_methods() if m in procstart._procstart.IMPLEMENTED_METHODS]
+    available = procstart.get_all_start_methods()
     parser = argparse.ArgumentParser(
         prog='python -m procstart',
         description='Start+join latency of a trivial process: procstart vs stdlib multiprocessing, side by side.',

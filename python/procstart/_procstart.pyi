@@ -5,7 +5,6 @@ from os import PathLike
 from typing import Any, Callable, ClassVar, Final, Optional, Union
 
 __version__: Final[str]
-IMPLEMENTED_METHODS: Final[list[str]]
 
 class Popen:
     """Handle on a started child: CPython's `popen_fork.Popen` protocol."""
