@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
+use nix::sys::socket::MsgFlags;
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid};
 use pyo3::exceptions::{PyOSError, PyValueError};
@@ -26,6 +27,34 @@ use crate::sys::poll::{deadline_after, wait_readable, Readiness};
 /// elsewhere, or `SIGCHLD` set to `SIG_IGN`): the child is known to be gone, its status is
 /// not. CPython's forkserver uses the same value when it loses a status.
 const LOST_STATUS: i32 = 255;
+
+/// How long, once a fork-server child has ended, to wait for the server's report of its status
+/// before answering "not known yet" (the report normally follows within microseconds).
+const STATUS_GRACE: Duration = Duration::from_secs(1);
+
+/// How long, when the server died, to wait for the init process (or a subreaper) to reap an
+/// orphaned child, after which the kernel has its status for us.
+const ORPHAN_REAP_GRACE: Duration = Duration::from_millis(200);
+
+/// The exit code of a fork-server child whose server died, which made it an orphan: reaped
+/// here if it became this process's child (this process is a subreaper), else from the kernel
+/// once whoever adopted it reaped it (Linux >= 6.15); `LOST_STATUS` if neither.
+fn orphan_exit_code(fd: BorrowedFd<'_>) -> i32 {
+    match waitid(Id::PIDFd(fd), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG) {
+        Ok(WaitStatus::Exited(_, code)) => code,
+        Ok(WaitStatus::Signaled(_, sig, _)) => -(sig as i32),
+        _ => pidfd::exit_status(fd).map_or(LOST_STATUS, exit_code_of),
+    }
+}
+
+/// `multiprocessing`'s exit code for a wait status: the exit code, or minus the signal.
+fn exit_code_of(status: i32) -> i32 {
+    if libc::WIFSIGNALED(status) {
+        -libc::WTERMSIG(status)
+    } else {
+        libc::WEXITSTATUS(status)
+    }
+}
 
 #[pyclass(frozen, module = "procstart._procstart")]
 pub struct Popen {
@@ -115,22 +144,16 @@ impl Popen {
     /// Whether the child has ended, without collecting its status (`WNOWAIT`); blocks until
     /// it ends if asked. Takes no lock, so it may run with the GIL released.
     fn has_ended(&self, sentinel: &Option<Arc<OwnedFd>>, blocking: bool) -> nix::Result<bool> {
-        if let Some(status) = &self.server_status {
+        if self.server_status.is_some() {
             // The child has ended when its sentinel says so (not when the server's connection
-            // closes: a dead server does not end its children), and its status is in once the
-            // server sent it or is gone.
+            // closes: a dead server does not end its children).
             let deadline = (!blocking).then(Instant::now);
-            for fd in [
-                sentinel.as_ref().map_or(-1, |s| s.as_raw_fd()),
-                status.as_raw_fd(),
-            ] {
-                match wait_readable(fd, deadline)? {
-                    Readiness::Ready => {}
-                    Readiness::TimedOut => return Ok(false),
-                    Readiness::Interrupted => return Err(Errno::EINTR),
-                }
-            }
-            return Ok(true);
+            let fd = sentinel.as_ref().map_or(-1, |s| s.as_raw_fd());
+            return match wait_readable(fd, deadline)? {
+                Readiness::Ready => Ok(true),
+                Readiness::TimedOut => Ok(false),
+                Readiness::Interrupted => Err(Errno::EINTR),
+            };
         }
         let nohang = if blocking {
             WaitPidFlag::empty()
@@ -157,8 +180,17 @@ impl Popen {
             return Ok(*returncode);
         }
         if let Some(status) = &self.server_status {
-            let code = crate::forkserver::protocol::read_exit_status(status.as_fd())
-                .unwrap_or(LOST_STATUS);
+            let code = match crate::forkserver::protocol::read_exit_status(status.as_fd()) {
+                Ok(code) => code,
+                // Not sent yet: the server has not reaped the child yet (or is stopped).
+                Err(Errno::EAGAIN) => return Ok(None),
+                // The server died: the kernel keeps the status for the pidfd once whoever
+                // inherited the child has reaped it.
+                Err(_) => match (self.is_pidfd, sentinel) {
+                    (true, Some(fd)) => orphan_exit_code(fd.as_fd()),
+                    _ => LOST_STATUS,
+                },
+            };
             *returncode = Some(code);
             return Ok(Some(code));
         }
@@ -174,6 +206,43 @@ impl Popen {
         };
         *returncode = Some(code);
         Ok(Some(code))
+    }
+
+    /// For a child the server reaps, once it has ended: waits (GIL released, for at most
+    /// `STATUS_GRACE`) for the server's report, or, if the server is gone, for whoever
+    /// inherited the child to reap it so that the kernel has its status.
+    fn await_status(&self, py: Python<'_>, sentinel: &Option<Arc<OwnedFd>>) -> PyResult<()> {
+        let Some(status) = &self.server_status else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + STATUS_GRACE;
+        loop {
+            match py.detach(|| wait_readable(status.as_raw_fd(), Some(deadline))) {
+                Ok(Readiness::Interrupted) => py.check_signals()?,
+                Ok(Readiness::TimedOut) | Err(_) => return Ok(()),
+                Ok(Readiness::Ready) => break,
+            }
+        }
+        let mut byte = [0; 1];
+        let server_gone = matches!(
+            nix::sys::socket::recv(
+                status.as_raw_fd(),
+                &mut byte,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+            ),
+            Ok(0) | Err(Errno::ECONNRESET)
+        );
+        if let (true, true, Some(fd)) = (server_gone, self.is_pidfd, sentinel) {
+            let reaped_by = Instant::now() + ORPHAN_REAP_GRACE;
+            while pidfd::exit_status(fd.as_fd()).is_none()
+                && !pidfd::is_own_child(fd.as_fd())
+                && Instant::now() < reaped_by
+            {
+                py.detach(|| std::thread::sleep(Duration::from_millis(2)));
+                py.check_signals()?;
+            }
+        }
+        Ok(())
     }
 
     /// The exit status, collected if the child has ended; a blocking call releases the GIL
@@ -192,7 +261,16 @@ impl Popen {
             match ended {
                 Ok(false) if !blocking => return Ok(None),
                 Ok(false) => {}
-                Ok(true) => return self.collect(&sentinel).map_err(os_error),
+                Ok(true) => {
+                    if self.server_status.is_some() {
+                        self.await_status(py, &sentinel)?;
+                    }
+                    match self.collect(&sentinel).map_err(os_error)? {
+                        Some(code) => return Ok(Some(code)),
+                        None if !blocking => return Ok(None),
+                        None => {}
+                    }
+                }
                 Err(Errno::EINTR) => py.check_signals()?,
                 Err(e) => return Err(os_error(e)),
             }
@@ -214,12 +292,12 @@ impl Popen {
         if !wait_fd_readable(py, sentinel.as_raw_fd(), timeout)? {
             return Ok(None);
         }
-        if self.is_pidfd {
+        if self.is_pidfd && self.server_status.is_none() {
             // A readable pidfd means the child has ended: collecting cannot block.
             return self.poll(py, true);
         }
-        // A pipe sentinel is also readable when the child merely closed its end: poll
-        // without blocking until the deadline, as the exit may never come.
+        // A pipe sentinel is also readable when the child merely closed its end, and a server's
+        // report can lag the exit: poll without blocking until the deadline.
         let deadline = deadline_after(timeout);
         loop {
             if let Some(code) = self.poll(py, false)? {

@@ -346,7 +346,7 @@ def test_child_holds_no_server_descriptors(mp, fs, make_pipe):
     assert recv(busy_r) == ([0, 0], server)
     for b in busy:
         finish(b)
-    assert pid == p.pid and ppid == os.getpid()
+    assert pid == p.pid and ppid == server  # the server forks and reaps it, as CPython's
     assert seen_server == server
     kinds = sorted(t.split(':')[0] for fd, t in fds.items() if fd > 2)
     # No socket (the listener, other clients' connections) and nothing else of the server's: the parent sentinel and
@@ -361,11 +361,14 @@ def test_child_holds_no_server_descriptors(mp, fs, make_pipe):
 def test_sentinel_works_with_connection_wait(mp, fs):
     from multiprocessing.connection import wait
 
-    p = fs.Process(target=_targets.sleep, args=(0.2,))
-    p.start()
-    assert wait([p.sentinel], timeout=CHILD_TIMEOUT) == [p.sentinel]
-    finish(p)
-    assert p.exitcode == 0
+    for code in range(20):
+        p = fs.Process(target=_targets.os_exit, args=(code,))
+        p.start()
+        assert wait([p.sentinel], timeout=CHILD_TIMEOUT) == [p.sentinel]
+        # Ready means ended, with the status known (the server's report is waited for).
+        assert not p.is_alive()
+        assert p.exitcode == code
+        finish(p)
 
 
 def test_terminate_kill_interrupt(mp, fs):
@@ -413,22 +416,87 @@ def test_200_back_to_back_starts(mp, fs):
 # -- server death ----------------------------------------------------------------------------------------------
 
 
-def test_children_report_true_status_after_server_death(mp, fs):
-    """CPython reports 255 at once and orphans the children; procstart's are this process's own and keep their
-    true exit status."""
-    procs = [fs.Process(target=_targets.sleep_then_exit, args=(0.5, code)) for code in (3, 4, 0)]
-    victim = fs.Process(target=_targets.sleep, args=(30,))
+_OWNER_KILLS_SERVER = """
+    import ctypes, signal
+    if sys.argv[1] == 'self':
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    ctx = mp.get_context('forkserver')
+    procs = [ctx.Process(target=_targets.sleep_then_exit, args=(0.5, code)) for code in (3, 4, 0)]
+    victim = ctx.Process(target=_targets.sleep, args=(30,))
     for p in (*procs, victim):
         p.start()
-    os.kill(mp._procstart._forkserver_pid(), signal.SIGKILL)
-    for p in procs:
-        assert p.is_alive()
+    server = mp._procstart._forkserver_pid()
+    os.kill(server, signal.SIGKILL)
+    alive = [p.is_alive() for p in procs]
     victim.terminate()
     for p in (*procs, victim):
-        finish(p)
-    assert [p.exitcode for p in procs] == [3, 4, 0]
-    assert victim.exitcode == -signal.SIGTERM
-    assert run_child(fs, _targets.exit_with, 2) == 2  # relaunched
+        p.join(20)
+    q = ctx.Process(target=_targets.exit_with, args=(2,))
+    q.start()
+    q.join(20)
+    print(json.dumps([alive, [p.exitcode for p in procs], victim.exitcode, q.exitcode,
+                      mp._procstart._forkserver_pid() != server]))
+"""
+
+# A process that reaps every child it gets, as an init process or a subreaper (systemd, tini, docker --init) does:
+# the server's orphans come to it when the server dies.
+_REAPER = """
+import ctypes, os, subprocess, sys
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+owner = subprocess.Popen(sys.argv[1:])
+while True:
+    pid, status = os.waitpid(-1, 0)
+    if pid == owner.pid:
+        sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def _pidfd_exit_info():
+    """Whether this kernel gives a reaped process's exit status to pidfd holders (PIDFD_INFO_EXIT, Linux 6.15)."""
+    import fcntl
+    import struct
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(7)
+    fd = os.pidfd_open(pid)
+    os.waitpid(pid, 0)
+    info = bytearray(64)
+    struct.pack_into('Q', info, 0, 8)
+    try:
+        fcntl.ioctl(fd, (3 << 30) | (64 << 16) | (0xFF << 8) | 11, info)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return struct.unpack_from('Q', info)[0] & 8 and struct.unpack_from('i', info, 60)[0] == 7 << 8
+
+
+@pytest.mark.parametrize('reaper', ['self', 'init'])
+def test_children_report_true_status_after_server_death(run_py, reaper):
+    """The server's children outlive it; when they end, their clients still get their true exit status (CPython
+    reports 255 at once and orphans them). The orphans go to the nearest subreaper or init: the client itself when it
+    is a subreaper ('self': it reaps them), or a process that reaps them ('init': the kernel then keeps each status
+    for the pidfd holder, Linux >= 6.15)."""
+    if reaper == 'init' and not _pidfd_exit_info():
+        pytest.skip('the kernel does not report exit status to pidfd holders (PIDFD_INFO_EXIT, Linux 6.15)')
+    if reaper == 'self':
+        out = run_py(_OWNER_KILLS_SERVER, 'self').stdout
+    else:
+        import textwrap
+
+        owner = 'import json, os, sys, time\nimport _targets\nimport procstart as mp\n' + textwrap.dedent(
+            _OWNER_KILLS_SERVER
+        )
+        out = run_py(
+            f'import subprocess; subprocess.run([sys.executable, "-c", {_REAPER!r}, sys.executable, "-c", {owner!r}, '
+            '"init"], check=True)'
+        ).stdout
+    alive, codes, victim, after, relaunched = __import__('json').loads(out.strip().splitlines()[-1])
+    assert alive == [True, True, True]
+    assert codes == [3, 4, 0]
+    assert victim == -signal.SIGTERM
+    assert after == 2 and relaunched
 
 
 def test_children_of_other_processes_get_status_from_server(mp, fs, make_pipe):
@@ -445,8 +513,8 @@ def test_children_of_other_processes_get_status_from_server(mp, fs, make_pipe):
 
 
 def test_join_waits_for_the_child_when_the_server_dies(mp, fs, make_pipe):
-    """For a child the server reaps (a descendant's request), a server death loses the status (255) but join() still
-    waits until the child really ends -- CPython returns at once while the orphan keeps running."""
+    """join() waits until the orphaned child of a dead server really ends -- CPython returns at once while the orphan
+    keeps running."""
     r, w = make_pipe()
     p = mp.get_context('fork').Process(target=_targets.start_forkserver_children, args=(w, [3], 1.0))
     p.start()
@@ -456,7 +524,8 @@ def test_join_waits_for_the_child_when_the_server_dies(mp, fs, make_pipe):
     os.kill(mp._procstart._forkserver_pid(), signal.SIGKILL)
     codes, _ = recv(r)
     finish(p)
-    assert codes == [255]
+    # 255 unless whoever inherited the orphan reaped it (init here may or may not), then its true status.
+    assert codes in ([255], [3])
     assert time.monotonic() - started >= 0.5
     assert run_child(fs, _targets.exit_with, 2) == 2  # relaunched, the dead server reaped
 

@@ -37,6 +37,11 @@ class ForkServer:
 
     def __init__(self):
         self._lock = _thread.allocate_lock()
+        # A fork while another thread starts the server must not leave the child's lock held.
+        os.register_at_fork(after_in_child=self._reset_lock)
+
+    def _reset_lock(self):
+        self._lock = _thread.allocate_lock()
 
     @property
     def _forkserver_pid(self):
@@ -104,6 +109,10 @@ def server_main():
     _procstart._set_current_process(main)
     # Ctrl-C in a terminal reaches the whole process group: the server outlives it, as CPython's.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A parent that ignores SIGCHLD would pass that on (the kernel would then reap the server's
+    # children before it can report their status), and its blocked signals too.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
     _preload(prep)
     # CPython's server closes its stdin too; the same devnull reader serves every child.
     sys.stdin = _procstart._prepare_forked_children()

@@ -449,6 +449,9 @@ def run_child(payload_fd, parent_sentinel, forked=False):
     """Read the payload, become the parent's child, run the process and exit (CPython's
     `spawn._main`). `forked`: in a fork-server child rather than a fresh interpreter."""
     data = read_payload(payload_fd)
+    if forked and not data:
+        # The parent gave up on this child before sending it anything (Ctrl-C during start()).
+        os._exit(1)
     if data[:1] == _MARSHALLED:
         import marshal
 

@@ -6,12 +6,11 @@
 //! fork-server children receive them in their payload (`procstart/spawn.py`). The server exits
 //! when every holder of the alive pipe has exited.
 //!
-//! The children the server makes for the process that started it are that process's own
-//! children (`clone(CLONE_PARENT)`): it reaps them like fork children, so a server that dies
-//! takes nothing with it — they keep running and their true exit status is collected. For the
-//! other processes of the tree the server is the parent: it reaps their children and sends
-//! the status, and hands them its pidfd on the child so they can wait for and signal exactly
-//! that process.
+//! The server is the parent of every child it forks: it reaps them and sends each exit status
+//! on the connection that asked for the child, and hands the client its pidfd on the child, so
+//! that the client waits for and signals exactly that process (no PID reuse). A server that
+//! dies does not end its children; their clients learn their exit status from the kernel
+//! (`PIDFD_INFO_EXIT`) once whoever inherits them has reaped them (see `popen.rs`).
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -119,7 +118,8 @@ pub fn _forkserver_alive() -> bool {
 /// that no other user can even reach the socket (never the abstract namespace, which any
 /// process in the network namespace can reach: CVE-2022-42919).
 fn private_dir() -> PyResult<PathBuf> {
-    let base = std::env::temp_dir();
+    // Absolute, so that a relative TMPDIR still names the same socket after a chdir.
+    let base = std::path::absolute(std::env::temp_dir())?;
     loop {
         let mut suffix = [0u8; 6];
         random_bytes(&mut suffix).map_err(os_error)?;
@@ -242,14 +242,16 @@ pub fn _forkserver_pid() -> Option<i32> {
 /// it, waits for it to exit (CPython's `ForkServer._stop`, used by tests).
 #[pyfunction]
 pub fn _forkserver_stop(py: Python<'_>) -> PyResult<()> {
-    let Some(server) = SERVER.lock().unwrap().take() else {
-        return Ok(());
-    };
-    let Ok(server) = Arc::try_unwrap(server) else {
+    let mut slot = SERVER.lock().unwrap();
+    if slot.as_ref().is_some_and(|s| Arc::strong_count(s) > 1) {
         return Err(PyOSError::new_err(
             "the fork server is in use by another thread",
         ));
+    }
+    let Some(server) = slot.take().and_then(Arc::into_inner) else {
+        return Ok(());
     };
+    drop(slot);
     let Server {
         pid,
         owner,
@@ -362,13 +364,15 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
             Err(Failure::Refused(Refused::Rejected)) => {
                 return Err(authentication_error(py, "digest sent was rejected"))
             }
+            Err(Failure::Refused(Refused::Os(Errno::EINTR))) => {
+                // Ctrl-C (or another signal) while waiting for the server: its handler runs
+                // now; a request left half-way makes at most a child that finds no payload.
+                py.check_signals()?;
+                continue;
+            }
             Err(Failure::Refused(Refused::Os(e))) => return Err(os_error(e)),
         };
         let popen = match reply {
-            Reply::Sibling(pid) => {
-                drop(conn);
-                link.into_popen(py, Pid::from_raw(pid), "forkserver")?
-            }
             Reply::Child(pid, pidfd) => link
                 .into_served_popen(Pid::from_raw(pid), pidfd, conn)
                 .map_err(os_error)?,

@@ -35,12 +35,14 @@ const MAGIC: [u8; 8] = *b"PSFSRV01";
 const NONCE_LEN: usize = 32;
 const MAC_LEN: usize = 32;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a client waits for a live server to authenticate it and answer (a server that is
+/// stopped or out of descriptors does not answer).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// REQUEST flag: the exit pipe's write end follows the parent sentinel (kernels without pidfd).
 pub const FLAG_EXIT_PIPE: u16 = 1;
 
 const TAG_CHILD: u32 = 1;
-const TAG_SIBLING: u32 = 2;
 const TAG_STATUS: u32 = 3;
 const TAG_FAILED: u32 = 4;
 
@@ -181,8 +183,9 @@ pub fn request(
     flags: u16,
     fds: &[BorrowedFd<'_>],
 ) -> Result<(), Refused> {
+    let deadline = Some(Instant::now() + CLIENT_TIMEOUT);
     let mut hello = [0; MAGIC.len() + NONCE_LEN];
-    read_exact(conn, &mut hello, None)?;
+    read_exact(conn, &mut hello, deadline)?;
     if hello[..MAGIC.len()] != MAGIC {
         return Err(Refused::Authentication);
     }
@@ -197,7 +200,7 @@ pub fn request(
     write_all(conn, &answer)?;
     let mut proof = [0; MAC_LEN];
     // A server that rejects the answer closes the connection instead of proving itself.
-    read_exact(conn, &mut proof, None).map_err(|e| match e {
+    read_exact(conn, &mut proof, deadline).map_err(|e| match e {
         Errno::ECONNRESET => Refused::Rejected,
         e => Refused::Os(e),
     })?;
@@ -217,8 +220,6 @@ pub enum Reply {
     /// The server's own child, with the server's pidfd on it when the kernel has pidfds; its
     /// STATUS follows on the same connection.
     Child(i32, Option<OwnedFd>),
-    /// A child of the requester itself (the server's parent).
-    Sibling(i32),
     /// fork() failed with this errno.
     Failed(Errno),
 }
@@ -246,22 +247,17 @@ pub fn send_child(
     send_with_fds(conn, &frame(TAG_CHILD, i64::from(pid)), &fds)
 }
 
-pub fn send_sibling(conn: BorrowedFd<'_>, pid: i32) -> nix::Result<()> {
-    write_all(conn, &frame(TAG_SIBLING, i64::from(pid)))
-}
-
 pub fn send_failed(conn: BorrowedFd<'_>, errno: Errno) -> nix::Result<()> {
     write_all(conn, &frame(TAG_FAILED, errno as i64))
 }
 
 pub fn read_reply(conn: BorrowedFd<'_>) -> nix::Result<Reply> {
     let mut buf = [0; 16];
-    let mut fds = recv_with_fds(conn, &mut buf, None)?.into_iter();
+    let mut fds = recv_with_fds(conn, &mut buf, Some(Instant::now() + CLIENT_TIMEOUT))?.into_iter();
     let (tag, value) = parse(&buf);
     let pid = i32::try_from(value).map_err(|_| Errno::EPROTO)?;
     match tag {
         TAG_CHILD if pid > 0 => Ok(Reply::Child(pid, fds.next())),
-        TAG_SIBLING if pid > 0 => Ok(Reply::Sibling(pid)),
         TAG_FAILED => Ok(Reply::Failed(Errno::from_raw(pid))),
         _ => Err(Errno::EPROTO),
     }
@@ -272,10 +268,18 @@ pub fn send_exit_status(conn: BorrowedFd<'_>, code: i32) -> nix::Result<()> {
     write_all(conn, &frame(TAG_STATUS, i64::from(code)))
 }
 
-/// Reads a STATUS the server has sent (the caller saw the connection readable).
+/// Reads the STATUS the server has sent, without waiting for it: `EAGAIN` when it has not
+/// come yet, `ECONNRESET` when the server is gone.
 pub fn read_exit_status(conn: BorrowedFd<'_>) -> nix::Result<i32> {
     let mut buf = [0; 16];
-    read_exact(conn, &mut buf, Some(Instant::now() + HANDSHAKE_TIMEOUT))?;
+    // One 16-byte write on a stream socket arrives whole: once part of it is there, the rest
+    // is too, so this never waits long.
+    let first = read_some(conn, &mut buf)?;
+    read_exact(
+        conn,
+        &mut buf[first..],
+        Some(Instant::now() + HANDSHAKE_TIMEOUT),
+    )?;
     match parse(&buf) {
         (TAG_STATUS, code) => i32::try_from(code).map_err(|_| Errno::EPROTO),
         _ => Err(Errno::EPROTO),

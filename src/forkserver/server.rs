@@ -13,7 +13,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{accept4, SockFlag};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
-use nix::unistd::{getppid, getuid, Pid};
+use nix::unistd::{getuid, Pid};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -21,7 +21,7 @@ use pyo3::prelude::*;
 use super::protocol::{self, Handshake, Key, Progress, Request, FLAG_EXIT_PIPE};
 use crate::imports::py_forkserver;
 use crate::popen::os_error;
-use crate::sys::fork::{fork_as, Forked, Parentage};
+use crate::sys::fork::{fork, Forked};
 use crate::sys::pidfd;
 use crate::sys::socket::peer_credentials;
 
@@ -64,7 +64,6 @@ pub fn _forkserver_serve(
 /// A connection whose peer has not yet proved that it holds the key.
 struct Authenticating {
     conn: OwnedFd,
-    peer_pid: i32,
     handshake: Handshake,
 }
 
@@ -138,8 +137,8 @@ fn serve(py: Python<'_>, listener: OwnedFd, alive: OwnedFd, key: &Key) -> PyResu
                 // Failed the challenge, sent garbage or hung up: dropped, nothing is said why.
                 Err(_) => drop(authenticating.remove(index)),
                 Ok(Progress::Done(request)) => {
-                    let Authenticating { conn, peer_pid, .. } = authenticating.remove(index);
-                    if let Some(request) = fork_for(py, conn, peer_pid, request, &mut children) {
+                    let Authenticating { conn, .. } = authenticating.remove(index);
+                    if let Some(request) = fork_for(py, conn, request, &mut children) {
                         // In the new child: nothing of the server's stays open in it.
                         drop((listener, alive, authenticating, children));
                         run_child(py, request);
@@ -175,11 +174,6 @@ fn report_exits(children: &mut Vec<Served>) {
     });
 }
 
-/// Whether this process has one thread: `clone(CLONE_PARENT)` is only used then.
-fn single_threaded() -> bool {
-    std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| tasks.count() == 1)
-}
-
 /// Takes a new connection from this user and sends it HELLO.
 fn accept(py: Python<'_>, listener: &OwnedFd, authenticating: &mut Vec<Authenticating>) {
     let conn = match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
@@ -200,11 +194,7 @@ fn accept(py: Python<'_>, listener: &OwnedFd, authenticating: &mut Vec<Authentic
         return;
     }
     if let Ok(handshake) = Handshake::start(conn.as_fd()) {
-        authenticating.push(Authenticating {
-            conn,
-            peer_pid: peer.pid(),
-            handshake,
-        });
+        authenticating.push(Authenticating { conn, handshake });
     }
 }
 
@@ -213,16 +203,10 @@ fn accept(py: Python<'_>, listener: &OwnedFd, authenticating: &mut Vec<Authentic
 fn fork_for(
     py: Python<'_>,
     conn: OwnedFd,
-    peer_pid: i32,
     request: Request,
     children: &mut Vec<Served>,
 ) -> Option<Request> {
-    let parentage = if peer_pid == getppid().as_raw() && single_threaded() {
-        Parentage::Parents
-    } else {
-        Parentage::Own
-    };
-    match fork_as(py, parentage) {
+    match fork(py) {
         Err(e) => {
             let _ = protocol::send_failed(conn.as_fd(), e);
             None
@@ -231,14 +215,20 @@ fn fork_for(
             drop(conn);
             Some(request)
         }
-        Ok(Forked::Parent(pid)) if parentage == Parentage::Parents => {
-            let _ = protocol::send_sibling(conn.as_fd(), pid.as_raw());
-            None
-        }
         Ok(Forked::Parent(pid)) => {
             // Opened before the child can be reaped, so it names exactly this child.
             let handle = if pidfd::supported() {
-                pidfd::open(pid).ok()
+                match pidfd::open(pid) {
+                    Ok(fd) => Some(fd),
+                    Err(e) => {
+                        // No handle for the client (out of descriptors): the child must not
+                        // run unseen. It has not read its payload yet.
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                        let _ = py.detach(|| nix::sys::wait::waitpid(pid, None));
+                        let _ = protocol::send_failed(conn.as_fd(), e);
+                        return None;
+                    }
+                }
             } else {
                 None
             };

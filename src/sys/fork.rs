@@ -12,50 +12,18 @@ pub enum Forked {
     Child,
 }
 
-/// Whose child the new process is.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Parentage {
-    /// This process's, as `fork()` makes it.
-    Own,
-    /// This process's parent's (`clone(CLONE_PARENT)`): the fork server makes the children of
-    /// the process that started it this way, so that process reaps them itself and they
-    /// outlive a dead server with their exit status intact. Only for a single-threaded caller:
-    /// a raw `clone` skips glibc's fork bookkeeping, which only matters for the locks and
-    /// thread list of other threads.
-    Parents,
-}
-
 /// Forks the interpreter. The `Python` token proves the GIL is held, which
 /// `PyOS_BeforeFork` requires.
-pub fn fork(py: Python<'_>) -> nix::Result<Forked> {
-    fork_as(py, Parentage::Own)
-}
-
-pub fn fork_as(_py: Python<'_>, parentage: Parentage) -> nix::Result<Forked> {
+pub fn fork(_py: Python<'_>) -> nix::Result<Forked> {
     // SAFETY: called with the GIL held, as PyOS_BeforeFork requires; it takes the import lock
     // and runs the before-fork hooks.
     unsafe { ffi::PyOS_BeforeFork() };
-    // In the child the only thing done before re-entering Python is PyOS_AfterFork_Child, which
-    // CPython's own os.fork calls at the same point. After it the child also uses procstart's
-    // Rust mutexes, which is sound because they are only ever taken with the GIL held (which
-    // this thread holds now) and never across a GIL release or a call into Python: no other
-    // thread can be holding one.
-    let pid = match parentage {
-        // SAFETY: fork has no memory-safety preconditions of its own (see above for the child).
-        Parentage::Own => unsafe { libc::fork() },
-        // SAFETY: as fork(2): without CLONE_VM the child gets a copy of this address space and
-        // no stack or TLS argument is used; the caller is single-threaded (see Parentage).
-        Parentage::Parents => unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                libc::c_long::from(libc::CLONE_PARENT | libc::SIGCHLD),
-                0 as libc::c_long,
-                0 as libc::c_long,
-                0 as libc::c_long,
-                0 as libc::c_long,
-            ) as libc::pid_t
-        },
-    };
+    // SAFETY: fork has no memory-safety preconditions of its own; in the child the only thing
+    // done before re-entering Python is PyOS_AfterFork_Child, which CPython's own os.fork calls
+    // at the same point. After it the child also uses procstart's Rust mutexes, which is sound
+    // because they are only ever taken with the GIL held (which this thread holds now) and
+    // never across a GIL release or a call into Python: no other thread can be holding one.
+    let pid = unsafe { libc::fork() };
     match pid {
         0 => {
             // SAFETY: first call in the child, as in CPython's os.fork; it re-initialises the

@@ -64,3 +64,23 @@ pub fn send_signal(fd: BorrowedFd<'_>, signal: i32) -> nix::Result<()> {
     };
     Errno::result(res).map(drop)
 }
+
+/// `PIDFD_GET_INFO` with `PIDFD_INFO_EXIT` (Linux >= 6.15): the wait status of the process
+/// behind `fd` once it has exited *and been reaped*, by whoever its parent was. `None` before
+/// that, or on kernels without it.
+pub fn exit_status(fd: BorrowedFd<'_>) -> Option<i32> {
+    const PIDFD_INFO_EXIT: u64 = 1 << 3;
+    // struct pidfd_info, first version: 64 bytes; `exit_code` is the i32 at byte 60.
+    const INFO_SIZE: u64 = 64;
+    // _IOWR(PIDFS_IOCTL_MAGIC 0xFF, 11, struct pidfd_info)
+    const PIDFD_GET_INFO: u64 = (3 << 30) | (INFO_SIZE << 16) | (0xFF << 8) | 11;
+    let mut info = [0u64; 8];
+    info[0] = PIDFD_INFO_EXIT;
+    // SAFETY: the kernel reads the request mask from and writes at most INFO_SIZE bytes into
+    // `info`, which is exactly that large and exclusively borrowed for the call.
+    let res = unsafe { libc::ioctl(fd.as_raw_fd(), PIDFD_GET_INFO as _, info.as_mut_ptr()) };
+    if Errno::result(res).is_err() || info[0] & PIDFD_INFO_EXIT == 0 {
+        return None;
+    }
+    Some((info[7] >> 32) as u32 as i32)
+}

@@ -1,15 +1,12 @@
 //! Unix-socket calls the fork server's protocol needs: descriptors passed with `SCM_RIGHTS`,
 //! the peer's credentials, exact reads and writes with deadlines, and kernel randomness.
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    getsockopt, recvmsg, sendmsg, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
-    UnixCredentials,
-};
+use nix::sys::socket::{getsockopt, sendmsg, sockopt, ControlMessage, MsgFlags, UnixCredentials};
 
 use crate::sys::poll::{wait_readable, Readiness};
 
@@ -44,44 +41,75 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) 
 
 /// One `recvmsg` without waiting: the bytes read into `buf` and the descriptors that came with
 /// them (close-on-exec). `EAGAIN` when nothing is there yet, `ECONNRESET` at end of stream,
-/// `EPROTO` when descriptors were cut off (more than `MAX_FDS`).
+/// `EPROTO` when descriptors were cut off (more than `MAX_FDS`, or this process out of
+/// descriptors) — those that did arrive are closed, never leaked.
 pub fn recv_some_with_fds(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> nix::Result<(usize, Vec<OwnedFd>)> {
-    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    loop {
-        let mut iov = [IoSliceMut::new(buf)];
-        match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
-        ) {
-            Ok(msg) => {
-                let mut fds = Vec::new();
-                for cmsg in msg.cmsgs()? {
-                    if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                        // SAFETY: SCM_RIGHTS installed these descriptors in this process just
-                        // now; nothing else refers to them.
-                        fds.extend(
-                            raw.into_iter()
-                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                        );
-                    }
-                }
-                if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
-                    return Err(Errno::EPROTO);
-                }
-                if msg.bytes == 0 {
-                    return Err(Errno::ECONNRESET);
-                }
-                return Ok((msg.bytes, fds));
-            }
+    const FD_SIZE: usize = std::mem::size_of::<RawFd>();
+    // SAFETY: CMSG_SPACE is arithmetic on its argument.
+    let space = unsafe { libc::CMSG_SPACE((MAX_FDS * FD_SIZE) as u32) } as usize;
+    // u64 words: the alignment a cmsghdr needs.
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is a plain C struct for which all zeroes is a valid (empty) value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    let received = loop {
+        // SAFETY: msg points at `iov` (over `buf`) and `control`, both alive and exclusively
+        // borrowed for the call; the kernel writes within the lengths given.
+        let res = unsafe {
+            libc::recvmsg(
+                sock.as_raw_fd(),
+                &mut msg,
+                libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT,
+            )
+        };
+        match Errno::result(res) {
+            Ok(n) => break n as usize,
             Err(Errno::EINTR) => {}
             Err(e) => return Err(e),
         }
+    };
+    // Every descriptor the kernel installed is owned before anything else is looked at, so
+    // that none can leak whatever the message turns out to be.
+    let mut fds = Vec::new();
+    // SAFETY: CMSG_FIRSTHDR reads msg_control/msg_controllen of the msghdr the kernel filled.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !cmsg.is_null() {
+        // SAFETY: cmsg points at a complete header inside `control` (CMSG_FIRSTHDR/NXTHDR
+        // check that against msg_controllen).
+        let header = unsafe { std::ptr::read_unaligned(cmsg) };
+        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_LEN is arithmetic on its argument.
+            let data_len = header.cmsg_len as usize - unsafe { libc::CMSG_LEN(0) } as usize;
+            // SAFETY: the data of this header follows it inside `control`.
+            let data = unsafe { libc::CMSG_DATA(cmsg) };
+            for i in 0..data_len / FD_SIZE {
+                // SAFETY: `i` indexes a descriptor within this header's data, which the kernel
+                // wrote; each one is a new descriptor of this process that nothing else owns.
+                fds.push(unsafe {
+                    OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.cast::<RawFd>().add(i)))
+                });
+            }
+        }
+        // SAFETY: as CMSG_FIRSTHDR; returns null after the last header.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&msg, cmsg) };
     }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(Errno::EPROTO);
+    }
+    if received == 0 {
+        return Err(Errno::ECONNRESET);
+    }
+    Ok((received, fds))
 }
 
 /// Receives exactly `buf.len()` bytes, the first of which carry descriptors, before `deadline`.
@@ -116,13 +144,13 @@ pub fn read_some(sock: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<usize> {
     }
 }
 
+/// Waits until `sock` is readable; `ETIMEDOUT` at the deadline, `EINTR` when a signal came
+/// (the caller runs Python's handlers).
 fn wait_for(sock: BorrowedFd<'_>, deadline: Option<Instant>) -> nix::Result<()> {
-    loop {
-        match wait_readable(sock.as_raw_fd(), deadline)? {
-            Readiness::Ready => return Ok(()),
-            Readiness::TimedOut => return Err(Errno::ETIMEDOUT),
-            Readiness::Interrupted => {}
-        }
+    match wait_readable(sock.as_raw_fd(), deadline)? {
+        Readiness::Ready => Ok(()),
+        Readiness::TimedOut => Err(Errno::ETIMEDOUT),
+        Readiness::Interrupted => Err(Errno::EINTR),
     }
 }
 
