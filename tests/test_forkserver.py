@@ -638,3 +638,97 @@ def test_ctrl_c_interrupts_join(run_py):
         p.join()
     """).stdout
     assert out.strip() == 'interrupted True'
+
+
+# -- robustness (review findings) ------------------------------------------------------------------------------
+
+
+def _authenticated(address, key):
+    """A connected socket that has passed the handshake (the server now expects a REQUEST)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(CHILD_TIMEOUT)
+    s.connect(address)
+    hello = _recv_exact(s, 40)
+    s.sendall(hmac.new(key, b'client' + hello[8:], hashlib.sha256).digest() + os.urandom(32))
+    assert len(_recv_exact(s, 32)) == 32
+    return s
+
+
+def _server_fd_count(pid):
+    return len(os.listdir(f'/proc/{pid}/fd'))
+
+
+@pytest.mark.parametrize(
+    'request_',
+    [
+        ('RQ', 3, 5),  # more descriptors attached than declared
+        ('RQ', 9, 3),  # fewer
+        ('XX', 3, 3),  # not a request
+        ('RQ', 3, 300),  # more than one message can carry
+    ],
+    ids=['more-fds', 'fewer-fds', 'bad-magic', 'too-many-fds'],
+)
+def test_bad_requests_leak_no_descriptors_in_the_server(mp, fs, request_):
+    magic, declared, attached = request_
+    address, key, _, server = server_info(mp)
+    before = _server_fd_count(server)
+    r, w = os.pipe()
+    try:
+        with _authenticated(address, key) as s:
+            header = magic.encode() + (0).to_bytes(2, 'little') + declared.to_bytes(4, 'little')
+            fds = [r] * attached
+            # At most 253 descriptors go in one message; more than a REQUEST may carry are sent with each byte.
+            for i, start in enumerate(range(0, max(attached, 1), 253)):
+                socket.send_fds(s, [header[i : i + 1]], fds[start : start + 253])
+            s.sendall(header[i + 1 :])
+            try:
+                assert s.recv(16) == b''  # dropped, no reply
+            except ConnectionResetError:
+                pass
+    finally:
+        os.close(r)
+        os.close(w)
+    deadline = time.monotonic() + 5
+    while _server_fd_count(server) != before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _server_fd_count(server) == before
+    assert run_child(fs, _targets.exit_with, 12) == 12
+
+
+def test_owner_ignoring_sigchld(run_py):
+    """A parent that ignores SIGCHLD when the server starts does not pass that on to the server (whose children's
+    statuses the kernel would then discard)."""
+    out = run_py("""
+        import signal
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        ctx = mp.get_context('forkserver')
+        codes = []
+        for code in (0, 7, 255):
+            p = ctx.Process(target=_targets.exit_with, args=(code,))
+            p.start()
+            p.join()
+            codes.append(p.exitcode)
+        print(json.dumps(codes))
+    """).stdout
+    assert __import__('json').loads(out) == [0, 7, 255]
+
+
+def test_ctrl_c_while_the_server_does_not_answer(run_py):
+    out = run_py("""
+        import signal, threading
+        ctx = mp.get_context('forkserver')
+        p = ctx.Process(target=_targets.noop); p.start(); p.join()
+        server = mp._procstart._forkserver_pid()
+        os.kill(server, signal.SIGSTOP)
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        t0 = time.monotonic()
+        try:
+            ctx.Process(target=_targets.noop).start()
+            print('not interrupted')
+        except KeyboardInterrupt:
+            print('interrupted', time.monotonic() - t0 < 10)
+        os.kill(server, signal.SIGCONT)
+        q = ctx.Process(target=_targets.exit_with, args=(3,)); q.start(); q.join()
+        print(q.exitcode)
+    """).stdout.split('\n')
+    assert out[:2] == ['interrupted True', '3']
