@@ -11,6 +11,7 @@ mod imports;
 mod launch;
 mod popen;
 mod process;
+mod resource_tracker;
 mod spawn;
 mod stdlib;
 mod sys;
@@ -57,5 +58,13 @@ fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_fds, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_stop, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::server::_forkserver_serve, m)?)?;
+    m.add_function(wrap_pyfunction!(resource_tracker::_tracker_start, m)?)?;
+    m.add_function(wrap_pyfunction!(resource_tracker::_tracker_write, m)?)?;
+    m.add_function(wrap_pyfunction!(resource_tracker::_tracker_forget, m)?)?;
+    m.add_function(wrap_pyfunction!(resource_tracker::_tracker_fd, m)?)?;
+    m.add_function(wrap_pyfunction!(resource_tracker::_tracker_fds, m)?)?;
+    m.add_function(wrap_pyfunction!(resource_tracker::_tracker_pid, m)?)?;
+    m.add_function(wrap_pyfunction!(resource_tracker::_tracker_adopt, m)?)?;
+    m.add_function(wrap_pyfunction!(resource_tracker::_tracker_stop, m)?)?;
     Ok(())
 }

@@ -49,9 +49,9 @@ fn write_payload(fd: BorrowedFd<'_>, mut data: &[u8]) -> nix::Result<()> {
     Ok(())
 }
 
-/// Starts `argv` (an interpreter) with `child_fds` as its descriptors 3, 4, ... and nothing
-/// else open besides 0, 1, 2.
-pub fn start_interpreter(
+/// Starts `argv` (an interpreter, or the resource tracker) with `child_fds` as its descriptors
+/// 3, 4, ... and nothing else open besides 0, 1, 2.
+pub fn start_program(
     py: Python<'_>,
     argv: &[Vec<u8>],
     child_fds: &[BorrowedFd<'_>],
@@ -91,7 +91,7 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
     let mut child_fds = vec![payload_r.as_fd(), link_fds[0]];
     child_fds.extend(borrow_inherited(&inherited));
     child_fds.extend(link_fds.into_iter().skip(1));
-    let pid = start_interpreter(py, &argv, &child_fds)?;
+    let pid = start_program(py, &argv, &child_fds)?;
     drop(child_fds);
     drop(payload_r);
     let popen = link.into_popen(py, pid, "spawn")?;

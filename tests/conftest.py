@@ -173,8 +173,8 @@ def _shm_sems():
 
 
 def _stdlib_helpers():
-    """(fds, pids) of the long-lived helper processes (CPython's, procstart's fork server), if they were started in
-    this process."""
+    """(fds, pids) of the long-lived helper processes (CPython's, procstart's fork server and resource tracker), if
+    they were started in this process."""
     fds, pids = set(), set()
     rt = sys.modules.get('multiprocessing.resource_tracker')
     if rt is not None:
@@ -187,7 +187,9 @@ def _stdlib_helpers():
     procstart_rust = sys.modules.get('procstart._procstart')
     if procstart_rust is not None:
         fds.update(procstart_rust._forkserver_fds())
+        fds.update(procstart_rust._tracker_fds())
         pids.add(procstart_rust._forkserver_pid())
+        pids.add(procstart_rust._tracker_pid())
     fds.discard(None)
     pids.discard(None)
     return fds, pids

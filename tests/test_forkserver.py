@@ -350,12 +350,12 @@ def test_child_holds_no_server_descriptors(mp, fs, make_pipe):
     assert seen_server == server
     kinds = sorted(t.split(':')[0] for fd, t in fds.items() if fd > 2)
     # No socket (the listener, other clients' connections) and nothing else of the server's: the parent sentinel and
-    # the child's own pidfd on the server, the alive pipe, the pipe it writes to, its devnull stdin (and stdlib's
-    # resource tracker when this process runs one, shared as stdlib shares it).
+    # the child's own pidfd on the server, the alive pipe, procstart's resource tracker, the pipe it writes to, its
+    # devnull stdin (and stdlib's resource tracker when this process runs one, shared as stdlib shares it).
     from multiprocessing import resource_tracker
 
     tracker = ['pipe'] if resource_tracker._resource_tracker._fd is not None else []
-    assert kinds == sorted(['/dev/null', 'anon_inode', 'anon_inode', 'pipe', 'pipe', *tracker]), fds
+    assert kinds == sorted(['/dev/null', 'anon_inode', 'anon_inode', 'pipe', 'pipe', 'pipe', *tracker]), fds
 
 
 def test_sentinel_works_with_connection_wait(mp, fs):

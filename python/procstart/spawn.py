@@ -358,6 +358,15 @@ def _share_stdlib_tracker(prep, popen):
         prep['stdlib_tracker_fd'] = popen.duplicate_for_child(fd)
 
 
+def _share_tracker(prep, popen):
+    """Start procstart's resource tracker if this process has none (CPython's spawn does the
+    same) and pass it: the whole tree shares one."""
+    from . import resource_tracker
+
+    resource_tracker.ensure_running()
+    prep['tracker'] = (popen.duplicate_for_child(_procstart._tracker_fd()), _procstart._tracker_pid())
+
+
 def _share_forkserver(prep, popen):
     """Pass this process's fork server, so that the child's forkserver processes come from the
     same server instead of one server per process (CPython gh-86354)."""
@@ -373,6 +382,7 @@ def payload(process_obj, method='spawn'):
     prep = get_preparation_data(process_obj._name)
     popen = _SpawningPopen(method)
     _share_stdlib_tracker(prep, popen)
+    _share_tracker(prep, popen)
     _share_forkserver(prep, popen)
     data = _marshalled(prep, process_obj)
     if data is not None:
@@ -500,6 +510,9 @@ def prepare(data):
         process.ORIGINAL_DIR = data['orig_dir']
     if 'stdlib_tracker_fd' in data:
         _share_tracker_on_import(inherited_fd(data['stdlib_tracker_fd']))
+    if 'tracker' in data:
+        fd, pid = data['tracker']
+        _procstart._tracker_adopt(inherited_fd(fd), pid)
     if 'forkserver' in data:
         address, key, alive_fd, pid = data['forkserver']
         _procstart._forkserver_adopt(address, key, inherited_fd(alive_fd), pid)

@@ -34,7 +34,7 @@ use super::protocol::{self, Key, Refused, Reply, FLAG_EXIT_PIPE, KEY_LEN};
 use crate::bootstrap;
 use crate::imports::py_forkserver;
 use crate::popen::{os_error, ChildLink, Popen};
-use crate::spawn::{borrow_inherited, send_payload, start_interpreter};
+use crate::spawn::{borrow_inherited, send_payload, start_program};
 use crate::sys::pidfd;
 use crate::sys::poll::{wait_readable, Readiness};
 use crate::sys::socket::{random_bytes, MAX_FDS};
@@ -156,7 +156,7 @@ pub fn _forkserver_start(py: Python<'_>, argv: Vec<Vec<u8>>, data: &[u8]) -> PyR
         let key = protocol::new_key().map_err(os_error)?;
         let (alive_r, alive_w) = pipe2(OFlag::O_CLOEXEC).map_err(os_error)?;
         let (payload_r, payload_w) = pipe2(OFlag::O_CLOEXEC).map_err(os_error)?;
-        let pid = start_interpreter(
+        let pid = start_program(
             py,
             &argv,
             &[payload_r.as_fd(), listener.as_fd(), alive_r.as_fd()],
