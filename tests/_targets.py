@@ -615,3 +615,28 @@ def _level_two(conn):
 def loaded_in(module):
     """The pid recorded by ``module`` when it was imported (and whether this child found it already imported)."""
     return sys.modules[module].LOADED_IN
+
+
+# -- resource tracker (test_resource_tracker.py) --------------------------------------------------------------------
+
+
+def tracker_pid():
+    """The pid of procstart's resource tracker this process uses."""
+    from procstart import resource_tracker
+
+    resource_tracker.ensure_running()
+    return resource_tracker._resource_tracker._pid
+
+
+def make_registered_semaphores(conn, names):
+    """Create named semaphores, register them with procstart's tracker, report, then wait to be killed."""
+    import _multiprocessing
+
+    from procstart import resource_tracker
+
+    keep = []
+    for name in names:
+        keep.append(_multiprocessing.SemLock(1, 1, 1, name, False))
+        resource_tracker.register(name, 'semaphore')
+    conn.send('ready')
+    time.sleep(60)

@@ -1,0 +1,200 @@
+"""procstart's resource tracker: CPython's protocol and API, cleanup of what a crashed or killed tree leaked, one
+tracker per process tree, and a tracker that survives bad input and signals.
+
+procstart's own process (the stdlib reference run skips these; CPython's tracker is tested by CPython).
+"""
+
+import json
+import os
+import signal
+import time
+import uuid
+
+import _targets
+import pytest
+from _support import CHILD_TIMEOUT, finish, recv, skip_on_stdlib
+
+pytestmark = skip_on_stdlib("these tests drive procstart's resource tracker")
+
+
+def _name(prefix='/mp-pst-'):
+    return prefix + uuid.uuid4().hex[:10]
+
+
+def _shm_path(name, rtype='semaphore'):
+    return '/dev/shm/' + ('sem.' if rtype == 'semaphore' else '') + name.lstrip('/')
+
+
+def _wait_gone(path, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not os.path.exists(path)
+
+
+@pytest.fixture
+def tracker():
+    from procstart import resource_tracker
+
+    resource_tracker.ensure_running()
+    return resource_tracker
+
+
+# -- API and protocol ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ('name', 'rtype', 'error', 'message'),
+    [
+        ('/a:b', 'semaphore', ValueError, 'contains ":" or a newline'),
+        ('/a\nb', 'semaphore', ValueError, 'contains ":" or a newline'),
+        ('/a', 'sema:phore', ValueError, 'contains ":" or a newline'),
+        ('/' + 'x' * 600, 'semaphore', ValueError, 'msg too long'),
+        (b'/a', 'semaphore', TypeError, 'must be str'),
+        ('/a', None, TypeError, 'must be str'),
+    ],
+    ids=['colon', 'newline', 'colon-in-rtype', 'too-long', 'bytes-name', 'none-rtype'],
+)
+def test_bad_names_are_refused_in_the_caller(tracker, name, rtype, error, message):
+    with pytest.raises(error, match=message):
+        tracker.register(name, rtype)
+    with pytest.raises(error, match=message):
+        tracker.unregister(name, rtype)
+
+
+def test_tracker_is_a_small_program_not_an_interpreter(tracker):
+    pid = tracker._resource_tracker._pid
+    assert 'procstart-resource-tracker' in os.readlink(f'/proc/{pid}/exe')
+    with open(f'/proc/{pid}/status') as f:
+        rss_kib = int(next(line for line in f if line.startswith('VmRSS:')).split()[1])
+    assert rss_kib < 8 * 1024  # a Python interpreter alone is larger
+
+
+def test_tracker_ignores_sigint_and_sigterm(tracker):
+    pid = tracker._resource_tracker._pid
+    os.kill(pid, signal.SIGINT)
+    os.kill(pid, signal.SIGTERM)
+    time.sleep(0.1)
+    with open(f'/proc/{pid}/stat') as f:
+        assert f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    assert tracker._resource_tracker._check_alive()
+
+
+# -- cleanup at the end of the tree ----------------------------------------------------------------------------
+
+_LEAK_SCRIPT = """
+import _multiprocessing, _posixshmem
+from procstart import resource_tracker
+sem, kept, shm, bad = sys.argv[1:5]
+a = _multiprocessing.SemLock(1, 1, 1, sem, False)
+b = _multiprocessing.SemLock(1, 1, 1, kept, False)
+fd = _posixshmem.shm_open(shm, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+os.close(fd)
+resource_tracker.register(sem, 'semaphore')
+resource_tracker.register(kept, 'semaphore')
+resource_tracker.unregister(kept, 'semaphore')   # the program cleans this one up itself
+resource_tracker.register(shm, 'shared_memory')
+resource_tracker.register(bad, 'semaphore')      # never created: unlinking it fails
+os.write(resource_tracker.getfd(), b'garbage without colons\\n')
+os.write(resource_tracker.getfd(), b'REGISTER:/x:no_such_type\\n')
+print(resource_tracker._resource_tracker._pid, flush=True)
+"""
+
+
+def test_leaks_are_unlinked_and_named_when_the_tree_exits(run_py):
+    sem, kept, shm, bad = _name(), _name(), _name('/psm_pst'), _name()
+    try:
+        proc = run_py(_LEAK_SCRIPT, sem, kept, shm, bad)
+        pid = int(proc.stdout.split()[-1])
+        assert _wait_gone(_shm_path(sem))
+        assert _wait_gone(_shm_path(shm, 'shared_memory'))
+        assert os.path.exists(_shm_path(kept))
+        deadline = time.monotonic() + 5
+        while os.path.exists(f'/proc/{pid}') and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        if os.path.exists(_shm_path(kept)):
+            os.unlink(_shm_path(kept))
+    err = proc.stderr
+    # Bad lines are reported and skipped; the tracker goes on.
+    assert 'not enough values to unpack (expected 3, got 1)' in err
+    assert 'Cannot register /x for automatic cleanup: unknown resource type no_such_type' in err
+    assert 'resource_tracker: There appear to be 2 leaked semaphore objects to clean up at shutdown: ' in err
+    assert repr(sem) in err and repr(bad) in err and repr(kept) not in err
+    assert (
+        f"resource_tracker: There appear to be 1 leaked shared_memory objects to clean up at shutdown: {{'{shm}'}}"
+        in err
+    )
+    assert f"resource_tracker: '{bad}': [Errno 2] No such file or directory" in err
+
+
+def test_exit_codes(run_py):
+    """CPython 3.13's: 0 clean, 1 leaks cleaned up, 2 an unlink failed, 3 a line not understood (the last to happen)."""
+    out = run_py("""
+        import _multiprocessing
+        from procstart import resource_tracker
+        rt = resource_tracker._resource_tracker
+        codes = []
+        rt.ensure_running(); rt._stop(); codes.append(rt._exitcode)
+        name = '/mp-pst-exit-' + str(os.getpid())
+        s = _multiprocessing.SemLock(1, 1, 1, name, False)
+        rt.register(name, 'semaphore'); rt._stop(); codes.append(rt._exitcode)
+        rt.register(name, 'semaphore'); rt._stop(); codes.append(rt._exitcode)
+        rt.ensure_running(); os.write(rt._fd, b'nonsense\\n'); rt._stop(); codes.append(rt._exitcode)
+        print(json.dumps(codes))
+    """).stdout
+    assert json.loads(out) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize('method', ['fork', 'spawn', 'forkserver'])
+def test_sigkilled_child_leaves_nothing_behind(run_py, method):
+    names = [_name(), _name()]
+    proc = run_py(
+        f"""
+        import multiprocessing
+        r, w = multiprocessing.Pipe(duplex=False)
+        p = mp.get_context({method!r}).Process(target=_targets.make_registered_semaphores, args=(w, {names!r}))
+        p.start()
+        assert r.recv() == 'ready'
+        assert all(os.path.exists('/dev/shm/sem.' + n[1:]) for n in {names!r})
+        p.kill()
+        p.join()
+        print(p.exitcode)
+        """
+    )
+    assert proc.stdout.split()[-1] == str(-signal.SIGKILL)
+    for name in names:
+        assert _wait_gone(_shm_path(name)), name
+        assert repr(name) in proc.stderr
+    assert 'There appear to be 2 leaked semaphore objects' in proc.stderr
+
+
+# -- one tracker per tree --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('method', ['fork', 'spawn', 'forkserver'])
+def test_children_share_the_tracker(mp, tracker, method):
+    import multiprocessing
+
+    r, w = multiprocessing.Pipe(duplex=False)
+    p = mp.get_context(method).Process(target=_targets.call_and_send, args=(w, _targets.tracker_pid))
+    p.start()
+    w.close()
+    assert recv(r) == ['ok', tracker._resource_tracker._pid]
+    finish(p)
+
+
+def test_dead_tracker_is_relaunched_with_a_warning(tracker):
+    rt = tracker._resource_tracker
+    old = rt._pid
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + CHILD_TIMEOUT
+    while rt._check_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.warns(
+        UserWarning, match='resource_tracker: process died unexpectedly, relaunching.  Some resources might leak.'
+    ):
+        tracker.ensure_running()
+    assert rt._pid != old
+    assert not os.path.exists(f'/proc/{old}')  # reaped
+    assert rt._check_alive()
