@@ -51,7 +51,11 @@ fn unlink(rtype: &str, name: &str) -> Result<(), String> {
     let err = std::io::Error::last_os_error();
     let text = err.to_string();
     let text = text.split(" (os error").next().unwrap_or(&text).to_string();
-    Err(format!("[Errno {}] {}", err.raw_os_error().unwrap_or(0), text))
+    Err(format!(
+        "[Errno {}] {}",
+        err.raw_os_error().unwrap_or(0),
+        text
+    ))
 }
 
 /// A Python set's repr of names: `{'/mp-a', '/mp-b'}`.
