@@ -363,7 +363,15 @@ def _share_tracker(prep, popen):
     same) and pass it: the whole tree shares one."""
     from . import resource_tracker
 
-    resource_tracker.ensure_running()
+    try:
+        resource_tracker.ensure_running()
+    except OSError as error:
+        # No tracker (no memfd execution, no /proc): the child still starts; only the cleanup
+        # after a crash is missing, and register() itself reports the error.
+        import warnings
+
+        warnings.warn(f"procstart's resource tracker could not start: {error}", RuntimeWarning, stacklevel=2)
+        return
     prep['tracker'] = (popen.duplicate_for_child(_procstart._tracker_fd()), _procstart._tracker_pid())
 
 
