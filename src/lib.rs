@@ -12,6 +12,7 @@ mod launch;
 mod popen;
 mod process;
 mod resource_tracker;
+mod semlock;
 mod spawn;
 mod stdlib;
 mod sys;
@@ -38,6 +39,8 @@ fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<process::Process>()?;
     m.add_class::<popen::Popen>()?;
+    m.add_class::<semlock::SemLock>()?;
+    m.add_function(wrap_pyfunction!(semlock::sem_unlink, m)?)?;
     m.add_class::<context::BaseContext>()?;
     m.add_class::<context::DefaultContext>()?;
     m.add_function(wrap_pyfunction!(current_process, m)?)?;

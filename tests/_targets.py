@@ -640,3 +640,64 @@ def make_registered_semaphores(conn, names):
         resource_tracker.register(name, 'semaphore')
     conn.send('ready')
     time.sleep(60)
+
+
+# -- synchronisation primitives (test_synchronize.py) --------------------------------------------------------------
+
+
+def add_many_under_lock(lock, value, n):
+    """Read-modify-write ``value`` ``n`` times under ``lock``: lost updates show if the lock does not exclude."""
+    for _ in range(n):
+        with lock:
+            current = value.value
+            time.sleep(0)
+            value.value = current + 1
+
+
+def hold_lock(lock, held, release):
+    """Acquire ``lock``, signal ``held``, keep it until ``release`` is set."""
+    with lock:
+        held.set()
+        release.wait(30)
+
+
+def wait_for_flag(cond, flag, conn):
+    with cond:
+        ok = cond.wait_for(lambda: flag.value == 1, timeout=30)
+    conn.send(ok)
+    conn.close()
+
+
+def barrier_wait(barrier, conn):
+    conn.send(barrier.wait(30))
+    conn.close()
+
+
+def event_wait(event, conn):
+    conn.send(event.wait(30))
+    conn.close()
+
+
+def queue_put_many(q, n):
+    for i in range(n):
+        q.put(i)
+
+
+def release_foreign(lock, conn):
+    """Try to release a lock this process does not hold; send the outcome."""
+    conn.send(outcome(lock.release))
+    conn.close()
+
+
+def manager_dict_set(d, n):
+    for i in range(n):
+        d[i] = i * i
+
+
+def make_locks_then_wait(conn, method, n):
+    """Create ``n`` procstart locks of ``method``'s context (named and tracked under spawn and forkserver), send their
+    names, then wait to be killed."""
+    ctx = target_mp().get_context(method)
+    locks = [ctx.Lock() for _ in range(n)]
+    conn.send([lock._semlock.name for lock in locks])
+    time.sleep(60)

@@ -198,3 +198,26 @@ def test_dead_tracker_is_relaunched_with_a_warning(tracker):
     assert rt._pid != old
     assert not os.path.exists(f'/proc/{old}')  # reaped
     assert rt._check_alive()
+
+
+@pytest.mark.parametrize('method', ['spawn', 'forkserver'])
+def test_sigkilled_child_holding_procstart_locks(run_py, method):
+    proc = run_py(
+        f"""
+        import multiprocessing
+        r, w = multiprocessing.Pipe(duplex=False)
+        p = mp.get_context({method!r}).Process(target=_targets.make_locks_then_wait, args=(w, {method!r}, 3))
+        p.start()
+        names = r.recv()
+        assert all(os.path.exists('/dev/shm/sem.' + n[1:]) for n in names), names
+        p.kill()
+        p.join()
+        print(json.dumps(names))
+        """
+    )
+    names = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(names) == 3
+    for name in names:
+        assert _wait_gone(_shm_path(name)), name
+        assert repr(name) in proc.stderr
+    assert 'There appear to be 3 leaked semaphore objects' in proc.stderr

@@ -2,8 +2,9 @@
 
 The start-method state machine is Rust's (`_procstart.BaseContext`/`DefaultContext`); this
 module names each context's `Process` class and adds the factories stdlib contexts offer
-(`Queue`, `Lock`, `Pool` …). The factories build stdlib's pure-Python classes bound to the
-procstart context, so they start their helper processes through procstart.
+(`Queue`, `Lock`, `Pool` …). Locks and semaphores are procstart's (`synchronize.py`); the other
+factories build stdlib's pure-Python classes bound to the procstart context, so that they start
+their helper processes, and take their locks, through procstart.
 """
 
 from __future__ import annotations
@@ -58,12 +59,12 @@ class _Factories:
         return Pipe(duplex)
 
     def Lock(self):
-        from multiprocessing.synchronize import Lock
+        from .synchronize import Lock
 
         return Lock(ctx=self.get_context())
 
     def RLock(self):
-        from multiprocessing.synchronize import RLock
+        from .synchronize import RLock
 
         return RLock(ctx=self.get_context())
 
@@ -73,12 +74,12 @@ class _Factories:
         return Condition(lock, ctx=self.get_context())
 
     def Semaphore(self, value=1):
-        from multiprocessing.synchronize import Semaphore
+        from .synchronize import Semaphore
 
         return Semaphore(value, ctx=self.get_context())
 
     def BoundedSemaphore(self, value=1):
-        from multiprocessing.synchronize import BoundedSemaphore
+        from .synchronize import BoundedSemaphore
 
         return BoundedSemaphore(value, ctx=self.get_context())
 

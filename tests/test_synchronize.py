@@ -1,0 +1,189 @@
+"""Locks, semaphores, conditions, events, barriers and the IPC built on them, shared between processes, for every
+start method: procstart's primitives behave as stdlib's (the reference run checks these same tests against stdlib)."""
+
+import _targets
+import pytest
+from _support import CHILD_TIMEOUT, finish, recv
+
+
+@pytest.fixture
+def pipe():
+    import multiprocessing
+
+    conns = []
+
+    def factory():
+        r, w = multiprocessing.Pipe(duplex=False)
+        conns.extend((r, w))
+        return r, w
+
+    yield factory
+    for c in conns:
+        c.close()
+
+
+def _start(ctx, target, *args):
+    p = ctx.Process(target=target, args=args)
+    p.start()
+    return p
+
+
+def test_lock_excludes_across_processes(ctx):
+    lock = ctx.Lock()
+    value = ctx.Value('i', 0, lock=False)
+    procs = [_start(ctx, _targets.add_many_under_lock, lock, value, 300) for _ in range(4)]
+    for p in procs:
+        finish(p)
+    assert [p.exitcode for p in procs] == [0] * 4
+    assert value.value == 1200
+
+
+@pytest.mark.parametrize('factory', ['Lock', 'RLock', 'Semaphore', 'BoundedSemaphore'])
+def test_timeouts_while_another_process_holds_it(ctx, factory):
+    lock = getattr(ctx, factory)()
+    held, release = ctx.Event(), ctx.Event()
+    p = _start(ctx, _targets.hold_lock, lock, held, release)
+    try:
+        assert held.wait(CHILD_TIMEOUT)
+        assert lock.acquire(block=False) is False
+        assert lock.acquire(timeout=0.1) is False
+        assert lock.acquire(timeout=-1) is False
+    finally:
+        release.set()
+        finish(p)
+    assert lock.acquire(timeout=CHILD_TIMEOUT) is True
+    lock.release()
+
+
+def test_lock_state_and_messages(ctx):
+    lock = ctx.Lock()
+    assert repr(lock) == '<Lock(owner=None)>'
+    assert lock.acquire()
+    assert repr(lock) == '<Lock(owner=MainProcess)>'
+    lock.release()
+    with pytest.raises(ValueError, match='^semaphore or lock released too many times$'):
+        lock.release()
+
+
+def test_rlock_recursion_and_ownership(ctx, pipe):
+    rlock = ctx.RLock()
+    for _ in range(3):
+        assert rlock.acquire()
+    assert repr(rlock) == '<RLock(MainProcess, 3)>'
+    r, w = pipe()
+    p = _start(ctx, _targets.release_foreign, rlock, w)
+    assert recv(r) == ['AssertionError', 'attempt to release recursive lock not owned by thread']
+    finish(p)
+    for _ in range(3):
+        rlock.release()
+    assert repr(rlock) == '<RLock(None, 0)>'
+    with pytest.raises(AssertionError, match='^attempt to release recursive lock not owned by thread$'):
+        rlock.release()
+
+
+def test_semaphores(ctx):
+    sem = ctx.Semaphore(2)
+    assert sem.get_value() == 2
+    assert sem.acquire() and sem.acquire()
+    assert sem.acquire(False) is False
+    assert repr(sem) == '<Semaphore(value=0)>'
+    sem.release()
+    sem.release()
+    sem.release()  # an unbounded semaphore may go above its start value
+    assert sem.get_value() == 3
+    bounded = ctx.BoundedSemaphore(2)
+    assert repr(bounded) == '<BoundedSemaphore(value=2, maxvalue=2)>'
+    with pytest.raises(ValueError, match='^semaphore or lock released too many times$'):
+        bounded.release()
+
+
+def test_condition_wait_for_across_processes(ctx, pipe):
+    cond = ctx.Condition()
+    flag = ctx.Value('i', 0, lock=False)
+    r, w = pipe()
+    p = _start(ctx, _targets.wait_for_flag, cond, flag, w)
+    with cond:
+        flag.value = 1
+        cond.notify_all()
+    assert recv(r) is True
+    finish(p)
+
+
+def test_event_across_processes(ctx, pipe):
+    event = ctx.Event()
+    r, w = pipe()
+    p = _start(ctx, _targets.event_wait, event, w)
+    assert not event.is_set()
+    event.set()
+    assert recv(r) is True
+    finish(p)
+    assert event.wait(0)
+
+
+def test_barrier_across_four_processes(ctx, pipe):
+    barrier = ctx.Barrier(4)
+    ends = [pipe() for _ in range(4)]
+    procs = [_start(ctx, _targets.barrier_wait, barrier, w) for _, w in ends]
+    indices = sorted(recv(r) for r, _ in ends)
+    for p in procs:
+        finish(p)
+    assert indices == [0, 1, 2, 3]
+
+
+def test_queue_with_10000_items(ctx):
+    q = ctx.Queue()
+    p = _start(ctx, _targets.queue_put_many, q, 10_000)
+    got = [q.get(timeout=CHILD_TIMEOUT) for _ in range(10_000)]
+    finish(p)
+    assert got == list(range(10_000))
+    q.close()
+    q.join_thread()
+
+
+def test_pool_map(ctx):
+    with ctx.Pool(2) as pool:
+        assert pool.map(_targets.square, range(100)) == [i * i for i in range(100)]
+
+
+def test_manager_dict(ctx):
+    with ctx.Manager() as manager:
+        d = manager.dict()
+        p = _start(ctx, _targets.manager_dict_set, d, 50)
+        finish(p)
+        assert dict(d) == {i: i * i for i in range(50)}
+
+
+def test_lock_pickled_outside_spawning(ctx):
+    import pickle
+
+    for factory in ('Lock', 'RLock', 'Semaphore', 'BoundedSemaphore'):
+        obj = getattr(ctx, factory)()
+        with pytest.raises(
+            RuntimeError, match=f'^{factory} objects should only be shared between processes through inheritance$'
+        ):
+            pickle.dumps(obj)
+
+
+def test_fork_context_lock_refused_by_spawn(mp):
+    lock = mp.get_context('fork').Lock()
+    p = mp.get_context('spawn').Process(target=_targets.noop, args=(lock,))
+    with pytest.raises(
+        RuntimeError, match='^A SemLock created in a fork context is being shared with a process in a spawn context'
+    ):
+        p.start()
+
+
+def test_ctrl_c_interrupts_acquire(run_py):
+    out = run_py("""
+        import signal, threading
+        lock = mp.Lock()
+        lock.acquire()
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        t0 = time.monotonic()
+        try:
+            lock.acquire()
+            print('not interrupted')
+        except KeyboardInterrupt:
+            print('interrupted', time.monotonic() - t0 < 10)
+    """).stdout
+    assert out.strip() == 'interrupted True'
