@@ -65,6 +65,11 @@ pub fn sem_unlink(name: &str) -> PyResult<()> {
         .map_err(os_error)
 }
 
+/// A flag as CPython's argument clinic takes it (`bool(accept={int})`): a bool or an int.
+fn int_flag(value: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(value.extract::<i64>()? != 0)
+}
+
 fn thread_ident() -> u64 {
     // SAFETY: returns the calling thread's identifier; no preconditions.
     unsafe { pyo3::ffi::PyThread_get_thread_ident() as u64 }
@@ -147,7 +152,14 @@ impl SemLock {
     const SEM_VALUE_MAX: i32 = i32::MAX;
 
     #[new]
-    fn new(kind: i32, value: i32, maxvalue: i32, name: &str, unlink: bool) -> PyResult<Self> {
+    fn new(
+        kind: i32,
+        value: i32,
+        maxvalue: i32,
+        name: &str,
+        unlink: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let unlink = int_flag(unlink)?;
         if kind != RECURSIVE_MUTEX && kind != SEMAPHORE {
             return Err(PyValueError::new_err("unrecognized kind"));
         }
@@ -167,25 +179,27 @@ impl SemLock {
         Ok(semlock)
     }
 
-    /// A SemLock passed to another process: by name (spawn, forkserver), or by handle in a
-    /// fork child, where the parent's mapping is still there.
+    /// A SemLock passed to another process (spawn, forkserver), reopened by name. CPython also
+    /// rebuilds from a bare handle (`name` None), trusting any integer as a semaphore's address;
+    /// procstart never sends one (fork-context locks are not pickled), so it refuses.
     #[classmethod]
     fn _rebuild(
         _cls: &Bound<'_, PyType>,
-        handle: usize,
+        _handle: usize,
         kind: i32,
         maxvalue: i32,
         name: Option<String>,
     ) -> PyResult<Self> {
-        let handle = match &name {
-            Some(name) => open(name, None)?,
-            None => Handle(handle),
+        let Some(name) = name else {
+            return Err(PyValueError::new_err(
+                "a SemLock can only be rebuilt from its name",
+            ));
         };
         Ok(SemLock {
-            handle,
+            handle: open(&name, None)?,
             kind,
             maxvalue,
-            name,
+            name: Some(name),
             count: AtomicI64::new(0),
             last_tid: AtomicU64::new(0),
         })
@@ -196,8 +210,14 @@ impl SemLock {
         self.handle.0
     }
 
-    #[pyo3(signature = (block = true, timeout = None))]
-    fn acquire(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<bool> {
+    #[pyo3(signature = (block = None, timeout = None))]
+    fn acquire(
+        &self,
+        py: Python<'_>,
+        block: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<bool> {
+        let block = block.map_or(Ok(true), int_flag)?;
         if self.kind == RECURSIVE_MUTEX && self.is_mine() {
             self.count.fetch_add(1, Ordering::Relaxed);
             return Ok(true);
@@ -207,9 +227,8 @@ impl SemLock {
             Err(Errno::EAGAIN) if !block => false,
             Err(Errno::EAGAIN) => match timeout {
                 None => self.wait(py, None)?,
-                Some(t) if t.is_nan() => {
-                    return Err(PyValueError::new_err("Invalid value NaN (not a number)"))
-                }
+                // CPython's sem_timedwait refuses the deadline it computes from NaN.
+                Some(t) if t.is_nan() => return Err(os_error(Errno::EINVAL)),
                 Some(t) if t <= 0.0 => false,
                 Some(t) => {
                     let deadline = Duration::try_from_secs_f64(t)
@@ -250,11 +269,16 @@ impl SemLock {
     }
 
     fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
-        self.acquire(py, true, None)
+        self.acquire(py, None, None)
     }
 
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
+    #[pyo3(signature = (_exc_type = None, _exc_value = None, _traceback = None))]
+    fn __exit__(
+        &self,
+        _exc_type: Option<&Bound<'_, PyAny>>,
+        _exc_value: Option<&Bound<'_, PyAny>>,
+        _traceback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         self.release()
     }
 

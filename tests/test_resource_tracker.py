@@ -65,6 +65,9 @@ def test_bad_names_are_refused_in_the_caller(tracker, name, rtype, error, messag
 def test_tracker_is_a_small_program_not_an_interpreter(tracker):
     pid = tracker._resource_tracker._pid
     assert 'procstart-resource-tracker' in os.readlink(f'/proc/{pid}/exe')
+    with open(f'/proc/{pid}/comm') as f:
+        assert f.read().strip() == 'procstart-track'
+    assert sorted(int(fd) for fd in os.listdir(f'/proc/{pid}/fd')) == [2, 3, 4]  # stderr, the pipe, the program
     with open(f'/proc/{pid}/status') as f:
         rss_kib = int(next(line for line in f if line.startswith('VmRSS:')).split()[1])
     assert rss_kib < 8 * 1024  # a Python interpreter alone is larger
@@ -95,8 +98,14 @@ resource_tracker.register(kept, 'semaphore')
 resource_tracker.unregister(kept, 'semaphore')   # the program cleans this one up itself
 resource_tracker.register(shm, 'shared_memory')
 resource_tracker.register(bad, 'semaphore')      # never created: unlinking it fails
-os.write(resource_tracker.getfd(), b'garbage without colons\\n')
-os.write(resource_tracker.getfd(), b'REGISTER:/x:no_such_type\\n')
+fd = resource_tracker.getfd()  # (getfd() probes the tracker: called once, so no probe splits a line below)
+os.write(fd, b'garbage without colons\\n')
+os.write(fd, b'REGISTER:/x:no_such_type\\n')
+os.write(fd, b'UNREGISTER:/never-registered:semaphore\\n')
+os.write(fd, b'REGISTER:a:b:c:d\\n')
+for _ in range(3):   # longer than a line may be: skipped, in pieces that each fit a pipe write
+    os.write(fd, b'x' * 4000)
+os.write(fd, b'\\n')
 print(resource_tracker._resource_tracker._pid, flush=True)
 """
 
@@ -119,6 +128,9 @@ def test_leaks_are_unlinked_and_named_when_the_tree_exits(run_py):
     # Bad lines are reported and skipped; the tracker goes on.
     assert 'not enough values to unpack (expected 3, got 1)' in err
     assert 'Cannot register /x for automatic cleanup: unknown resource type no_such_type' in err
+    assert "KeyError: '/never-registered'" in err
+    assert 'too many values to unpack (expected 3)' in err
+    assert 'line longer than 4096 bytes' in err
     assert 'resource_tracker: There appear to be 2 leaked semaphore objects to clean up at shutdown: ' in err
     assert repr(sem) in err and repr(bad) in err and repr(kept) not in err
     assert (

@@ -3,7 +3,7 @@ start method: procstart's primitives behave as stdlib's (the reference run check
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, finish, recv
+from _support import CHILD_TIMEOUT, finish, recv, skip_on_stdlib
 
 
 @pytest.fixture
@@ -187,3 +187,27 @@ def test_ctrl_c_interrupts_acquire(run_py):
             print('interrupted', time.monotonic() - t0 < 10)
     """).stdout
     assert out.strip() == 'interrupted True'
+
+
+def test_flags_may_be_ints(ctx):
+    """As CPython's ``bool(accept={int})`` arguments: Queue passes ``block`` through as given."""
+    import queue
+
+    lock = ctx.Lock()
+    assert lock.acquire(1) is True
+    assert lock.acquire(0) is False
+    assert lock.acquire(0, 5) is False  # not blocking: the timeout does not apply
+    lock.release()
+    q = ctx.Queue()
+    q.put('x', 1, 1)
+    assert q.get(1, CHILD_TIMEOUT) == 'x'
+    with pytest.raises(queue.Empty):
+        q.get(0)
+    q.close()
+    q.join_thread()
+
+
+@skip_on_stdlib('CPython rebuilds from a bare handle, trusting any integer as a semaphore address')
+def test_semlock_is_rebuilt_only_by_name(mp):
+    with pytest.raises(ValueError, match='^a SemLock can only be rebuilt from its name$'):
+        mp._procstart.SemLock._rebuild(12345, 1, 1, None)

@@ -17,6 +17,8 @@ The wire format is CPython's: one `REGISTER|UNREGISTER|PROBE:name:rtype` line pe
 from __future__ import annotations
 
 import _thread
+import errno
+import os
 
 from . import _procstart
 
@@ -31,6 +33,8 @@ class ResourceTracker:
     def __init__(self):
         self._lock = _thread.RLock()
         self._exitcode = None
+        # A fork while another thread starts the tracker must not leave the child's lock held.
+        os.register_at_fork(after_in_child=self._lock._at_fork_reinit)
 
     @property
     def _fd(self):
@@ -85,7 +89,8 @@ class ResourceTracker:
             if not _procstart._tracker_write(msg):
                 # Died between the check and the write: one relaunch, then the message again.
                 self.ensure_running()
-                _procstart._tracker_write(msg)
+                if not _procstart._tracker_write(msg):
+                    raise BrokenPipeError(errno.EPIPE, 'resource_tracker: the tracker does not take messages')
 
     def _stop(self):
         """Close this process's end and wait for the tracker to exit (CPython's `_stop`, for

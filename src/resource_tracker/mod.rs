@@ -41,7 +41,7 @@ fn current() -> Option<Arc<Tracker>> {
     TRACKER.lock().unwrap().clone()
 }
 
-/// An executable, sealed-off copy of the tracker program in memory.
+/// An executable copy of the tracker program in memory.
 fn program_file() -> nix::Result<OwnedFd> {
     let name = CString::new("procstart-resource-tracker").expect("no NUL in the name");
     // MFD_EXEC (Linux >= 6.3) asks for an executable memfd where the system's policy makes
@@ -88,31 +88,40 @@ pub fn _tracker_start(py: Python<'_>) -> PyResult<()> {
 /// Writes one line (a single `write`, atomic on a pipe for up to 512 bytes); `false` when the
 /// tracker is gone (or none was started).
 #[pyfunction]
-pub fn _tracker_write(msg: &[u8]) -> bool {
+pub fn _tracker_write(py: Python<'_>, msg: &[u8]) -> bool {
     let Some(tracker) = current() else {
         return false;
     };
-    loop {
+    // With the GIL released: a stopped tracker with a full pipe blocks only this thread.
+    py.detach(|| loop {
         match nix::unistd::write(&tracker.fd, msg) {
             Ok(_) => return true,
             Err(Errno::EINTR) => {}
             Err(_) => return false,
         }
-    }
+    })
 }
 
-/// Forgets a tracker that died, reaping it if this process started it.
+/// Forgets a tracker that died, reaping it if this process started it. Its pipe broke when its
+/// descriptors were closed, which can come a moment before it has fully exited: the wait
+/// blocks (GIL released) for that moment.
 #[pyfunction]
-pub fn _tracker_forget() {
+pub fn _tracker_forget(py: Python<'_>) -> PyResult<()> {
     let Some(tracker) = TRACKER.lock().unwrap().take() else {
-        return;
+        return Ok(());
     };
-    if tracker.owner == Pid::this() {
+    if tracker.owner != Pid::this() {
+        return Ok(());
+    }
+    loop {
         let id = match &tracker.handle {
             Some(fd) => Id::PIDFd(fd.as_fd()),
             None => Id::Pid(tracker.pid),
         };
-        let _ = waitid(id, WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG);
+        match py.detach(|| waitid(id, WaitPidFlag::WEXITED)) {
+            Err(Errno::EINTR) => py.check_signals()?,
+            _ => return Ok(()),
+        }
     }
 }
 
@@ -140,7 +149,12 @@ pub fn _tracker_pid() -> Option<i32> {
 /// In a spawned or fork-server child: use the parent's tracker, whose write end is `fd`
 /// (taken over) and whose pid is `pid`.
 #[pyfunction]
-pub fn _tracker_adopt(fd: i32, pid: i32) {
+pub fn _tracker_adopt(fd: i32, pid: i32) -> PyResult<()> {
+    if fd < 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "not a file descriptor",
+        ));
+    }
     // SAFETY: the payload names this descriptor as the tracker pipe the parent passed; nothing
     // else in this process owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -150,6 +164,7 @@ pub fn _tracker_adopt(fd: i32, pid: i32) {
         fd,
         handle: None,
     }));
+    Ok(())
 }
 
 /// Closes this process's write end and, in the process that started the tracker, waits for it

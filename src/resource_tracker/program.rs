@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{c_char, c_int, CString};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::FromRawFd;
 
 const PIPE_FD: c_int = 3;
@@ -27,13 +27,18 @@ extern "C" {
     fn sigemptyset(set: *mut SigSet) -> c_int;
     fn sigaddset(set: *mut SigSet, signum: c_int) -> c_int;
     fn sigprocmask(how: c_int, set: *const SigSet, old: *mut SigSet) -> c_int;
+    fn prctl(option: c_int, ...) -> c_int;
 }
 
 /// glibc's `sigset_t`: 1024 bits.
 #[repr(C)]
 struct SigSet([u64; 16]);
 
-const RESOURCE_TYPES: [&str; 2] = ["semaphore", "shared_memory"];
+/// `noop` is what PROBE lines name; registering it is accepted and it is never unlinked.
+const RESOURCE_TYPES: [&str; 3] = ["semaphore", "shared_memory", "noop"];
+/// A longer line is not one of ours: it is reported and skipped rather than buffered.
+const MAX_LINE: usize = 4096;
+const PR_SET_NAME: c_int = 15;
 
 fn unlink(rtype: &str, name: &str) -> Result<(), String> {
     let c_name = CString::new(name).map_err(|_| "embedded null byte".to_string())?;
@@ -76,14 +81,15 @@ fn apply(line: &[u8], cache: &mut BTreeMap<String, BTreeSet<String>>) -> Result<
         .ok_or_else(|| format!("UnicodeDecodeError: not an ASCII line: {line:?}"))?;
     let parts: Vec<&str> = line.trim().split(':').collect();
     let [cmd, name, rtype] = parts[..] else {
-        return Err(format!(
-            "ValueError: not enough values to unpack (expected 3, got {})",
-            parts.len()
-        ));
+        return Err(if parts.len() > 3 {
+            "ValueError: too many values to unpack (expected 3)".to_string()
+        } else {
+            format!(
+                "ValueError: not enough values to unpack (expected 3, got {})",
+                parts.len()
+            )
+        });
     };
-    if cmd == "PROBE" {
-        return Ok(());
-    }
     if !RESOURCE_TYPES.contains(&rtype) {
         return Err(format!(
             "ValueError: Cannot register {name} for automatic cleanup: unknown resource type {rtype}"
@@ -95,8 +101,11 @@ fn apply(line: &[u8], cache: &mut BTreeMap<String, BTreeSet<String>>) -> Result<
             names.insert(name.to_string());
         }
         "UNREGISTER" => {
-            names.remove(name);
+            if !names.remove(name) {
+                return Err(format!("KeyError: '{name}'"));
+            }
         }
+        "PROBE" => {}
         _ => return Err(format!("RuntimeError: unrecognized command {cmd:?}")),
     }
     Ok(())
@@ -107,6 +116,8 @@ fn main() {
     // the SigSet owned by this frame. The tracker outlives a Ctrl-C or a `kill` of the process
     // group: only the end of its pipe ends it (CPython: bpo-33613).
     unsafe {
+        // Named in `ps` as what it is (it is executed from /proc/self/fd/4).
+        prctl(PR_SET_NAME, c"procstart-track".as_ptr());
         signal(SIGINT, SIG_IGN);
         signal(SIGTERM, SIG_IGN);
         let mut set = SigSet([0; 16]);
@@ -118,6 +129,10 @@ fn main() {
     // SAFETY: the launcher gives this program the pipe's read end as descriptor 3, and nothing
     // else here owns it.
     let pipe = unsafe { File::from_raw_fd(PIPE_FD) };
+    // As CPython's tracker: stdin and stdout closed (a caller capturing them is not held up by
+    // the tracker), stderr kept for the warnings.
+    // SAFETY: descriptors 0 and 1 are this process's own standard streams, not used after.
+    drop(unsafe { (File::from_raw_fd(0), File::from_raw_fd(1)) });
     let mut stderr = std::io::stderr().lock();
     let mut cache: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut exit_code = 0;
@@ -125,13 +140,28 @@ fn main() {
     let mut line = Vec::new();
     loop {
         line.clear();
-        match reader.read_until(b'\n', &mut line) {
+        match (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+        {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }
-        if let Err(error) = apply(&line, &mut cache) {
+        let outcome = if line.len() == MAX_LINE && line.last() != Some(&b'\n') {
+            // Skip the rest of the overlong line.
+            let mut rest = Vec::new();
+            while matches!((&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut rest), Ok(n) if n > 0)
+                && rest.last() != Some(&b'\n')
+            {
+                rest.clear();
+            }
+            Err(format!("ValueError: line longer than {MAX_LINE} bytes"))
+        } else {
+            apply(&line, &mut cache)
+        };
+        if let Err(error) = outcome {
             // A bad line is reported and skipped; the tracker goes on.
             exit_code = 3;
             let _ = writeln!(stderr, "procstart resource_tracker: {error}");
@@ -139,7 +169,7 @@ fn main() {
     }
     // Every process that could unregister has exited: what is left has leaked.
     for (rtype, names) in &cache {
-        if names.is_empty() {
+        if names.is_empty() || rtype == "noop" {
             continue;
         }
         exit_code = 1;
