@@ -701,3 +701,35 @@ def make_locks_then_wait(conn, method, n):
     locks = [ctx.Lock() for _ in range(n)]
     conn.send([lock._semlock.name for lock in locks])
     time.sleep(60)
+
+
+# -- faults and load (test_faults.py, test_load.py) ---------------------------------------------------------------
+
+
+def put_forever(q, started):
+    """Put into ``q`` without end (killed while writing)."""
+    started.set()
+    i = 0
+    while True:
+        q.put(i)
+        i += 1
+
+
+def segfault():
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def exhaust_fds():
+    """Open descriptors until the limit; exit 0 if EMFILE came (and nothing else went wrong)."""
+    import errno
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    opened = []
+    try:
+        while True:
+            opened.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError as e:
+        sys.exit(0 if e.errno == errno.EMFILE and len(opened) > 64 else 1)

@@ -26,10 +26,6 @@ _outcome_of = {}  # nodeid -> worst outcome over its phases
 _errors = set()  # nodeids that failed outside the call phase (setup/teardown, e.g. a leak check)
 
 
-def pytest_configure(config):
-    config.addinivalue_line('markers', 'slow: takes several seconds by design (CPython test with sleeps/timeouts)')
-
-
 def pytest_collection_modifyitems(config, items):
     for item in items:
         cls = getattr(item, 'cls', None)
