@@ -689,9 +689,10 @@ def test_bad_requests_leak_no_descriptors_in_the_server(mp, fs, request_):
         os.close(r)
         os.close(w)
     deadline = time.monotonic() + 5
-    while _server_fd_count(server) != before and time.monotonic() < deadline:
+    while _server_fd_count(server) > before and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert _server_fd_count(server) == before
+    # Not more than before (it can be fewer: earlier tests' children may have been reaped meanwhile).
+    assert _server_fd_count(server) <= before
     assert run_child(fs, _targets.exit_with, 12) == 12
 
 

@@ -29,8 +29,10 @@ def _fd_count(pid):
 
 
 def _settle(pid, expected, timeout=5.0):
+    """The fd count of ``pid`` once it is back to ``expected`` or below (earlier tests' children may still be reaped
+    meanwhile, which only lowers it)."""
     deadline = time.monotonic() + timeout
-    while _fd_count(pid) != expected and time.monotonic() < deadline:
+    while _fd_count(pid) > expected and time.monotonic() < deadline:
         time.sleep(0.01)
     return _fd_count(pid)
 
@@ -78,7 +80,7 @@ def test_random_frames_at_the_fork_server(mp):
         os.close(r)
         os.close(w)
     assert mp._procstart._forkserver_pid() == server  # not crashed, not replaced
-    assert _settle(server, fds_before) == fds_before
+    assert _settle(server, fds_before) <= fds_before
     p = ctx.Process(target=_targets.exit_with, args=(5,))
     p.start()
     finish(p)
