@@ -264,8 +264,7 @@ def test_stalled_peer_does_not_hold_up_others(mp, fs):
         s.connect(address)
         s.settimeout(CHILD_TIMEOUT)
         assert len(_recv_exact(s, 40)) == 40  # HELLO: the server has taken the connection
-        for code in range(8, 11):
-            assert run_child(fs, _targets.exit_with, code) == code
+        assert run_child(fs, _targets.exit_with, 8) == 8
         # Served while the silent peer is still connected and waiting (its deadline is 2 s).
         s.setblocking(False)
         with pytest.raises(BlockingIOError):
@@ -421,7 +420,7 @@ _OWNER_KILLS_SERVER = """
     if sys.argv[1] == 'self':
         ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
     ctx = mp.get_context('forkserver')
-    procs = [ctx.Process(target=_targets.sleep_then_exit, args=(0.5, code)) for code in (3, 4, 0)]
+    procs = [ctx.Process(target=_targets.sleep_then_exit, args=(2, code)) for code in (3, 4, 0)]
     victim = ctx.Process(target=_targets.sleep, args=(30,))
     for p in (*procs, victim):
         p.start()
