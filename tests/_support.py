@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 
 import _targets
 import pytest
@@ -25,6 +26,20 @@ def skip_if_stdlib(reason, condition=True):
     """Skip at run time (for improvements that depend on the start method or the Python version)."""
     if IS_STDLIB and condition:
         pytest.skip(f'procstart improvement, CPython {sys.version_info[0]}.{sys.version_info[1]} differs: {reason}')
+
+
+def wait_gone(pid, timeout=5.0):
+    """Wait until process ``pid`` has ended (gone, or a zombie); whether it did within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f'/proc/{pid}/stat') as f:
+                if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def recv(conn, timeout=CHILD_TIMEOUT):

@@ -645,15 +645,6 @@ def make_registered_semaphores(conn, names):
 # -- synchronisation primitives (test_synchronize.py) --------------------------------------------------------------
 
 
-def add_many_under_lock(lock, value, n):
-    """Read-modify-write ``value`` ``n`` times under ``lock``: lost updates show if the lock does not exclude."""
-    for _ in range(n):
-        with lock:
-            current = value.value
-            time.sleep(0)
-            value.value = current + 1
-
-
 def hold_lock(lock, held, release):
     """Acquire ``lock``, signal ``held``, keep it until ``release`` is set."""
     with lock:

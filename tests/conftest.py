@@ -9,6 +9,7 @@ Fixtures:
 * ``ctx`` -- ``mp.get_context(start_method)``; ``std_ctx`` -- the *stdlib* context of the same method, whose
   Queue/Pipe/Event objects are used as IPC so that stdlib objects are exercised inside procstart children.
 * ``make_pipe`` -- factory of stdlib ``Pipe(duplex=False)`` pairs, closed after the test.
+* ``pipe`` -- the same, for tests not parametrised over the start method.
 * ``run_py`` -- run a script in a fresh interpreter (for stderr capture, interpreter exit and global state).
 
 Leak checks (autouse, around every test, plus once for the whole session):
@@ -87,6 +88,22 @@ def ctx(mp, start_method):
 @pytest.fixture
 def std_ctx(start_method):
     return multiprocessing.get_context(start_method)
+
+
+@pytest.fixture
+def pipe():
+    """Factory of stdlib ``Pipe(duplex=False)`` pairs, closed after the test, for tests not parametrised over the
+    start method (a Pipe does not depend on it)."""
+    conns = []
+
+    def factory():
+        r, w = multiprocessing.Pipe(duplex=False)
+        conns.extend((r, w))
+        return r, w
+
+    yield factory
+    for c in conns:
+        c.close()
 
 
 @pytest.fixture

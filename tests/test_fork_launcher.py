@@ -1,6 +1,7 @@
 """What procstart's own launcher adds under CPython's API: pidfd sentinels and signalling,
-Ctrl-C while joining, children reaped by someone else, fd exhaustion, concurrent starts, and
-the pipe fallback for kernels without pidfd. procstart only (the stdlib run skips the module).
+Ctrl-C while joining, concurrent starts, and the pipe fallback for kernels without pidfd
+(children reaped by someone else and fd exhaustion: test_faults.py). procstart only (the
+stdlib run skips the module).
 """
 
 import json
@@ -82,60 +83,6 @@ def test_ctrl_c_interrupts_join(run_py, timeout):
     """
     out = run_py(code)
     assert out.stdout.split() == ['interrupted', 'True', str(-signal.SIGKILL)]
-
-
-@pytest.mark.parametrize('reaper', ['sig_ign', 'waitpid_any'])
-def test_child_reaped_elsewhere_is_not_alive_forever(run_py, reaper):
-    # CPython reports such a child alive forever (its waitpid fails with ECHILD); procstart
-    # knows from the pidfd that it ended and reports the lost status as 255.
-    code = f"""
-    import signal
-    if {reaper!r} == 'sig_ign':
-        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    p = mp.get_context('fork').Process(target=time.sleep, args=(0.2,))
-    p.start()
-    if {reaper!r} == 'waitpid_any':
-        os.waitpid(-1, 0)
-    p.join(10)
-    print(json.dumps([p.is_alive(), p.exitcode, mp.active_children() == []]))
-    p.terminate()  # must not raise, and cannot reach a process that reused the pid
-    """
-    out = run_py(code)
-    assert out.stdout.strip() == '[false, 255, true]'
-
-
-def test_start_without_free_fds_raises_and_leaves_nothing(run_py):
-    code = """
-    import errno, resource
-    ctx = mp.get_context('fork')
-    warm = ctx.Process(target=_targets.noop)
-    warm.start(); warm.join()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
-    hog = []
-    try:
-        while True:
-            hog.append(os.open(os.devnull, os.O_RDONLY))
-    except OSError:
-        pass
-    p = ctx.Process(target=_targets.noop)
-    try:
-        p.start()
-        outcome = 'started'
-    except OSError as e:
-        outcome = errno.errorcode[e.errno]
-    state = [outcome, repr(p).endswith(' initial>'), mp.active_children(), p.exitcode]
-    for fd in hog:
-        os.close(fd)
-    p.start()
-    p.join()
-    state.append(p.exitcode)
-    zombies = [line for line in os.popen(f'ps -o stat= --ppid {os.getpid()}') if line.startswith('Z')]
-    state.append(zombies)
-    print(json.dumps(state))
-    """
-    out = run_py(code)
-    assert out.stdout.strip() == '["EMFILE", true, [], null, 0, []]'
 
 
 def test_concurrent_starts_from_threads(ctx):

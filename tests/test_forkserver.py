@@ -12,12 +12,11 @@ import hmac
 import os
 import signal
 import socket
-import threading
 import time
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, finish, recv, skip_on_stdlib
+from _support import CHILD_TIMEOUT, finish, recv, skip_on_stdlib, wait_gone
 
 pytestmark = skip_on_stdlib("these tests drive procstart's fork server directly")
 
@@ -33,23 +32,6 @@ def fs(mp):
     return ctx
 
 
-@pytest.fixture
-def make_pipe():
-    """Pipes for these tests, which are not parametrised over the start method (Pipe does not depend on it)."""
-    import multiprocessing
-
-    conns = []
-
-    def factory():
-        r, w = multiprocessing.Pipe(duplex=False)
-        conns.extend((r, w))
-        return r, w
-
-    yield factory
-    for c in conns:
-        c.close()
-
-
 def server_info(mp):
     address, key, alive_fd, pid = mp._procstart._forkserver_info()
     return os.fsdecode(address), key, alive_fd, pid
@@ -60,19 +42,6 @@ def run_child(ctx, target, *args):
     p.start()
     finish(p)
     return p.exitcode
-
-
-def wait_gone(pid, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f'/proc/{pid}/stat') as f:
-                if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.01)
-    return False
 
 
 # -- lifecycle -------------------------------------------------------------------------------------------------
@@ -327,16 +296,16 @@ def test_other_users_are_refused(mp, fs):
 # -- children ----------------------------------------------------------------------------------------------------
 
 
-def test_child_holds_no_server_descriptors(mp, fs, make_pipe):
+def test_child_holds_no_server_descriptors(mp, fs, pipe):
     _, _, _, server = server_info(mp)
     # While this child is forked, the server holds the connections of another client's children (a fork child's:
     # the server reaps those and reports their status on their connections).
-    busy_r, busy_w = make_pipe()
+    busy_r, busy_w = pipe()
     busy = [mp.get_context('fork').Process(target=_targets.start_forkserver_children, args=(busy_w, [0, 0], 1.0))]
     for p in busy:
         p.start()
     time.sleep(0.3)
-    r, w = make_pipe()
+    r, w = pipe()
     p = fs.Process(target=_targets.forkserver_view, args=(w,))
     p.start()
     w.close()
@@ -377,29 +346,6 @@ def test_terminate_kill_interrupt(mp, fs):
         getattr(p, method)()
         finish(p)
         assert p.exitcode == code
-
-
-def test_threads_starting_at_once(mp, fs):
-    results, errors = {}, []
-
-    def worker(n):
-        try:
-            for i in range(10):
-                code = n * 10 + i
-                p = fs.Process(target=_targets.os_exit, args=(code,))
-                p.start()
-                p.join(CHILD_TIMEOUT)
-                results[code] = p.exitcode
-        except Exception as e:  # reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    assert results == {code: code for code in range(80)}
 
 
 def test_200_back_to_back_starts(mp, fs):
@@ -498,10 +444,10 @@ def test_children_report_true_status_after_server_death(run_py, reaper):
     assert after == 2 and relaunched
 
 
-def test_children_of_other_processes_get_status_from_server(mp, fs, make_pipe):
+def test_children_of_other_processes_get_status_from_server(mp, fs, pipe):
     """A process that did not start the server (here a fork child) gets children the server reaps; exit codes and
     signals still come through."""
-    r, w = make_pipe()
+    r, w = pipe()
     p = mp.get_context('fork').Process(target=_targets.start_forkserver_children, args=(w, [0, 3, 7]))
     p.start()
     w.close()
@@ -511,10 +457,10 @@ def test_children_of_other_processes_get_status_from_server(mp, fs, make_pipe):
     assert server == mp._procstart._forkserver_pid()
 
 
-def test_join_waits_for_the_child_when_the_server_dies(mp, fs, make_pipe):
+def test_join_waits_for_the_child_when_the_server_dies(mp, fs, pipe):
     """join() waits until the orphaned child of a dead server really ends -- CPython returns at once while the orphan
     keeps running."""
-    r, w = make_pipe()
+    r, w = pipe()
     p = mp.get_context('fork').Process(target=_targets.start_forkserver_children, args=(w, [3], 1.0))
     p.start()
     w.close()
@@ -533,10 +479,10 @@ def test_join_waits_for_the_child_when_the_server_dies(mp, fs, make_pipe):
 
 
 @pytest.mark.parametrize('method', ['fork', 'spawn', 'forkserver'])
-def test_descendants_share_the_server(mp, fs, make_pipe, method):
+def test_descendants_share_the_server(mp, fs, pipe, method):
     """CPython starts a server per process that uses forkserver (gh-86354), and a fork child of a server's owner
     fails with ChildProcessError."""
-    r, w = make_pipe()
+    r, w = pipe()
     p = mp.get_context('fork').Process(target=_targets.nested_server_pids, args=(w, method))
     p.start()
     w.close()

@@ -19,7 +19,7 @@ from multiprocessing.connection import wait
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, IS_STDLIB, finish, recv, run_in_child, skip_if_stdlib, skip_on_stdlib
+from _support import CHILD_TIMEOUT, IS_STDLIB, finish, recv, run_in_child, skip_if_stdlib, skip_on_stdlib, wait_gone
 
 
 def raises_exact(exc_type, message):
@@ -736,19 +736,6 @@ def test_join_timeout_with_forked_grandchild(ctx, make_pipe, start_method):
 # -- 7. exit of the parent, atexit in the child --------------------------------------------------------------------
 
 
-def _gone(pid, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f'/proc/{pid}/stat') as f:
-                if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_parent_exit_terminates_daemons_joins_others(run_py, start_method, tmp_path):
     path = tmp_path / 'non-daemon'
     code = """
@@ -764,8 +751,8 @@ def test_parent_exit_terminates_daemons_joins_others(run_py, start_method, tmp_p
     assert time.monotonic() - t0 < 15
     daemon_pid, other_pid = json.loads(proc.stdout)
     assert path.read_text() == 'done'  # the non-daemon child was joined
-    assert _gone(daemon_pid), 'the daemon child survived its parent'
-    assert _gone(other_pid)
+    assert wait_gone(daemon_pid), 'the daemon child survived its parent'
+    assert wait_gone(other_pid)
     assert proc.stderr == ''
 
 

@@ -6,22 +6,6 @@ import pytest
 from _support import CHILD_TIMEOUT, finish, recv, skip_on_stdlib
 
 
-@pytest.fixture
-def pipe():
-    import multiprocessing
-
-    conns = []
-
-    def factory():
-        r, w = multiprocessing.Pipe(duplex=False)
-        conns.extend((r, w))
-        return r, w
-
-    yield factory
-    for c in conns:
-        c.close()
-
-
 def _start(ctx, target, *args):
     p = ctx.Process(target=target, args=args)
     p.start()
@@ -31,7 +15,7 @@ def _start(ctx, target, *args):
 def test_lock_excludes_across_processes(ctx):
     lock = ctx.Lock()
     value = ctx.Value('i', 0, lock=False)
-    procs = [_start(ctx, _targets.add_many_under_lock, lock, value, 300) for _ in range(4)]
+    procs = [_start(ctx, _targets.add_under_lock, value, lock, 300) for _ in range(4)]
     for p in procs:
         finish(p)
     assert [p.exitcode for p in procs] == [0] * 4
