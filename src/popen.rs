@@ -36,15 +36,37 @@ const STATUS_GRACE: Duration = Duration::from_secs(1);
 /// orphaned child, after which the kernel has its status for us.
 const ORPHAN_REAP_GRACE: Duration = Duration::from_millis(200);
 
+/// `multiprocessing`'s exit code of an ended child: its exit code, or minus its signal.
+pub fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, signal, _) => Some(-(signal as i32)),
+        _ => None,
+    }
+}
+
+/// Waits, with the GIL released and Ctrl-C let through, for this process's child `pid` (by its
+/// pidfd when there is one) to exit, and reaps it; its exit code, `None` if it is not (or no
+/// longer) this process's child to reap.
+pub fn reap(py: Python<'_>, pid: Pid, handle: Option<&OwnedFd>) -> PyResult<Option<i32>> {
+    loop {
+        match py.detach(|| waitid(pidfd::wait_id(pid, handle), WaitPidFlag::WEXITED)) {
+            Ok(status) => return Ok(exit_code(status)),
+            Err(Errno::ECHILD) => return Ok(None),
+            Err(Errno::EINTR) => py.check_signals()?,
+            Err(e) => return Err(os_error(e)),
+        }
+    }
+}
+
 /// The exit code of a fork-server child whose server died, which made it an orphan: reaped
 /// here if it became this process's child (this process is a subreaper), else from the kernel
 /// once whoever adopted it reaped it (Linux >= 6.15); `LOST_STATUS` if neither.
 fn orphan_exit_code(fd: BorrowedFd<'_>) -> i32 {
-    match waitid(Id::PIDFd(fd), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG) {
-        Ok(WaitStatus::Exited(_, code)) => code,
-        Ok(WaitStatus::Signaled(_, sig, _)) => -(sig as i32),
-        _ => pidfd::exit_status(fd).map_or(LOST_STATUS, exit_code_of),
-    }
+    waitid(Id::PIDFd(fd), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG)
+        .ok()
+        .and_then(exit_code)
+        .unwrap_or_else(|| pidfd::exit_status(fd).map_or(LOST_STATUS, exit_code_of))
 }
 
 /// `multiprocessing`'s exit code for a wait status: the exit code, or minus the signal.
@@ -134,11 +156,7 @@ impl Popen {
     }
 
     fn wait_id<'fd>(&self, sentinel: &'fd Option<Arc<OwnedFd>>) -> Id<'fd> {
-        match (self.is_pidfd, sentinel) {
-            // By pidfd: a PID recycled after someone else reaped our child is never waited on.
-            (true, Some(fd)) => Id::PIDFd(fd.as_fd()),
-            _ => Id::Pid(self.pid),
-        }
+        pidfd::wait_id(self.pid, sentinel.as_deref().filter(|_| self.is_pidfd))
     }
 
     /// Whether the child has ended, without collecting its status (`WNOWAIT`); blocks until
@@ -198,9 +216,10 @@ impl Popen {
             self.wait_id(sentinel),
             WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
         ) {
-            Ok(WaitStatus::Exited(_, code)) => code,
-            Ok(WaitStatus::Signaled(_, sig, _)) => -(sig as i32),
-            Ok(_) => return Ok(None),
+            Ok(status) => match exit_code(status) {
+                Some(code) => code,
+                None => return Ok(None),
+            },
             Err(Errno::ECHILD) => LOST_STATUS,
             Err(e) => return Err(e),
         };
@@ -416,6 +435,12 @@ impl ChildLink {
         self.parent_sentinel.into_raw_fd()
     }
 
+    /// In the parent once the child holds its ends: closes them here, and returns what the
+    /// parent keeps without pidfd (the exit pipe's read end, the parent-alive pipe's write end).
+    fn into_parent_ends(self) -> (Option<OwnedFd>, Option<OwnedFd>) {
+        (self.exit_pipe.map(|(r, _w)| r), self.parent_alive_w)
+    }
+
     /// In the parent, for a child the fork server made as its own: `pidfd` is the server's
     /// pidfd on it, opened before the server could reap it, so it cannot name a stranger.
     pub fn into_served_popen(
@@ -424,17 +449,9 @@ impl ChildLink {
         pidfd: Option<OwnedFd>,
         status: OwnedFd,
     ) -> nix::Result<Popen> {
-        let ChildLink {
-            parent_sentinel,
-            parent_alive_w,
-            exit_pipe,
-        } = self;
-        drop(parent_sentinel);
-        match (exit_pipe, pidfd) {
-            (Some((r, w)), _) => {
-                drop(w);
-                Ok(Popen::served(pid, r, false, parent_alive_w, status))
-            }
+        let (exit_r, parent_alive_w) = self.into_parent_ends();
+        match (exit_r, pidfd) {
+            (Some(r), _) => Ok(Popen::served(pid, r, false, parent_alive_w, status)),
             (None, Some(fd)) => Ok(Popen::served(pid, fd, true, parent_alive_w, status)),
             // The server had no pidfd where this process has one.
             (None, None) => Err(Errno::EPROTO),
@@ -444,14 +461,8 @@ impl ChildLink {
     /// In the parent once the child `pid` exists: the handle on it. The child's ends are
     /// closed here.
     pub fn into_popen(self, py: Python<'_>, pid: Pid, method: &'static str) -> PyResult<Popen> {
-        let ChildLink {
-            parent_sentinel,
-            parent_alive_w,
-            exit_pipe,
-        } = self;
-        drop(parent_sentinel);
-        if let Some((r, w)) = exit_pipe {
-            drop(w);
+        let (exit_r, parent_alive_w) = self.into_parent_ends();
+        if let Some(r) = exit_r {
             return Ok(Popen::new(pid, method, r, false, parent_alive_w));
         }
         match pidfd::open(pid) {

@@ -17,13 +17,13 @@ use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::wait::{waitid, Id, WaitPidFlag};
+use nix::sys::wait::{waitid, WaitPidFlag};
 use nix::unistd::{pipe2, Pid};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::intern;
@@ -31,9 +31,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::protocol::{self, Key, Refused, Reply, FLAG_EXIT_PIPE, KEY_LEN};
+use super::remove_socket;
 use crate::bootstrap;
 use crate::imports::py_forkserver;
-use crate::popen::{os_error, ChildLink, Popen};
+use crate::popen::{os_error, reap, ChildLink, Popen};
 use crate::spawn::{borrow_inherited, send_payload, start_program};
 use crate::sys::pidfd;
 use crate::sys::poll::{wait_readable, Readiness};
@@ -71,16 +72,10 @@ impl Server {
     /// directory go (a server that exits normally removes them itself).
     fn clean_up_after(&self) {
         if self.owner == Pid::this() {
-            let id = match &self.handle {
-                Some(fd) => Id::PIDFd(fd.as_fd()),
-                None => Id::Pid(self.pid),
-            };
+            let id = pidfd::wait_id(self.pid, self.handle.as_ref());
             let _ = waitid(id, WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG);
         }
-        let _ = std::fs::remove_file(&self.address);
-        if let Some(dir) = self.address.parent() {
-            let _ = std::fs::remove_dir(dir);
-        }
+        remove_socket(&self.address);
     }
 }
 
@@ -147,8 +142,7 @@ pub fn _forkserver_start(py: Python<'_>, argv: Vec<Vec<u8>>, data: &[u8]) -> PyR
     let listener = match bound {
         Ok(listener) => listener,
         Err(e) => {
-            let _ = std::fs::remove_file(&address);
-            let _ = std::fs::remove_dir(&dir);
+            remove_socket(&address);
             return Err(e.into());
         }
     };
@@ -179,8 +173,7 @@ pub fn _forkserver_start(py: Python<'_>, argv: Vec<Vec<u8>>, data: &[u8]) -> PyR
         Ok((pid, alive_r, payload_r))
     })();
     if started.is_err() {
-        let _ = std::fs::remove_file(&address);
-        let _ = std::fs::remove_dir(&dir);
+        remove_socket(&address);
     }
     started.map(drop)
 }
@@ -262,21 +255,9 @@ pub fn _forkserver_stop(py: Python<'_>) -> PyResult<()> {
     } = server;
     drop(alive_w);
     if owner == Pid::this() {
-        loop {
-            let id = match &handle {
-                Some(fd) => Id::PIDFd(fd.as_fd()),
-                None => Id::Pid(pid),
-            };
-            match py.detach(|| waitid(id, WaitPidFlag::WEXITED)) {
-                Err(Errno::EINTR) => py.check_signals()?,
-                _ => break,
-            }
-        }
+        reap(py, pid, handle.as_ref())?;
     }
-    let _ = std::fs::remove_file(&address);
-    if let Some(dir) = Path::new(&address).parent() {
-        let _ = std::fs::remove_dir(dir);
-    }
+    remove_socket(&address);
     Ok(())
 }
 

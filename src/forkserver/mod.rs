@@ -18,6 +18,14 @@ use pyo3::prelude::*;
 
 static PRELOAD: Mutex<Option<Vec<String>>> = Mutex::new(None);
 
+/// Removes a server's socket and the private directory it is in (`client::private_dir`).
+pub fn remove_socket(address: &std::path::Path) {
+    let _ = std::fs::remove_file(address);
+    if let Some(dir) = address.parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
 pub fn set_preload(modules: Vec<String>) {
     *PRELOAD.lock().unwrap() = Some(modules);
 }

@@ -12,7 +12,7 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{accept4, SockFlag};
-use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitid, WaitPidFlag};
 use nix::unistd::{getuid, Pid};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
@@ -20,7 +20,7 @@ use pyo3::prelude::*;
 
 use super::protocol::{self, Handshake, Key, Progress, Request, FLAG_EXIT_PIPE};
 use crate::imports::py_forkserver;
-use crate::popen::os_error;
+use crate::popen::{exit_code, os_error};
 use crate::sys::fork::{fork, Forked};
 use crate::sys::pidfd;
 use crate::sys::socket::peer_credentials;
@@ -54,10 +54,7 @@ pub fn _forkserver_serve(
         unsafe { (OwnedFd::from_raw_fd(listener), OwnedFd::from_raw_fd(alive)) };
     let address = PathBuf::from(std::ffi::OsString::from_vec(address));
     let served = serve(py, listener, alive, &key);
-    let _ = std::fs::remove_file(&address);
-    if let Some(dir) = address.parent() {
-        let _ = std::fs::remove_dir(dir);
-    }
+    super::remove_socket(&address);
     served
 }
 
@@ -155,14 +152,13 @@ fn serve(py: Python<'_>, listener: OwnedFd, alive: OwnedFd, key: &Key) -> PyResu
 /// Reaps the children that have exited and sends their status.
 fn report_exits(children: &mut Vec<Served>) {
     children.retain(|child| {
-        let id = match &child.handle {
-            Some(fd) => Id::PIDFd(fd.as_fd()),
-            None => Id::Pid(child.pid),
-        };
+        let id = pidfd::wait_id(child.pid, child.handle.as_ref());
         let code = match waitid(id, WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG) {
-            Ok(WaitStatus::Exited(_, code)) => code,
-            Ok(WaitStatus::Signaled(_, signal, _)) => -(signal as i32),
-            Ok(_) | Err(Errno::EINTR) => return true,
+            Ok(status) => match exit_code(status) {
+                Some(code) => code,
+                None => return true,
+            },
+            Err(Errno::EINTR) => return true,
             // Reaped behind the server's back: the status is lost, and the client learns so.
             Err(_) => {
                 return false;

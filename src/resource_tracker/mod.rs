@@ -14,11 +14,10 @@ use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid};
 use pyo3::prelude::*;
 
-use crate::popen::os_error;
+use crate::popen::{os_error, reap};
 use crate::spawn::start_program;
 use crate::sys::pidfd;
 
@@ -110,19 +109,10 @@ pub fn _tracker_forget(py: Python<'_>) -> PyResult<()> {
     let Some(tracker) = TRACKER.lock().unwrap().take() else {
         return Ok(());
     };
-    if tracker.owner != Pid::this() {
-        return Ok(());
+    if tracker.owner == Pid::this() {
+        reap(py, tracker.pid, tracker.handle.as_ref())?;
     }
-    loop {
-        let id = match &tracker.handle {
-            Some(fd) => Id::PIDFd(fd.as_fd()),
-            None => Id::Pid(tracker.pid),
-        };
-        match py.detach(|| waitid(id, WaitPidFlag::WEXITED)) {
-            Err(Errno::EINTR) => py.check_signals()?,
-            _ => return Ok(()),
-        }
-    }
+    Ok(())
 }
 
 /// The pipe's write end, to pass to a child; `None` without a tracker.
@@ -188,17 +178,5 @@ pub fn _tracker_stop(py: Python<'_>) -> PyResult<Option<i32>> {
     if owner != Pid::this() {
         return Ok(None);
     }
-    loop {
-        let id = match &handle {
-            Some(fd) => Id::PIDFd(fd.as_fd()),
-            None => Id::Pid(pid),
-        };
-        match py.detach(|| waitid(id, WaitPidFlag::WEXITED)) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(Some(code)),
-            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(Some(-(signal as i32))),
-            Ok(_) | Err(Errno::ECHILD) => return Ok(None),
-            Err(Errno::EINTR) => py.check_signals()?,
-            Err(e) => return Err(os_error(e)),
-        }
-    }
+    reap(py, pid, handle.as_ref())
 }

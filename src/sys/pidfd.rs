@@ -33,6 +33,15 @@ pub fn is_own_child(fd: BorrowedFd<'_>) -> bool {
     waitid(Id::PIDFd(fd), flags).is_ok()
 }
 
+/// What `waitid` waits on for the child `pid`: its pidfd when there is one (it never names a
+/// process that reused the PID), else the PID.
+pub fn wait_id(pid: Pid, handle: Option<&OwnedFd>) -> Id<'_> {
+    match handle {
+        Some(fd) => Id::PIDFd(fd.as_fd()),
+        None => Id::Pid(pid),
+    }
+}
+
 /// `pidfd_open(2)`; the descriptor is always close-on-exec.
 pub fn open(pid: Pid) -> nix::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and a flags word and returns a new fd or -1; no memory is
