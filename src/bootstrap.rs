@@ -13,8 +13,15 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
+use std::os::fd::{BorrowedFd, RawFd};
+
+use nix::unistd::Pid;
+
 use crate::imports::{atexit, loaded, py_bootstrap, py_process, sys};
+use crate::launch::{LaunchOptions, ParentDeath};
+use crate::popen::os_error;
 use crate::stdlib::Stdlib;
+use crate::sys::pdeath;
 use crate::{context, process};
 
 /// `util._flush_std_streams()`: flush `sys.stdout`/`sys.stderr`, tolerating `None` and
@@ -50,6 +57,11 @@ pub struct ChildSetup {
     stdin: Py<PyAny>,
     /// What of stdlib `multiprocessing` is loaded, whose state must follow the child's.
     stdlib: Stdlib,
+    /// `env=`, for a forked child to set (a spawned one starts with it).
+    env: Vec<(String, String)>,
+    /// For a fork child: how it dies with its parent (spawned children arm it on arrival,
+    /// before preparing, see `_die_with_parent`).
+    parent_death: Option<ParentDeath>,
 }
 
 /// What every fork child of this process needs, made once here instead of in each child:
@@ -80,7 +92,11 @@ pub fn _prepare_forked_children(py: Python<'_>) -> PyResult<Py<PyAny>> {
 }
 
 impl ChildSetup {
-    pub fn new(process: &Bound<'_, PyAny>, launcher: &'static str) -> PyResult<Self> {
+    pub fn new(
+        process: &Bound<'_, PyAny>,
+        launcher: &'static str,
+        options: &LaunchOptions,
+    ) -> PyResult<Self> {
         let py = process.py();
         let stdin = prepare_children(py)?;
         Ok(ChildSetup {
@@ -91,6 +107,12 @@ impl ChildSetup {
             parent_pid: process.getattr(intern!(py, "_parent_pid"))?.extract()?,
             stdin: stdin.clone_ref(py),
             stdlib: Stdlib::find(py)?,
+            env: if launcher == "spawn" {
+                Vec::new()
+            } else {
+                options.env.clone()
+            },
+            parent_death: options.parent_death.filter(|_| launcher == "fork"),
         })
     }
 
@@ -107,8 +129,20 @@ impl ChildSetup {
     }
 
     fn bootstrap(self, py: Python<'_>, parent_sentinel: i32) -> PyResult<i32> {
+        if let Some(mode) = self.parent_death {
+            arm_parent_death(mode, Pid::from_raw(self.parent_pid), parent_sentinel)?;
+        }
         let atexit = atexit(py)?;
         let forked = self.launcher != "spawn";
+        if forked {
+            crate::fork::forget_thread_warning();
+        }
+        if !self.env.is_empty() {
+            let environ = crate::imports::os(py)?.getattr(intern!(py, "environ"))?;
+            for (key, value) in &self.env {
+                environ.set_item(key, value)?;
+            }
+        }
         if forked {
             // The parent's exit handlers are the parent's; the child runs those it registers.
             atexit.call_method0(intern!(py, "_clear"))?;
@@ -179,6 +213,30 @@ impl ChildSetup {
         }
         sys.setattr(intern!(py, "stdin"), self.stdin.bind(py))
     }
+}
+
+/// Makes this new child die with its parent `parent`, whose sentinel is `sentinel`.
+fn arm_parent_death(mode: ParentDeath, parent: Pid, sentinel: RawFd) -> PyResult<()> {
+    match mode {
+        ParentDeath::Signal => pdeath::kill_on_parent_exit(parent).map_err(os_error),
+        ParentDeath::Watch => {
+            // SAFETY: the parent sentinel stays open for the child's whole life
+            // (`parent_process()` waits on it); the watcher takes its own copy.
+            let sentinel = unsafe { BorrowedFd::borrow_raw(sentinel) };
+            pdeath::watch_parent(sentinel).map_err(PyErr::from)
+        }
+    }
+}
+
+/// In a spawned or fork-server child, as soon as it has its preparation data and before it
+/// imports anything of the parent's: `die_with_parent` as the parent's launcher chose it.
+#[pyfunction]
+pub fn _die_with_parent(mode: &str, parent_pid: i32, sentinel: RawFd) -> PyResult<()> {
+    arm_parent_death(
+        ParentDeath::from_name(mode)?,
+        Pid::from_raw(parent_pid),
+        sentinel,
+    )
 }
 
 /// `threading._shutdown()`: waits for the child's non-daemonic threads and runs threading's

@@ -1,21 +1,36 @@
-//! The fork start method: CPython's `popen_fork.Popen._launch` with a pidfd sentinel.
+//! The fork start method: CPython's `popen_fork.Popen._launch` with a pidfd sentinel, and the
+//! check that no other thread runs at the fork.
 
+use std::ffi::CString;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 
+use nix::unistd::Pid;
+
 use crate::bootstrap::{self, ChildSetup};
+use crate::imports::{loaded, py_bootstrap};
+use crate::launch::LaunchOptions;
 use crate::popen::{os_error, ChildLink, Popen};
 use crate::sys::fork::{fork, Forked};
+use crate::sys::proctree::lead_new_group;
 
 pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
+    check_threads(py)?;
     bootstrap::flush_std_streams(py)?;
     // Everything the child needs exists before fork(): between fork() and
     // PyOS_AfterFork_Child() nothing else runs.
-    let setup = ChildSetup::new(process, "fork")?;
+    let options = LaunchOptions::of(process, "fork")?;
+    let setup = ChildSetup::new(process, "fork", &options)?;
     let link = ChildLink::new().map_err(os_error)?;
     match fork(py).map_err(os_error)? {
         Forked::Child => {
+            if options.new_group {
+                let _ = lead_new_group(Pid::from_raw(0));
+            }
             let parent_sentinel = link.into_child();
             // A panic must not unwind out of start() into the parent's program, now running
             // in the child.
@@ -27,7 +42,82 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
         }
         Forked::Parent(pid) => {
             drop(setup);
-            link.into_popen(py, pid, "fork")
+            let popen = link.into_popen(py, pid, "fork")?;
+            if options.new_group {
+                lead_new_group(pid).map_err(os_error)?;
+                return Ok(popen.leading_group());
+            }
+            Ok(popen)
         }
     }
+}
+
+const CHECK_MODES: [&str; 3] = ["warn", "error", "ignore"];
+/// What starting a fork child does while other Python threads run: an index in CHECK_MODES.
+static THREAD_CHECK: AtomicUsize = AtomicUsize::new(0);
+/// The warning is given once per process.
+static WARNED: AtomicBool = AtomicBool::new(false);
+
+/// `procstart.set_fork_thread_check('warn' | 'error' | 'ignore')`: what `start()` with the
+/// fork method does when other threads are running.
+#[pyfunction]
+pub fn set_fork_thread_check(mode: &Bound<'_, PyAny>) -> PyResult<()> {
+    let index = mode
+        .extract::<String>()
+        .ok()
+        .and_then(|m| CHECK_MODES.iter().position(|known| *known == m));
+    match index {
+        Some(index) => {
+            THREAD_CHECK.store(index, Ordering::SeqCst);
+            Ok(())
+        }
+        None => Err(PyValueError::new_err(format!(
+            "fork thread check must be 'warn', 'error' or 'ignore', not {}",
+            mode.repr()?
+        ))),
+    }
+}
+
+#[pyfunction]
+pub fn get_fork_thread_check() -> &'static str {
+    CHECK_MODES[THREAD_CHECK.load(Ordering::SeqCst)]
+}
+
+/// A new fork child warns again, should it fork with threads of its own.
+pub fn forget_thread_warning() {
+    WARNED.store(false, Ordering::SeqCst);
+}
+
+/// Before a fork: other threads may hold locks (the import lock, a logging handler's, a
+/// Queue's) that stay locked for ever in the child, which has only the forking thread. Names
+/// them in a warning (once) or an error, as `set_fork_thread_check` says.
+fn check_threads(py: Python<'_>) -> PyResult<()> {
+    let mode = CHECK_MODES[THREAD_CHECK.load(Ordering::SeqCst)];
+    if mode == "ignore" || (mode == "warn" && WARNED.load(Ordering::SeqCst)) {
+        return Ok(());
+    }
+    // Without threading imported, no Python thread was ever started.
+    if loaded(py, "threading")?.is_none() {
+        return Ok(());
+    }
+    let names: Vec<String> = py_bootstrap(py)?
+        .call_method0(intern!(py, "other_threads"))?
+        .extract()?;
+    if names.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    let message = format!(
+        "fork() while other threads run ({}): the child gets only the calling thread, so a \
+         lock another thread holds at that moment stays locked in the child for ever, which \
+         can hang it. Use the 'forkserver' or 'spawn' start method, or \
+         procstart.set_fork_thread_check('ignore') if these threads are fork-safe.",
+        names.join(", ")
+    );
+    if mode == "error" {
+        return Err(PyRuntimeError::new_err(message));
+    }
+    WARNED.store(true, Ordering::SeqCst);
+    let message = CString::new(message).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    PyErr::warn(py, &py.get_type::<PyRuntimeWarning>(), &message, 1)
 }

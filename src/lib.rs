@@ -50,6 +50,9 @@ fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(process::_set_current_process, m)?)?;
     m.add_function(wrap_pyfunction!(spawn::_run_child, m)?)?;
     m.add_function(wrap_pyfunction!(bootstrap::_prepare_forked_children, m)?)?;
+    m.add_function(wrap_pyfunction!(bootstrap::_die_with_parent, m)?)?;
+    m.add_function(wrap_pyfunction!(fork::set_fork_thread_check, m)?)?;
+    m.add_function(wrap_pyfunction!(fork::get_fork_thread_check, m)?)?;
     m.add_function(wrap_pyfunction!(context::_register_contexts, m)?)?;
     m.add_function(wrap_pyfunction!(executable::get_executable, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::get_preload, m)?)?;

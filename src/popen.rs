@@ -15,13 +15,14 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 use nix::sys::socket::MsgFlags;
-use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{Id, WaitPidFlag};
 use nix::unistd::{pipe2, Pid};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::sys::pidfd;
 use crate::sys::poll::{deadline_after, wait_readable, Readiness};
+use crate::sys::wait::{self, Usage};
 
 /// Exit code reported when the child's status was collected by someone else (a `waitpid(-1)`
 /// elsewhere, or `SIGCHLD` set to `SIG_IGN`): the child is known to be gone, its status is
@@ -36,13 +37,32 @@ const STATUS_GRACE: Duration = Duration::from_secs(1);
 /// orphaned child, after which the kernel has its status for us.
 const ORPHAN_REAP_GRACE: Duration = Duration::from_millis(200);
 
-/// `multiprocessing`'s exit code of an ended child: its exit code, or minus its signal.
-pub fn exit_code(status: WaitStatus) -> Option<i32> {
-    match status {
-        WaitStatus::Exited(_, code) => Some(code),
-        WaitStatus::Signaled(_, signal, _) => Some(-(signal as i32)),
-        _ => None,
+/// How a child ended, once known.
+#[derive(Clone, Copy, Debug)]
+pub struct Ending {
+    /// `multiprocessing`'s exit code: the exit code, or minus the signal that killed it.
+    pub code: i32,
+    /// `None` where it cannot be known: the status was lost, or read from the kernel after
+    /// someone else reaped the child.
+    pub usage: Option<Usage>,
+    /// The status was collected by someone else: `code` is `LOST_STATUS`, not the child's.
+    pub lost: bool,
+}
+
+impl Ending {
+    fn reaped((code, usage): (i32, Usage)) -> Self {
+        Ending {
+            code,
+            usage: Some(usage),
+            lost: false,
+        }
     }
+
+    const LOST: Ending = Ending {
+        code: LOST_STATUS,
+        usage: None,
+        lost: true,
+    };
 }
 
 /// Waits, with the GIL released and Ctrl-C let through, for this process's child `pid` (by its
@@ -50,8 +70,8 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
 /// longer) this process's child to reap.
 pub fn reap(py: Python<'_>, pid: Pid, handle: Option<&OwnedFd>) -> PyResult<Option<i32>> {
     loop {
-        match py.detach(|| waitid(pidfd::wait_id(pid, handle), WaitPidFlag::WEXITED)) {
-            Ok(status) => return Ok(exit_code(status)),
+        match py.detach(|| wait::waitid(pidfd::wait_id(pid, handle), WaitPidFlag::WEXITED)) {
+            Ok(ended) => return Ok(ended.map(|(code, _)| code)),
             Err(Errno::ECHILD) => return Ok(None),
             Err(Errno::EINTR) => py.check_signals()?,
             Err(e) => return Err(os_error(e)),
@@ -59,14 +79,23 @@ pub fn reap(py: Python<'_>, pid: Pid, handle: Option<&OwnedFd>) -> PyResult<Opti
     }
 }
 
-/// The exit code of a fork-server child whose server died, which made it an orphan: reaped
-/// here if it became this process's child (this process is a subreaper), else from the kernel
-/// once whoever adopted it reaped it (Linux >= 6.15); `LOST_STATUS` if neither.
-fn orphan_exit_code(fd: BorrowedFd<'_>) -> i32 {
-    waitid(Id::PIDFd(fd), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG)
-        .ok()
-        .and_then(exit_code)
-        .unwrap_or_else(|| pidfd::exit_status(fd).map_or(LOST_STATUS, exit_code_of))
+/// How a fork-server child whose server died (which made it an orphan) ended: reaped here if
+/// it became this process's child (this process is a subreaper), else from the kernel once
+/// whoever adopted it reaped it (Linux >= 6.15); lost if neither.
+fn orphan_ending(fd: BorrowedFd<'_>) -> Ending {
+    if let Ok(Some(ended)) =
+        wait::waitid(Id::PIDFd(fd), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG)
+    {
+        return Ending::reaped(ended);
+    }
+    match pidfd::exit_status(fd) {
+        Some(status) => Ending {
+            code: exit_code_of(status),
+            usage: None,
+            lost: false,
+        },
+        None => Ending::LOST,
+    }
 }
 
 /// `multiprocessing`'s exit code for a wait status: the exit code, or minus the signal.
@@ -92,7 +121,12 @@ pub struct Popen {
     /// For a child of the fork server that is not this process's own: the connection on which
     /// the server sends its exit status once it has reaped it.
     server_status: Option<OwnedFd>,
-    returncode: Mutex<Option<i32>>,
+    ending: Mutex<Option<Ending>>,
+    /// The last signal sent through this handle, and by which method (`terminate` ...): how
+    /// `exit_reason` tells a kill we asked for from one we did not.
+    signalled: Mutex<Option<(Signal, &'static str)>>,
+    /// The child leads a process group of its own (`new_process_group=True`).
+    group: Option<Pid>,
 }
 
 impl Popen {
@@ -111,7 +145,9 @@ impl Popen {
             is_pidfd,
             parent_alive_w: Mutex::new(parent_alive_w),
             server_status: None,
-            returncode: Mutex::new(None),
+            ending: Mutex::new(None),
+            signalled: Mutex::new(None),
+            group: None,
         }
     }
 
@@ -135,8 +171,14 @@ impl Popen {
         let (r, w) = pipe2(OFlag::O_CLOEXEC)?;
         drop(w);
         let popen = Popen::new(pid, method, r, false, None);
-        *popen.returncode.lock().unwrap() = Some(LOST_STATUS);
+        *popen.ending.lock().unwrap() = Some(Ending::LOST);
         Ok(popen)
+    }
+
+    /// The child leads a process group of its own, which tree signals also reach.
+    pub fn leading_group(mut self) -> Self {
+        self.group = Some(self.pid);
+        self
     }
 
     pub fn pid_raw(&self) -> i32 {
@@ -148,7 +190,16 @@ impl Popen {
     }
 
     pub fn returncode(&self) -> Option<i32> {
-        *self.returncode.lock().unwrap()
+        self.ending().map(|ending| ending.code)
+    }
+
+    pub fn ending(&self) -> Option<Ending> {
+        *self.ending.lock().unwrap()
+    }
+
+    /// The signal last sent through this handle and the method that sent it.
+    pub fn signalled(&self) -> Option<(Signal, &'static str)> {
+        *self.signalled.lock().unwrap()
     }
 
     fn sentinel_handle(&self) -> Option<Arc<OwnedFd>> {
@@ -178,11 +229,11 @@ impl Popen {
         } else {
             WaitPidFlag::WNOHANG
         };
-        match waitid(
+        match nix::sys::wait::waitid(
             self.wait_id(sentinel),
             WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | nohang,
         ) {
-            Ok(WaitStatus::StillAlive) => Ok(false),
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => Ok(false),
             // ECHILD: already collected, by another thread here or by someone else.
             Ok(_) | Err(Errno::ECHILD) => Ok(true),
             Err(e) => Err(e),
@@ -191,40 +242,37 @@ impl Popen {
 
     /// Collects the status of an ended child, exactly once however many threads ask (a
     /// `join()` in one, `is_alive()` or another `start()` in others): under the
-    /// `returncode` lock, with the GIL held, never blocking.
+    /// `ending` lock, with the GIL held, never blocking.
     fn collect(&self, sentinel: &Option<Arc<OwnedFd>>) -> nix::Result<Option<i32>> {
-        let mut returncode = self.returncode.lock().unwrap();
-        if returncode.is_some() {
-            return Ok(*returncode);
+        let mut ending = self.ending.lock().unwrap();
+        if let Some(ended) = *ending {
+            return Ok(Some(ended.code));
         }
-        if let Some(status) = &self.server_status {
-            let code = match crate::forkserver::protocol::read_exit_status(status.as_fd()) {
-                Ok(code) => code,
+        let ended = if let Some(status) = &self.server_status {
+            match crate::forkserver::protocol::read_exit_status(status.as_fd()) {
+                Ok(ended) => Ending::reaped(ended),
                 // Not sent yet: the server has not reaped the child yet (or is stopped).
                 Err(Errno::EAGAIN) => return Ok(None),
                 // The server died: the kernel keeps the status for the pidfd once whoever
                 // inherited the child has reaped it.
                 Err(_) => match (self.is_pidfd, sentinel) {
-                    (true, Some(fd)) => orphan_exit_code(fd.as_fd()),
-                    _ => LOST_STATUS,
+                    (true, Some(fd)) => orphan_ending(fd.as_fd()),
+                    _ => Ending::LOST,
                 },
-            };
-            *returncode = Some(code);
-            return Ok(Some(code));
-        }
-        let code = match waitid(
-            self.wait_id(sentinel),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
-        ) {
-            Ok(status) => match exit_code(status) {
-                Some(code) => code,
-                None => return Ok(None),
-            },
-            Err(Errno::ECHILD) => LOST_STATUS,
-            Err(e) => return Err(e),
+            }
+        } else {
+            match wait::waitid(
+                self.wait_id(sentinel),
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+            ) {
+                Ok(Some(ended)) => Ending::reaped(ended),
+                Ok(None) => return Ok(None),
+                Err(Errno::ECHILD) => Ending::LOST,
+                Err(e) => return Err(e),
+            }
         };
-        *returncode = Some(code);
-        Ok(Some(code))
+        *ending = Some(ended);
+        Ok(Some(ended.code))
     }
 
     /// For a child the server reaps, once it has ended: waits (GIL released, for at most
@@ -330,10 +378,13 @@ impl Popen {
         }
     }
 
-    pub fn send_signal(&self, py: Python<'_>, signal: Signal) -> PyResult<()> {
+    /// Sends `signal` to the child (not once it is known to have ended: its PID may be
+    /// reused); `by` names the method asking, for `exit_reason`.
+    pub fn send_signal(&self, py: Python<'_>, signal: Signal, by: &'static str) -> PyResult<()> {
         if self.returncode().is_some() {
             return Ok(());
         }
+        *self.signalled.lock().unwrap() = Some((signal, by));
         let sent = match (self.is_pidfd, self.sentinel_handle()) {
             (true, Some(fd)) => pidfd::send_signal(fd.as_fd(), signal as i32),
             _ => nix::sys::signal::kill(self.pid, signal),
@@ -346,6 +397,31 @@ impl Popen {
                 None => Err(os_error(e)),
             },
         }
+    }
+
+    /// Sends `signal` to the child and all its descendants (and its process group, if it leads
+    /// one). Once the child has been reaped only the group is left to signal: its PID may name
+    /// a stranger now, and its children have been adopted elsewhere.
+    pub fn send_signal_tree(
+        &self,
+        py: Python<'_>,
+        signal: Signal,
+        by: &'static str,
+    ) -> PyResult<()> {
+        let sentinel = self.sentinel_handle();
+        if self.returncode().is_some() || sentinel.is_none() {
+            if let Some(group) = self.group {
+                let _ = nix::sys::signal::killpg(group, signal);
+            }
+            return Ok(());
+        }
+        *self.signalled.lock().unwrap() = Some((signal, by));
+        let handle = sentinel
+            .as_deref()
+            .filter(|_| self.is_pidfd)
+            .map(AsFd::as_fd);
+        py.detach(|| crate::sys::proctree::signal_tree(self.pid, handle, self.group, signal));
+        Ok(())
     }
 
     /// Releases the sentinel; only for a child whose status is collected, so that reaping
@@ -529,15 +605,15 @@ impl Popen {
     }
 
     fn terminate(&self, py: Python<'_>) -> PyResult<()> {
-        self.send_signal(py, Signal::SIGTERM)
+        self.send_signal(py, Signal::SIGTERM, "terminate")
     }
 
     fn kill(&self, py: Python<'_>) -> PyResult<()> {
-        self.send_signal(py, Signal::SIGKILL)
+        self.send_signal(py, Signal::SIGKILL, "kill")
     }
 
     fn interrupt(&self, py: Python<'_>) -> PyResult<()> {
-        self.send_signal(py, Signal::SIGINT)
+        self.send_signal(py, Signal::SIGINT, "interrupt")
     }
 
     #[pyo3(name = "close")]

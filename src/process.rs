@@ -9,9 +9,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use pyo3::exceptions::{PyAssertionError, PyAttributeError, PyValueError};
+use nix::sys::signal::Signal;
+use pyo3::exceptions::{PyAssertionError, PyAttributeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyMapping, PyString, PyTuple};
 use pyo3::{intern, PyTypeInfo};
 
 use crate::imports::py_process;
@@ -198,7 +199,11 @@ impl Process {
         }
     }
 
-    #[pyo3(signature = (group=None, target=None, name=None, args=None, kwargs=None, *, daemon=None))]
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (
+        group=None, target=None, name=None, args=None, kwargs=None, *, daemon=None,
+        die_with_parent=false, new_process_group=false, env=None
+    ))]
     fn __init__(
         slf: &Bound<'_, Self>,
         group: Option<&Bound<'_, PyAny>>,
@@ -207,6 +212,9 @@ impl Process {
         args: Option<&Bound<'_, PyAny>>,
         kwargs: Option<&Bound<'_, PyAny>>,
         daemon: Option<&Bound<'_, PyAny>>,
+        die_with_parent: bool,
+        new_process_group: bool,
+        env: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
         if group.is_some_and(|g| !g.is_none()) {
@@ -258,6 +266,17 @@ impl Process {
         if let Some(daemon) = daemon.filter(|d| !d.is_none()) {
             obj.setattr(intern!(py, "daemon"), daemon)?;
         }
+        // procstart's own options, kept only when given, so that a process object (and its
+        // payload) is CPython's otherwise.
+        if die_with_parent {
+            obj.setattr(intern!(py, "_die_with_parent"), true)?;
+        }
+        if new_process_group {
+            obj.setattr(intern!(py, "_new_process_group"), true)?;
+        }
+        if let Some(env) = env.filter(|e| !e.is_none()) {
+            obj.setattr(intern!(py, "_env"), checked_env(env)?)?;
+        }
         Ok(())
     }
 
@@ -306,18 +325,74 @@ impl Process {
         Ok(())
     }
 
-    fn terminate(&self, py: Python<'_>) -> PyResult<()> {
-        self.signal_child(py, "terminate", nix::sys::signal::Signal::SIGTERM)
+    /// SIGTERM; with `tree=True` to every descendant too (procstart's extension).
+    #[pyo3(signature = (*, tree=false))]
+    fn terminate(&self, py: Python<'_>, tree: bool) -> PyResult<()> {
+        self.signal_child(py, "terminate", Signal::SIGTERM, tree)
     }
 
-    fn kill(&self, py: Python<'_>) -> PyResult<()> {
-        self.signal_child(py, "kill", nix::sys::signal::Signal::SIGKILL)
+    #[pyo3(signature = (*, tree=false))]
+    fn kill(&self, py: Python<'_>, tree: bool) -> PyResult<()> {
+        self.signal_child(py, "kill", Signal::SIGKILL, tree)
     }
 
     /// SIGINT (Python 3.14's `Process.interrupt()`, offered on every version): the child
     /// gets `KeyboardInterrupt`.
-    fn interrupt(&self, py: Python<'_>) -> PyResult<()> {
-        self.signal_child(py, "interrupt", nix::sys::signal::Signal::SIGINT)
+    #[pyo3(signature = (*, tree=false))]
+    fn interrupt(&self, py: Python<'_>, tree: bool) -> PyResult<()> {
+        self.signal_child(py, "interrupt", Signal::SIGINT, tree)
+    }
+
+    /// The ended child's resource usage (`procstart.process.ResourceUsage`: peak RSS in
+    /// bytes, user and system CPU seconds); `None` before it has ended, or where it cannot be
+    /// known (its status was collected by someone else).
+    #[getter]
+    fn rusage(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.check_closed()?;
+        let Some(usage) = self
+            .popen(py)
+            .and_then(|p| p.get().ending())
+            .and_then(|e| e.usage)
+        else {
+            return Ok(None);
+        };
+        let usage = py_process(py)?
+            .getattr(intern!(py, "ResourceUsage"))?
+            .call1((
+                usage.max_rss_kib * 1024,
+                usage.user_us as f64 / 1e6,
+                usage.system_us as f64 / 1e6,
+            ))?;
+        Ok(Some(usage.unbind()))
+    }
+
+    /// Why the child ended, in words (`exited with 3`, `killed by SIGKILL ...`); `None`
+    /// before it has ended.
+    #[getter]
+    fn exit_reason(slf: &Bound<'_, Self>) -> PyResult<Option<String>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let Some(popen) = this.popen(py) else {
+            return Ok(None);
+        };
+        if popen.get().poll(py, false)?.is_none() {
+            return Ok(None);
+        }
+        let Some(ending) = popen.get().ending() else {
+            return Ok(None);
+        };
+        let signalled = popen
+            .get()
+            .signalled()
+            .map(|(signal, by)| (signal as i32, by));
+        py_process(py)?
+            .call_method1(
+                intern!(py, "exit_reason"),
+                (ending.code, ending.lost, signalled, Self::rusage(this, py)?),
+            )?
+            .extract()
+            .map(Some)
     }
 
     #[pyo3(signature = (timeout=None))]
@@ -559,17 +634,55 @@ impl Process {
     fn signal_child(
         &self,
         py: Python<'_>,
-        method: &str,
-        signal: nix::sys::signal::Signal,
+        method: &'static str,
+        signal: Signal,
+        tree: bool,
     ) -> PyResult<()> {
         self.check_closed()?;
         match self.popen(py) {
-            Some(popen) => popen.get().send_signal(py, signal),
+            Some(popen) if tree => popen.get().send_signal_tree(py, signal, method),
+            Some(popen) => popen.get().send_signal(py, signal, method),
             None => Err(PyAttributeError::new_err(format!(
                 "'NoneType' object has no attribute '{method}'"
             ))),
         }
     }
+}
+
+/// `env=` as given to `Process`: a mapping of str to str, checked now rather than in the child,
+/// with `subprocess`'s messages for what no environment can hold.
+fn checked_env<'py>(env: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    let py = env.py();
+    let mapping = env.cast::<PyMapping>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "env must be a mapping of str to str, not {}",
+            env.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })?;
+    let checked = PyDict::new(py);
+    for item in mapping.items()?.iter() {
+        let (key, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item.extract()?;
+        for part in [&key, &value] {
+            if !part.is_instance_of::<PyString>() {
+                return Err(PyTypeError::new_err(format!(
+                    "env keys and values must be str, not {}",
+                    part.get_type().name()?
+                )));
+            }
+        }
+        let (k, v): (String, String) = (key.extract()?, value.extract()?);
+        if k.contains('\0') || v.contains('\0') {
+            return Err(PyValueError::new_err("embedded null byte"));
+        }
+        if k.is_empty() || k.contains('=') {
+            return Err(PyValueError::new_err("illegal environment variable name"));
+        }
+        checked.set_item(key, value)?;
+    }
+    Ok(checked)
 }
 
 /// `parent_process().is_alive()`/`join()` in a child: waits (GIL released) until the parent

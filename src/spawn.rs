@@ -16,6 +16,7 @@ use pyo3::types::PyBytes;
 
 use crate::bootstrap::{self, ChildSetup};
 use crate::imports::py_spawn;
+use crate::launch::{LaunchOptions, ParentDeath};
 use crate::popen::{os_error, ChildLink, Popen};
 use crate::sys::spawn::spawn;
 
@@ -23,15 +24,19 @@ fn c_string(bytes: &[u8]) -> PyResult<CString> {
     CString::new(bytes).map_err(|_| PyValueError::new_err("embedded null byte"))
 }
 
-/// The parent's environment as it is now (`os.environ` changes reach it through `putenv`).
-fn environment() -> Vec<CString> {
+/// The parent's environment as it is now (`os.environ` changes reach it through `putenv`),
+/// with `overrides` set over it.
+fn environment(overrides: &[(String, String)]) -> Vec<CString> {
+    let overridden = |key: &std::ffi::OsStr| overrides.iter().any(|(k, _)| key == k.as_str());
+    let entry = |key: &[u8], value: &[u8]| CString::new([key, b"=", value].concat()).ok();
     std::env::vars_os()
-        .filter_map(|(key, value)| {
-            let mut entry = key.as_bytes().to_vec();
-            entry.push(b'=');
-            entry.extend_from_slice(value.as_bytes());
-            CString::new(entry).ok()
-        })
+        .filter(|(key, _)| !overridden(key))
+        .filter_map(|(key, value)| entry(key.as_bytes(), value.as_bytes()))
+        .chain(
+            overrides
+                .iter()
+                .filter_map(|(key, value)| entry(key.as_bytes(), value.as_bytes())),
+        )
         .collect()
 }
 
@@ -50,16 +55,19 @@ fn write_payload(fd: BorrowedFd<'_>, mut data: &[u8]) -> nix::Result<()> {
 }
 
 /// Starts `argv` (an interpreter, or the resource tracker) with `child_fds` as its descriptors
-/// 3, 4, ... and nothing else open besides 0, 1, 2.
+/// 3, 4, ... and nothing else open besides 0, 1, 2; `options` for a process's child, `None`
+/// for procstart's own helpers.
 pub fn start_program(
     py: Python<'_>,
     argv: &[Vec<u8>],
     child_fds: &[BorrowedFd<'_>],
+    options: Option<&LaunchOptions>,
 ) -> PyResult<Pid> {
     let argv: Vec<CString> = argv.iter().map(|a| c_string(a)).collect::<PyResult<_>>()?;
     let executable = &argv[0];
-    let envp = environment();
-    py.detach(|| spawn(executable, &argv, &envp, child_fds))
+    let envp = environment(options.map_or(&[], |o| &o.env[..]));
+    let new_group = options.is_some_and(|o| o.new_group);
+    py.detach(|| spawn(executable, &argv, &envp, child_fds, new_group))
         .map_err(|e| {
             let path = String::from_utf8_lossy(executable.as_bytes()).into_owned();
             PyOSError::new_err((e as i32, e.desc(), path))
@@ -74,9 +82,17 @@ pub fn send_payload(py: Python<'_>, pipe: OwnedFd, data: &[u8]) -> PyResult<()> 
 
 pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
     let spawn_module = py_spawn(py)?;
+    let options = LaunchOptions::of(process, "spawn")?;
     // Pickled first: an unpicklable target fails here, before anything is started or opened.
     let (payload, inherited): (Bound<'_, PyBytes>, Vec<i32>) = spawn_module
-        .call_method1(intern!(py, "payload"), (process,))?
+        .call_method1(
+            intern!(py, "payload"),
+            (
+                process,
+                "spawn",
+                options.parent_death.map(ParentDeath::name),
+            ),
+        )?
         .extract()?;
     let argv: Vec<Vec<u8>> = spawn_module
         .call_method0(intern!(py, "command_line"))?
@@ -91,10 +107,13 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
     let mut child_fds = vec![payload_r.as_fd(), link_fds[0]];
     child_fds.extend(borrow_inherited(&inherited));
     child_fds.extend(link_fds.into_iter().skip(1));
-    let pid = start_program(py, &argv, &child_fds)?;
+    let pid = start_program(py, &argv, &child_fds, Some(&options))?;
     drop(child_fds);
     drop(payload_r);
-    let popen = link.into_popen(py, pid, "spawn")?;
+    let mut popen = link.into_popen(py, pid, "spawn")?;
+    if options.new_group {
+        popen = popen.leading_group();
+    }
     send_payload(py, payload_w, payload.as_bytes())?;
     Ok(popen)
 }
@@ -120,5 +139,6 @@ pub fn _run_child(
     forked: bool,
 ) -> PyResult<()> {
     let launcher = if forked { "forkserver" } else { "spawn" };
-    ChildSetup::new(process, launcher)?.run(py, parent_sentinel)
+    let options = LaunchOptions::of(process, launcher)?;
+    ChildSetup::new(process, launcher, &options)?.run(py, parent_sentinel)
 }

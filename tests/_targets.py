@@ -724,3 +724,58 @@ def exhaust_fds():
             opened.append(os.open(os.devnull, os.O_RDONLY))
     except OSError as e:
         sys.exit(0 if e.errno == errno.EMFILE and len(opened) > 64 else 1)
+
+
+# -- procstart's extensions -----------------------------------------------------------------------------------------
+
+
+def descendants(conn, depth, fanout, orphan_last=False):
+    """Grow a tree below this process with ``os.fork``: every node above ``depth`` forks ``fanout`` children. Each
+    node sends its pid on ``conn``, then sleeps. ``orphan_last``: the deepest level's parents exit at once, so that
+    their children are adopted elsewhere (only a process group still ties them to this tree)."""
+    level = 0
+    forked = 0
+    while level < depth and forked < fanout:
+        if os.fork() == 0:
+            level, forked = level + 1, 0
+        else:
+            forked += 1
+    if orphan_last and level == depth - 1:
+        os._exit(0)
+    conn.send(os.getpid())
+    time.sleep(60)
+    if level:
+        os._exit(0)
+
+
+def hog_memory(conn, mib):
+    """Touch ``mib`` MiB, report, and wait to be killed (as the out-of-memory killer would)."""
+    block = bytearray(mib << 20)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    conn.send('ready')
+    time.sleep(60)
+
+
+def allocate_over_limit(mib):
+    """Allocate ``mib`` MiB past an address-space limit of the current size + 64 MiB: MemoryError, exit 1."""
+    import resource
+
+    with open('/proc/self/statm') as f:
+        size = int(f.read().split()[0]) * os.sysconf('SC_PAGE_SIZE')
+    resource.setrlimit(resource.RLIMIT_AS, (size + (64 << 20), resource.RLIMIT_INFINITY))
+    bytearray(mib << 20)
+
+
+def spin(seconds):
+    deadline = time.process_time() + seconds
+    while time.process_time() < deadline:
+        pass
+
+
+def send_environ(conn, *names):
+    conn.send([os.environ.get(name) for name in names] + [sys.flags.dont_write_bytecode])
+
+
+def send_process_group(conn):
+    conn.send((os.getpid(), os.getpgid(0)))

@@ -11,6 +11,11 @@ import atexit
 from . import process as _process
 from ._procstart import Process
 from ._procstart import __version__ as __version__
+
+# procstart's extensions, beside (not in) multiprocessing's __all__.
+from ._procstart import get_fork_thread_check as get_fork_thread_check
+from ._procstart import set_fork_thread_check as set_fork_thread_check
+from .process import ResourceUsage as ResourceUsage
 from .context import _default_context
 
 __all__ = [

@@ -30,3 +30,11 @@ def exit_code_for(process, exc):
     sys.stderr.write(f'Process {process.name}:\n')
     traceback.print_exception(type(exc), exc, exc.__traceback__)
     return 1
+
+
+def other_threads():
+    """The names of the Python threads running besides the calling one (all a fork drops)."""
+    import threading
+
+    current = threading.current_thread()
+    return [thread.name for thread in threading.enumerate() if thread is not current]

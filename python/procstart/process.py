@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NamedTuple, Optional
 
 from ._procstart import Process, active_children, wait_sentinel
 
-__all__ = ['AuthenticationString', 'Process']
+__all__ = ['AuthenticationString', 'Process', 'ResourceUsage']
 
 
 class AuthenticationString(bytes):
@@ -105,6 +106,59 @@ class _ExitcodeNames(dict):
 
 
 _exitcode_to_name = _ExitcodeNames()
+
+
+class ResourceUsage(NamedTuple):
+    """`Process.rusage`: what the kernel accounted to an ended child (procstart extension)."""
+
+    #: Peak resident set size, in bytes.
+    max_rss: int
+    #: CPU seconds in user mode.
+    user_time: float
+    #: CPU seconds in the kernel.
+    system_time: float
+
+
+# Signals that mean the child itself went wrong, named as a shell or a core dump would.
+_FAULTS = {
+    'SIGSEGV': 'segmentation fault',
+    'SIGBUS': 'bus error',
+    'SIGILL': 'illegal instruction',
+    'SIGFPE': 'floating-point exception',
+    'SIGABRT': 'aborted',
+}
+
+
+def _size(nbytes):
+    for unit in ('KiB', 'MiB', 'GiB', 'TiB'):
+        nbytes /= 1024
+        if nbytes < 1024 or unit == 'TiB':
+            return f'{nbytes:.1f} {unit}'
+
+
+def exit_reason(code, lost, signalled, usage: Optional[ResourceUsage]):
+    """`Process.exit_reason`: why the child ended, from its exit code, whether its status was
+    lost, the last signal sent through its Process object (number and method) and its usage."""
+    if lost:
+        return (
+            'ended, status unknown: it was collected by someone else '
+            '(SIGCHLD ignored, or a waitpid(-1) elsewhere)'
+        )
+    if code >= 0:
+        return f'exited with {code}'
+    try:
+        name = _exitcode_to_name[code][1:]
+    except KeyError:
+        name = f'signal {-code}'
+    if signalled is not None and signalled[0] == -code:
+        return f'killed by {name} (sent by {signalled[1]}())'
+    if name in _FAULTS:
+        return f'{_FAULTS[name]} ({name})'
+    if name == 'SIGKILL':
+        # Nobody here sent it: the kernel's out-of-memory killer is the usual sender.
+        rss = f': max RSS {_size(usage.max_rss)}' if usage is not None else ''
+        return f'killed by SIGKILL (likely the out-of-memory killer{rss})'
+    return f'killed by {name}'
 
 
 def _exit_function():

@@ -384,10 +384,13 @@ def _share_forkserver(prep, popen):
         prep['forkserver'] = (address, key, popen.duplicate_for_child(alive_fd), pid)
 
 
-def payload(process_obj, method='spawn'):
+def payload(process_obj, method='spawn', parent_death=None):
     """The bytes a spawned or fork-server child reads, and the descriptors it must inherit for
-    them."""
+    them. `parent_death`: how the child is to die with this process, if it is (the launcher's
+    choice, see `src/launch.rs`)."""
     prep = get_preparation_data(process_obj._name)
+    if parent_death is not None:
+        prep['die_with_parent'] = (parent_death, os.getpid())
     popen = _SpawningPopen(method)
     _share_stdlib_tracker(prep, popen)
     _share_tracker(prep, popen)
@@ -482,6 +485,9 @@ def run_child(payload_fd, parent_sentinel, forked=False):
         prep, load = _pickle.loads(data[1 + _LENGTH_BYTES : prep_end]), _pickle.loads
         process_data = data[prep_end:]
     del data
+    if 'die_with_parent' in prep:
+        # First, so that a parent dying while this child imports its modules takes it along.
+        _procstart._die_with_parent(*prep['die_with_parent'], parent_sentinel)
     # Until the process object takes over, this child is a main process that is still
     # inheriting: starting a process now is the unguarded-main mistake.
     main = process._MainProcess(config={'authkey': prep['authkey'], 'semprefix': '/mp'})

@@ -30,10 +30,11 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use super::protocol::{self, Key, Refused, Reply, FLAG_EXIT_PIPE, KEY_LEN};
+use super::protocol::{self, Key, Refused, Reply, FLAG_EXIT_PIPE, FLAG_NEW_GROUP, KEY_LEN};
 use super::remove_socket;
 use crate::bootstrap;
 use crate::imports::py_forkserver;
+use crate::launch::{LaunchOptions, ParentDeath};
 use crate::popen::{os_error, reap, ChildLink, Popen};
 use crate::spawn::{borrow_inherited, send_payload, start_program};
 use crate::sys::pidfd;
@@ -154,6 +155,7 @@ pub fn _forkserver_start(py: Python<'_>, argv: Vec<Vec<u8>>, data: &[u8]) -> PyR
             py,
             &argv,
             &[payload_r.as_fd(), listener.as_fd(), alive_r.as_fd()],
+            None,
         )?;
         let mut payload = Vec::with_capacity(KEY_LEN + 8 + address.as_os_str().len() + data.len());
         payload.extend_from_slice(&key);
@@ -304,6 +306,7 @@ fn authentication_error(py: Python<'_>, message: &str) -> PyErr {
 
 pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
     let module = py_forkserver(py)?;
+    let options = LaunchOptions::of(process, "forkserver")?;
     let mut relaunched = false;
     loop {
         module.call_method0(intern!(py, "ensure_running"))?;
@@ -311,17 +314,22 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
             current().ok_or_else(|| PyOSError::new_err("the fork server did not start"))?;
         // Pickled after the server is known: the payload names it for the child.
         let (payload, inherited): (Bound<'_, PyBytes>, Vec<i32>) = module
-            .call_method1(intern!(py, "payload"), (process,))?
+            .call_method1(
+                intern!(py, "payload"),
+                (process, options.parent_death.map(ParentDeath::name)),
+            )?
             .extract()?;
         bootstrap::flush_std_streams(py)?;
         let (payload_r, payload_w) = pipe2(OFlag::O_CLOEXEC).map_err(os_error)?;
         let link = ChildLink::new().map_err(os_error)?;
         let link_fds = link.child_fds();
-        let flags = if link_fds.len() > 1 {
-            FLAG_EXIT_PIPE
-        } else {
-            0
-        };
+        let mut flags = 0;
+        if link_fds.len() > 1 {
+            flags |= FLAG_EXIT_PIPE;
+        }
+        if options.new_group {
+            flags |= FLAG_NEW_GROUP;
+        }
         let mut fds = vec![payload_r.as_fd()];
         fds.extend(link_fds);
         fds.extend(borrow_inherited(&inherited));
@@ -353,12 +361,15 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
             }
             Err(Failure::Refused(Refused::Os(e))) => return Err(os_error(e)),
         };
-        let popen = match reply {
+        let mut popen = match reply {
             Reply::Child(pid, pidfd) => link
                 .into_served_popen(Pid::from_raw(pid), pidfd, conn)
                 .map_err(os_error)?,
             Reply::Failed(e) => return Err(os_error(e)),
         };
+        if options.new_group {
+            popen = popen.leading_group();
+        }
         send_payload(py, payload_w, payload.as_bytes())?;
         return Ok(popen);
     }

@@ -9,7 +9,10 @@
 //! client -> server  REQUEST  2 "RQ", 2 flags, 4 number of descriptors
 //!                            + SCM_RIGHTS: payload pipe, parent sentinel, [exit pipe],
 //!                              then the descriptors the payload refers to
-//! server -> client  REPLY    16 (tag u32, 0 u32, value i64), then for CHILD a STATUS later
+//! server -> client  REPLY    16 (tag u32, 0 u32, value i64): CHILD (value: pid, with the
+//!                            server's pidfd on it in SCM_RIGHTS) or FAILED (value: errno)
+//! server -> client  STATUS   16 (tag u32, 0 u32, exit code i64), once the CHILD is reaped,
+//!                            24 its usage: max RSS KiB, user and system CPU µs (u64 each)
 //! ```
 //!
 //! The key is 32 random bytes made by the process that starts the server; only it and its
@@ -29,6 +32,7 @@ use crate::sys::socket::{
     random_bytes, read_exact, read_some, recv_some_with_fds, recv_with_fds, send_with_fds,
     write_all,
 };
+use crate::sys::wait::Usage;
 
 pub const KEY_LEN: usize = 32;
 const MAGIC: [u8; 8] = *b"PSFSRV01";
@@ -41,10 +45,15 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// REQUEST flag: the exit pipe's write end follows the parent sentinel (kernels without pidfd).
 pub const FLAG_EXIT_PIPE: u16 = 1;
+/// REQUEST flag: the child leads a new process group (`new_process_group=True`).
+pub const FLAG_NEW_GROUP: u16 = 2;
+const KNOWN_FLAGS: u16 = FLAG_EXIT_PIPE | FLAG_NEW_GROUP;
 
 const TAG_CHILD: u32 = 1;
 const TAG_STATUS: u32 = 3;
 const TAG_FAILED: u32 = 4;
+/// A STATUS message: a 16-byte frame and three u64 of usage.
+pub const STATUS_LEN: usize = 16 + 3 * 8;
 
 pub type Key = [u8; KEY_LEN];
 
@@ -165,10 +174,7 @@ impl Handshake {
         let count = u32::from_le_bytes(header[4..8].try_into().unwrap()) as usize;
         let links = 2 + usize::from(flags & FLAG_EXIT_PIPE != 0);
         let fds = std::mem::take(&mut self.fds);
-        if &header[..2] != b"RQ"
-            || flags & !FLAG_EXIT_PIPE != 0
-            || count != fds.len()
-            || count < links
+        if &header[..2] != b"RQ" || flags & !KNOWN_FLAGS != 0 || count != fds.len() || count < links
         {
             return Err(Refused::Authentication);
         }
@@ -263,16 +269,42 @@ pub fn read_reply(conn: BorrowedFd<'_>) -> nix::Result<Reply> {
     }
 }
 
-/// STATUS: the exit code as `multiprocessing` reports it (negative: killed by that signal).
-pub fn send_exit_status(conn: BorrowedFd<'_>, code: i32) -> nix::Result<()> {
-    write_all(conn, &frame(TAG_STATUS, i64::from(code)))
+/// STATUS: the exit code as `multiprocessing` reports it (negative: killed by that signal),
+/// then the child's resource usage.
+pub fn send_exit_status(conn: BorrowedFd<'_>, code: i32, usage: Usage) -> nix::Result<()> {
+    let mut status = [0; STATUS_LEN];
+    status[..16].copy_from_slice(&frame(TAG_STATUS, i64::from(code)));
+    for (field, value) in
+        status[16..]
+            .chunks_exact_mut(8)
+            .zip([usage.max_rss_kib, usage.user_us, usage.system_us])
+    {
+        field.copy_from_slice(&value.to_le_bytes());
+    }
+    write_all(conn, &status)
+}
+
+/// Decodes a STATUS message.
+pub fn parse_exit_status(status: &[u8; STATUS_LEN]) -> nix::Result<(i32, Usage)> {
+    let (tag, code) = parse(status[..16].try_into().unwrap());
+    if tag != TAG_STATUS {
+        return Err(Errno::EPROTO);
+    }
+    let code = i32::try_from(code).map_err(|_| Errno::EPROTO)?;
+    let field = |i: usize| u64::from_le_bytes(status[16 + 8 * i..24 + 8 * i].try_into().unwrap());
+    let usage = Usage {
+        max_rss_kib: field(0),
+        user_us: field(1),
+        system_us: field(2),
+    };
+    Ok((code, usage))
 }
 
 /// Reads the STATUS the server has sent, without waiting for it: `EAGAIN` when it has not
 /// come yet, `ECONNRESET` when the server is gone.
-pub fn read_exit_status(conn: BorrowedFd<'_>) -> nix::Result<i32> {
-    let mut buf = [0; 16];
-    // One 16-byte write on a stream socket arrives whole: once part of it is there, the rest
+pub fn read_exit_status(conn: BorrowedFd<'_>) -> nix::Result<(i32, Usage)> {
+    let mut buf = [0; STATUS_LEN];
+    // One small write on a stream socket arrives whole: once part of it is there, the rest
     // is too, so this never waits long.
     let first = read_some(conn, &mut buf)?;
     read_exact(
@@ -280,8 +312,5 @@ pub fn read_exit_status(conn: BorrowedFd<'_>) -> nix::Result<i32> {
         &mut buf[first..],
         Some(Instant::now() + HANDSHAKE_TIMEOUT),
     )?;
-    match parse(&buf) {
-        (TAG_STATUS, code) => i32::try_from(code).map_err(|_| Errno::EPROTO),
-        _ => Err(Errno::EPROTO),
-    }
+    parse_exit_status(&buf)
 }

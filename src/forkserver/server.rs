@@ -12,18 +12,20 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{accept4, SockFlag};
-use nix::sys::wait::{waitid, WaitPidFlag};
+use nix::sys::wait::WaitPidFlag;
 use nix::unistd::{getuid, Pid};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 
-use super::protocol::{self, Handshake, Key, Progress, Request, FLAG_EXIT_PIPE};
+use super::protocol::{self, Handshake, Key, Progress, Request, FLAG_EXIT_PIPE, FLAG_NEW_GROUP};
 use crate::imports::py_forkserver;
-use crate::popen::{exit_code, os_error};
+use crate::popen::os_error;
 use crate::sys::fork::{fork, Forked};
 use crate::sys::pidfd;
+use crate::sys::proctree::lead_new_group;
 use crate::sys::socket::peer_credentials;
+use crate::sys::wait;
 
 /// A child the server made as its own, until it has reaped it and sent the status.
 struct Served {
@@ -153,11 +155,9 @@ fn serve(py: Python<'_>, listener: OwnedFd, alive: OwnedFd, key: &Key) -> PyResu
 fn report_exits(children: &mut Vec<Served>) {
     children.retain(|child| {
         let id = pidfd::wait_id(child.pid, child.handle.as_ref());
-        let code = match waitid(id, WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG) {
-            Ok(status) => match exit_code(status) {
-                Some(code) => code,
-                None => return true,
-            },
+        let (code, usage) = match wait::waitid(id, WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG) {
+            Ok(Some(ended)) => ended,
+            Ok(None) => return true,
             Err(Errno::EINTR) => return true,
             // Reaped behind the server's back: the status is lost, and the client learns so.
             Err(_) => {
@@ -165,7 +165,7 @@ fn report_exits(children: &mut Vec<Served>) {
             }
         };
         // A client that went away does not need it.
-        let _ = protocol::send_exit_status(child.conn.as_fd(), code);
+        let _ = protocol::send_exit_status(child.conn.as_fd(), code, usage);
         false
     });
 }
@@ -209,9 +209,15 @@ fn fork_for(
         }
         Ok(Forked::Child) => {
             drop(conn);
+            if request.flags & FLAG_NEW_GROUP != 0 {
+                let _ = lead_new_group(Pid::from_raw(0));
+            }
             Some(request)
         }
         Ok(Forked::Parent(pid)) => {
+            if request.flags & FLAG_NEW_GROUP != 0 {
+                let _ = lead_new_group(pid);
+            }
             // Opened before the child can be reaped, so it names exactly this child.
             let handle = if pidfd::supported() {
                 match pidfd::open(pid) {

@@ -73,7 +73,7 @@ pub fn _tracker_start(py: Python<'_>) -> PyResult<()> {
     let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(os_error)?;
     // The tracker's descriptors: 3 the pipe, 4 the program, which it is executed from.
     let argv = [b"/proc/self/fd/4".to_vec()];
-    let pid = start_program(py, &argv, &[r.as_fd(), program.as_fd()])?;
+    let pid = start_program(py, &argv, &[r.as_fd(), program.as_fd()], None)?;
     let handle = pidfd::supported().then(|| pidfd::open(pid).ok()).flatten();
     *TRACKER.lock().unwrap() = Some(Arc::new(Tracker {
         pid,

@@ -2,7 +2,10 @@
 //! every call returns `nix::Result`, every `unsafe` block says why it is sound.
 
 pub mod fork;
+pub mod pdeath;
 pub mod pidfd;
 pub mod poll;
+pub mod proctree;
 pub mod socket;
 pub mod spawn;
+pub mod wait;

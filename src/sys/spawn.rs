@@ -57,6 +57,43 @@ impl Drop for FileActions {
     }
 }
 
+/// `posix_spawnattr_t`, for what the child is to be besides its descriptors.
+struct Attributes(libc::posix_spawnattr_t);
+
+impl Attributes {
+    fn new() -> nix::Result<Self> {
+        let mut attributes = MaybeUninit::uninit();
+        // SAFETY: init writes a valid object into the uninitialised storage; it is only read
+        // (assume_init) when init reports success.
+        let res = unsafe { libc::posix_spawnattr_init(attributes.as_mut_ptr()) };
+        if res != 0 {
+            return Err(Errno::from_raw(res));
+        }
+        // SAFETY: initialised by the successful call above.
+        Ok(Attributes(unsafe { attributes.assume_init() }))
+    }
+
+    /// The child leads a new process group, set before it runs anything.
+    fn new_process_group(&mut self) -> nix::Result<()> {
+        // SAFETY: self.0 is an initialised attributes object; the calls only record values.
+        let res = unsafe {
+            libc::posix_spawnattr_setpgroup(&mut self.0, 0)
+                | libc::posix_spawnattr_setflags(&mut self.0, libc::POSIX_SPAWN_SETPGROUP as _)
+        };
+        if res != 0 {
+            return Err(Errno::from_raw(res));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Attributes {
+    fn drop(&mut self) {
+        // SAFETY: self.0 was initialised in new() and is destroyed exactly once, here.
+        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
+    }
+}
+
 fn null_terminated(strings: &[CString]) -> Vec<*mut c_char> {
     strings
         .iter()
@@ -66,12 +103,13 @@ fn null_terminated(strings: &[CString]) -> Vec<*mut c_char> {
 }
 
 /// Starts `path` with `argv` and `envp`; the child's descriptor `3 + i` is `child_fds[i]`,
-/// besides 0, 1 and 2 it has no other.
+/// besides 0, 1 and 2 it has no other; with `new_group` it leads a new process group.
 pub fn spawn(
     path: &CStr,
     argv: &[CString],
     envp: &[CString],
     child_fds: &[BorrowedFd<'_>],
+    new_group: bool,
 ) -> nix::Result<Pid> {
     let limit = FIRST_CHILD_FD + i32::try_from(child_fds.len()).map_err(|_| Errno::EMFILE)?;
     // Copies above every target number, so that placing one never overwrites another's
@@ -89,17 +127,21 @@ pub fn spawn(
         actions.dup2(source.as_raw_fd(), target)?;
     }
     actions.close_from(limit)?;
+    let mut attributes = Attributes::new()?;
+    if new_group {
+        attributes.new_process_group()?;
+    }
     let argv = null_terminated(argv);
     let envp = null_terminated(envp);
     let mut pid: libc::pid_t = 0;
     // SAFETY: path, argv and envp are NUL-terminated strings in NULL-terminated arrays that
-    // outlive the call; actions is initialised; a NULL attributes pointer means defaults.
+    // outlive the call; actions and attributes are initialised.
     let res = unsafe {
         libc::posix_spawn(
             &mut pid,
             path.as_ptr(),
             &actions.0,
-            ptr::null(),
+            &attributes.0,
             argv.as_ptr(),
             envp.as_ptr(),
         )

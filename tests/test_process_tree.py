@@ -1,0 +1,90 @@
+"""procstart extension: ``Process(new_process_group=True)`` and ``terminate(tree=True)``/``kill(tree=True)``, which
+signal the child and every process descended from it, for every start method."""
+
+import os
+import signal
+
+import _targets
+import pytest
+from _support import CHILD_TIMEOUT, IS_STDLIB, finish, recv, wait_gone
+
+pytestmark = pytest.mark.skipif(IS_STDLIB, reason='procstart extension: stdlib has no process trees')
+
+
+def _start_tree(ctx, make_pipe, depth, fanout, **kwargs):
+    r, w = make_pipe()
+    p = ctx.Process(target=_targets.descendants, args=(w, depth, fanout), kwargs=kwargs.pop('tree_kwargs', {}), **kwargs)
+    p.start()
+    return p, r
+
+
+def _collect(r, n):
+    return sorted(recv(r) for _ in range(n))
+
+
+@pytest.mark.parametrize('how', ['kill', 'terminate', 'interrupt'])
+def test_three_levels_all_signalled(ctx, make_pipe, how):
+    # depth 2, fanout 2: the child, its 2 children, their 4 children.
+    p, r = _start_tree(ctx, make_pipe, 2, 2)
+    pids = _collect(r, 7)
+    assert p.pid in pids
+    getattr(p, how)(tree=True)
+    finish(p)
+    expected = {'kill': -signal.SIGKILL, 'terminate': -signal.SIGTERM, 'interrupt': 1}[how]
+    assert p.exitcode == expected  # SIGINT: KeyboardInterrupt in the child, exit code 1
+    survivors = [pid for pid in pids if not wait_gone(pid, CHILD_TIMEOUT)]
+    assert survivors == []
+    assert p.exit_reason.startswith('killed by SIG' if how != 'interrupt' else 'exited with 1')
+
+
+def test_without_tree_only_the_child(ctx, make_pipe):
+    p, r = _start_tree(ctx, make_pipe, 1, 1)
+    pids = _collect(r, 2)
+    p.kill()
+    finish(p)
+    (grandchild,) = [pid for pid in pids if pid != p.pid]
+    try:
+        assert not wait_gone(grandchild, 0.3), 'the grandchild should outlive a plain kill()'
+    finally:
+        os.kill(grandchild, signal.SIGKILL)
+        assert wait_gone(grandchild)
+
+
+def test_new_process_group(ctx, make_pipe):
+    r, w = make_pipe()
+    own = ctx.Process(target=_targets.send_process_group, args=(w,), new_process_group=True)
+    own.start()
+    pid, group = recv(r)
+    finish(own)
+    assert (pid, group) == (own.pid, own.pid)
+    shared = ctx.Process(target=_targets.send_process_group, args=(w,))
+    shared.start()
+    pid, group = recv(r)
+    finish(shared)
+    assert group == os.getpgid(0) != pid
+
+
+def test_group_reaches_orphaned_descendants(ctx, make_pipe):
+    """A descendant whose parent already exited is adopted elsewhere: no walk from the child finds it, its process
+    group still does."""
+    p, r = _start_tree(ctx, make_pipe, 2, 1, new_process_group=True, tree_kwargs={'orphan_last': True})
+    pids = _collect(r, 2)  # the child and the orphaned grandchild's child
+    (orphan,) = [pid for pid in pids if pid != p.pid]
+    p.kill(tree=True)
+    finish(p)
+    assert wait_gone(orphan, CHILD_TIMEOUT)
+
+
+def test_tree_signal_after_the_end_is_harmless(ctx):
+    p = ctx.Process(target=_targets.exit_with, args=(0,), new_process_group=True)
+    p.start()
+    finish(p)
+    p.kill(tree=True)
+    p.terminate(tree=True)
+    assert p.exitcode == 0
+
+
+def test_tree_is_keyword_only(ctx):
+    p = ctx.Process(target=_targets.noop)
+    with pytest.raises(TypeError):
+        p.kill(True)
