@@ -59,7 +59,7 @@ static THREAD_CHECK: AtomicUsize = AtomicUsize::new(0);
 static WARNED: AtomicBool = AtomicBool::new(false);
 
 /// `procstart.set_fork_thread_check('warn' | 'error' | 'ignore')`: what `start()` with the
-/// fork method does when other threads are running.
+/// fork method does when other threads are running. Setting it re-arms the one warning.
 #[pyfunction]
 pub fn set_fork_thread_check(mode: &Bound<'_, PyAny>) -> PyResult<()> {
     let index = mode
@@ -69,6 +69,7 @@ pub fn set_fork_thread_check(mode: &Bound<'_, PyAny>) -> PyResult<()> {
     match index {
         Some(index) => {
             THREAD_CHECK.store(index, Ordering::SeqCst);
+            forget_thread_warning();
             Ok(())
         }
         None => Err(PyValueError::new_err(format!(
@@ -83,7 +84,7 @@ pub fn get_fork_thread_check() -> &'static str {
     CHECK_MODES[THREAD_CHECK.load(Ordering::SeqCst)]
 }
 
-/// A new fork child warns again, should it fork with threads of its own.
+/// Warn again at the next fork with threads (a new fork child, or a new setting).
 pub fn forget_thread_warning() {
     WARNED.store(false, Ordering::SeqCst);
 }
@@ -106,7 +107,6 @@ fn check_threads(py: Python<'_>) -> PyResult<()> {
     if names.is_empty() {
         return Ok(());
     }
-    let names: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
     let message = format!(
         "fork() while other threads run ({}): the child gets only the calling thread, so a \
          lock another thread holds at that moment stays locked in the child for ever, which \

@@ -33,8 +33,8 @@ def exit_code_for(process, exc):
 
 
 def other_threads():
-    """The names of the Python threads running besides the calling one (all a fork drops)."""
+    """The Python threads running besides the calling one (all a fork drops), by name (repr)."""
     import threading
 
     current = threading.current_thread()
-    return [thread.name for thread in threading.enumerate() if thread is not current]
+    return [repr(thread.name) for thread in threading.enumerate() if thread is not current]
