@@ -300,11 +300,11 @@ def _plan(methods, args, report, held):
                     partial(report.__setitem__, 'forkserver_server_start'),
                 )
             )
-        plan.append((f'{method} latency ({n} processes per library)', measure, (method, n), latency.append))
+        plan.append((f'{method} latency (n={n} per library)', measure, (method, n), latency.append))
         if args.batches:
             plan.append(
                 (
-                    f'{method} throughput ({args.batches} x {THROUGHPUT_BATCH} processes per library and round)',
+                    f'{method} throughput ({args.batches} x {THROUGHPUT_BATCH} processes, best of {THROUGHPUT_ROUNDS})',
                     measure_throughput,
                     (method, args.batches),
                     throughput.append,
@@ -313,7 +313,7 @@ def _plan(methods, args, report, held):
         if method == 'forkserver':
             plan.append(
                 (
-                    f'forkserver from a script __main__ ({n} processes per library, in subprocesses)',
+                    f'forkserver from a script __main__ (n={n} per library, in subprocesses)',
                     measure_script_main,
                     (n, args.batches),
                     store_script_main,
@@ -325,7 +325,7 @@ def _plan(methods, args, report, held):
             n = max(5, _samples(method, args.n) // 10)
             plan.append(
                 (
-                    f'{method} latency from a {args.rss_mib} MiB parent ({n} processes per library)',
+                    f'{method} latency from a {args.rss_mib} MiB parent (n={n} per library)',
                     measure,
                     (method, n),
                     store_big_parent,
@@ -479,8 +479,6 @@ def _check_plot(parser, path):
     """--plot fails before measuring, not after. matplotlib is looked up here, not imported: that
     would grow this process, and so every fork child's page tables, and numpy's BLAS may start
     threads in it, which fork children do not get."""
-    if importlib.util.find_spec('matplotlib') is None:
-        parser.error("--plot needs matplotlib, which is not installed: pip install 'procstart[plot]'")
     if os.path.splitext(path)[1].lower() not in PLOT_FORMATS:
         parser.error(f'--plot {path}: the file name must end in {", ".join(PLOT_FORMATS)}')
     directory = os.path.dirname(os.path.abspath(path))
@@ -490,6 +488,8 @@ def _check_plot(parser, path):
         parser.error(f'--plot {path}: is a directory')
     if not os.access(path if os.path.exists(path) else directory, os.W_OK):
         parser.error(f'--plot {path}: not writable')
+    if importlib.util.find_spec('matplotlib') is None:
+        parser.error("--plot needs matplotlib, which is not installed: pip install 'procstart[plot]'")
 
 
 def main(argv=None):
