@@ -66,7 +66,7 @@ globals().update(
 )
 
 
-def install():
+def install() -> None:
     """Make stdlib `multiprocessing` start its processes through procstart, until `uninstall()`.
 
     Its module-level API becomes procstart's, its contexts (also those taken before) and `Process`
@@ -82,7 +82,7 @@ def install():
     _install.install()
 
 
-def uninstall():
+def uninstall() -> None:
     """Undo `install()`: stdlib `multiprocessing` gets back every object install() replaced.
     Does nothing when not installed."""
     from . import _install
