@@ -48,6 +48,7 @@ class _NoModule(Exception):
 
 
 def main(argv):
+    """Run the program `argv` names (the arguments after `run`); the exit status for `sys.exit`."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.module == []:
@@ -88,6 +89,7 @@ def _run_module(name, *args):
         # What `python -m` itself runs (runpy._run_module_as_main).
         _, spec, code = runpy._get_module_details(name, _NoModule)
     except _NoModule as error:
+        # As `python -m`: this message, exit status 1.
         return f'{sys.executable}: {error}'
     sys.argv[0] = spec.origin
     attrs = {
