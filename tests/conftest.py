@@ -10,7 +10,8 @@ Fixtures:
   Queue/Pipe/Event objects are used as IPC so that stdlib objects are exercised inside procstart children.
 * ``make_pipe`` -- factory of stdlib ``Pipe(duplex=False)`` pairs, closed after the test.
 * ``pipe`` -- the same, for tests not parametrised over the start method.
-* ``run_py`` -- run a script in a fresh interpreter (for stderr capture, interpreter exit and global state).
+* ``run_py`` -- run a script in a fresh interpreter (for stderr capture, interpreter exit and global state);
+  ``child_env`` -- the environment it runs in.
 
 Leak checks (autouse, around every test, plus once for the whole session):
 
@@ -120,26 +121,33 @@ def make_pipe(std_ctx):
         c.close()
 
 
-@pytest.fixture
-def run_py(mp):
-    """``run_py(code, *args, flags=(), timeout=60, check=True)`` -> CompletedProcess (text).
-
-    The script runs as ``python [flags] -c code args...`` with tests/ (and the directory the module under test was
-    imported from) on PYTHONPATH and ``PROCSTART_TEST_TARGET`` inherited. ``code`` is dedented and prefixed with
-    ``import json, os, sys, time; import _targets; import <module under test> as mp``.
-    """
+@pytest.fixture(scope='session')
+def child_env(mp):
+    """The environment of a fresh interpreter: tests/ (and the directory the module under test was imported from)
+    on PYTHONPATH, ``PROCSTART_TEST_TARGET`` inherited."""
     paths = [TESTS_DIR]
     if not IS_STDLIB:
         paths.append(os.path.dirname(os.path.dirname(os.path.abspath(mp.__file__))))
     if os.environ.get('PYTHONPATH'):
         paths.append(os.environ['PYTHONPATH'])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+
+
+@pytest.fixture
+def run_py(child_env):
+    """``run_py(code, *args, flags=(), timeout=60, check=True)`` -> CompletedProcess (text).
+
+    The script runs as ``python [flags] -c code args...`` in ``child_env``, from tests/. ``code`` is dedented and
+    prefixed with ``import json, os, sys, time; import _targets; import <module under test> as mp``.
+    """
     header = f'import json, os, sys, time\nimport _targets\nimport {MODNAME} as mp\n'
 
     def run(code, *args, flags=(), timeout=60, check=True):
         script = header + textwrap.dedent(code)
         cmd = [sys.executable, *flags, '-c', script, *map(str, args)]
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, env=env, cwd=TESTS_DIR)
+        proc = subprocess.run(
+            cmd, check=False, capture_output=True, text=True, timeout=timeout, env=child_env, cwd=TESTS_DIR
+        )
         if check and proc.returncode != 0:
             raise AssertionError(
                 f'script exited with {proc.returncode}\n--- script:\n{script}\n--- stdout:\n{proc.stdout}'

@@ -35,7 +35,7 @@ def test_spawned_interpreter_starts_with_it(ctx, make_pipe, start_method):
     p.start()
     (dont_write_bytecode,) = recv(r)
     finish(p)
-    assert dont_write_bytecode == (1 if start_method == "spawn" else sys.flags.dont_write_bytecode)
+    assert dont_write_bytecode == (1 if start_method == 'spawn' else sys.flags.dont_write_bytecode)
 
 
 def test_no_env_is_inherited(ctx, make_pipe):

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.skipif(IS_STDLIB, reason='procstart extension: stdlib h
 
 def _start_tree(ctx, make_pipe, depth, fanout, **kwargs):
     r, w = make_pipe()
-    p = ctx.Process(target=_targets.descendants, args=(w, depth, fanout), kwargs=kwargs.pop('tree_kwargs', {}), **kwargs)
+    p = ctx.Process(
+        target=_targets.descendants, args=(w, depth, fanout), kwargs=kwargs.pop('tree_kwargs', {}), **kwargs
+    )
     p.start()
     return p, r
 

@@ -1,7 +1,8 @@
 """procstart: CPython's multiprocessing start methods, rebuilt in Rust.
 
 `import procstart as mp` gives the process-start half of `multiprocessing`: `Process`,
-contexts and start methods, with the same behaviour and error messages.
+contexts and start methods, with the same behaviour and error messages. `install()` (an extension)
+makes stdlib `multiprocessing` itself start its processes through procstart.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from ._procstart import __version__ as __version__
 # procstart's extensions, beside (not in) multiprocessing's __all__.
 from ._procstart import get_fork_thread_check as get_fork_thread_check
 from ._procstart import set_fork_thread_check as set_fork_thread_check
-from .process import ResourceUsage as ResourceUsage
 from .context import _default_context
+from .process import ResourceUsage as ResourceUsage
 
 __all__ = [
     'Array',
@@ -50,19 +51,48 @@ __all__ = [
     'get_context',
     'get_logger',
     'get_start_method',
+    'install',
     'log_to_stderr',
     'parent_process',
     'set_executable',
     'set_forkserver_preload',
     'set_start_method',
+    'uninstall',
 ]
 
 _EXCEPTIONS = ('AuthenticationError', 'BufferTooShort', 'ProcessError', 'TimeoutError')
+_EXTENSIONS = ('install', 'uninstall')
 
 # As `multiprocessing/__init__.py`: the module-level API is the default context's bound methods.
 globals().update(
-    (name, getattr(_default_context, name)) for name in __all__ if name != 'Process' and name not in _EXCEPTIONS
+    (name, getattr(_default_context, name))
+    for name in __all__
+    if name != 'Process' and name not in _EXCEPTIONS + _EXTENSIONS
 )
+
+
+def install() -> None:
+    """Make stdlib `multiprocessing` start its processes through procstart, until `uninstall()`.
+
+    Its module-level API becomes procstart's, its contexts (also those taken before) and `Process`
+    classes (also subclasses defined before) start procstart children, and so do `Pool`, `Manager`
+    and `concurrent.futures.ProcessPoolExecutor`; spawn and forkserver children of this process are
+    installed too (fork children inherit it). A start method set through stdlib before stays set,
+    unless one was set through procstart too. Calling it again does nothing. A procstart extension:
+    CPython has no such switch.
+    """
+    # Imported on use: it imports stdlib multiprocessing, which a child does not always need.
+    from . import _install
+
+    _install.install()
+
+
+def uninstall() -> None:
+    """Undo `install()`: stdlib `multiprocessing` gets back every object install() replaced.
+    Does nothing when not installed."""
+    from . import _install
+
+    _install.uninstall()
 
 
 def __getattr__(name):

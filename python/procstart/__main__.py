@@ -1,5 +1,5 @@
 """`python -m procstart`: procstart's start methods against stdlib `multiprocessing`, side by
-side in one run.
+side in one run. (`python -m procstart run ...` runs a program instead: see `procstart._run`.)
 
 For each start method: the start+join latency of a process running a trivial target, and the
 throughput of starting 64 such processes at once and joining them, measured alternately with
@@ -566,4 +566,8 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+    if sys.argv[1:2] == ['run']:
+        from procstart._run import main as run
+
+        sys.exit(run(sys.argv[2:]))
     sys.exit(main())

@@ -133,6 +133,11 @@ class _Factories:
 
         return Array(typecode_or_type, size_or_initializer, lock=lock, ctx=self.get_context())
 
+    def _check_available(self):
+        # Every method here is available; stdlib's BaseContext.get_context asks, and after
+        # procstart.install() its registry holds these contexts.
+        pass
+
     def allow_connection_pickling(self):
         # As CPython: importing connection registers its reducers.
         from multiprocessing import connection  # noqa: F401
@@ -198,5 +203,6 @@ _concrete_contexts = {
 }
 
 # The running CPython's default: forkserver from 3.14 (gh-84559), fork before.
-_default_context = DefaultContext(_concrete_contexts['forkserver' if sys.version_info >= (3, 14) else 'fork'])
+_default_method = 'forkserver' if sys.version_info >= (3, 14) else 'fork'
+_default_context = DefaultContext(_concrete_contexts[_default_method])
 _procstart._register_contexts(_concrete_contexts, _default_context)

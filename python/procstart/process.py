@@ -140,10 +140,7 @@ def exit_reason(code, lost, signalled, usage: Optional[ResourceUsage]):
     """`Process.exit_reason`: why the child ended, from its exit code, whether its status was
     lost, the last signal sent through its Process object (number and method) and its usage."""
     if lost:
-        return (
-            'ended, status unknown: it was collected by someone else '
-            '(SIGCHLD ignored, or a waitpid(-1) elsewhere)'
-        )
+        return 'ended, status unknown: it was collected by someone else (SIGCHLD ignored, or a waitpid(-1) elsewhere)'
     if code >= 0:
         return f'exited with {code}'
     try:

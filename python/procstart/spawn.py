@@ -123,8 +123,9 @@ def _check_not_importing_main():
 
 
 def get_preparation_data(name):
-    """What a spawned child needs to look like its parent: CPython's `spawn.get_preparation_data`
-    (`payload` adds `stdlib_tracker_fd` when there is one to share)."""
+    """What a spawned child needs to look like its parent: CPython's `spawn.get_preparation_data`,
+    and `install` while `procstart.install()` is in effect (`payload` adds `stdlib_tracker_fd` when
+    there is one to share)."""
     _check_not_importing_main()
     current = _procstart.current_process()
     d = {'authkey': process.AuthenticationString(bytes(current.authkey))}
@@ -146,6 +147,10 @@ def get_preparation_data(name):
         dir=os.getcwd(),
         start_method=_default_context.get_start_method(),
     )
+    install = sys.modules.get('procstart._install')
+    if install is not None and install.installed():
+        # Processes the child starts through stdlib are procstart's too.
+        d['install'] = True
     main_module = sys.modules['__main__']
     main_mod_name = getattr(getattr(main_module, '__spec__', None), 'name', None)
     if main_mod_name is not None:
@@ -534,6 +539,10 @@ def prepare(data):
         from . import _default_context
 
         _default_context.set_start_method(data['start_method'], force=True)
+    if data.get('install'):
+        from . import _install
+
+        _install.install()
     if 'init_main_from_name' in data:
         _fixup_main_from_name(data['init_main_from_name'])
     elif 'init_main_from_path' in data:
