@@ -65,11 +65,13 @@ class ProcessSnapshot:
     compare with later."""
 
     def __init__(self) -> None:
-        self.fds, self.children, self.semaphores = _observe()
+        self.fds, processes, self.semaphores = _observe()
+        self.children = _children(processes)
 
     def leaks(self) -> list[str]:
         """What is there now that was not at the snapshot, one description per leak, helpers left out."""
-        fds, children, semaphores = _observe()
+        fds, processes, semaphores = _observe()
+        children = _children(processes)
         helper_fds, helper_pids = _helpers()
         arenas = _arena_targets()
         out = [
@@ -88,7 +90,8 @@ class ProcessSnapshot:
             for fd, target in sorted(fds.items())
             if self.fds.get(fd) != target and fd not in helper_fds and target not in arenas
         ]
-        out += [f'named semaphore /dev/shm/{name}' for name in sorted(semaphores - self.semaphores)]
+        new = semaphores - self.semaphores
+        out += [f'named semaphore /dev/shm/{name}' for name in sorted(new - _not_this_trees(new, processes))]
         return out
 
     def check(self, what: str, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -112,7 +115,7 @@ class ProcessSnapshot:
                 if p.pid not in keep:
                     p.kill()
                     p.join(5)
-        for pid, (state, _) in _children().items():
+        for pid, (state, _) in _children(_processes()).items():
             if pid in keep:
                 continue
             if state != 'Z':
@@ -126,10 +129,10 @@ class ProcessSnapshot:
                 pass
 
 
-def _observe() -> tuple[dict[int, str], dict[int, tuple[str, str]], set[str]]:
+def _observe() -> tuple[dict[int, str], dict[int, tuple[int, str, str]], set[str]]:
     # Objects that are no longer referenced release their descriptors and children first.
     gc.collect()
-    return _fd_table(), _children(), _semaphores()
+    return _fd_table(), _processes(), _semaphores()
 
 
 def _fd_table() -> dict[int, str]:
@@ -143,9 +146,8 @@ def _fd_table() -> dict[int, str]:
     return table
 
 
-def _children() -> dict[int, tuple[str, str]]:
-    """{pid: (state, comm)} of the direct children of this process."""
-    me = os.getpid()
+def _processes() -> dict[int, tuple[int, str, str]]:
+    """{pid: (ppid, state, comm)} of the processes in /proc."""
     out = {}
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
@@ -158,9 +160,14 @@ def _children() -> dict[int, tuple[str, str]]:
         # comm may hold spaces and parentheses: it ends at the last ')'.
         lparen, rparen = data.find('('), data.rfind(')')
         fields = data[rparen + 2 :].split()
-        if int(fields[1]) == me:
-            out[int(entry)] = (fields[0], data[lparen + 1 : rparen])
+        out[int(entry)] = (int(fields[1]), fields[0], data[lparen + 1 : rparen])
     return out
+
+
+def _children(processes: dict[int, tuple[int, str, str]]) -> dict[int, tuple[str, str]]:
+    """{pid: (state, comm)} of the direct children of this process."""
+    me = os.getpid()
+    return {pid: (state, comm) for pid, (ppid, state, comm) in processes.items() if ppid == me}
 
 
 def _cmdline(pid: int) -> str:
@@ -176,6 +183,46 @@ def _semaphores() -> set[str]:
         return {name for name in os.listdir('/dev/shm') if name.startswith('sem.')}
     except FileNotFoundError:
         return set()
+
+
+def _not_this_trees(semaphores: set[str], processes: dict[int, tuple[int, str, str]]) -> set[str]:
+    """Those of ``semaphores`` that belong to others, as /dev/shm is shared by the whole machine (a test suite
+    running beside this one, say): owned by another user, or open in a process outside this process's tree."""
+    uid = os.getuid()
+    out = set()
+    # A process maps a semaphore under the temporary name sem_open() created it with: the file is known by its
+    # device and inode.
+    by_file = {}
+    for name in semaphores:
+        try:
+            st = os.stat(f'/dev/shm/{name}')
+        except FileNotFoundError:  # unlinked meanwhile: no one's leak
+            out.add(name)
+            continue
+        if st.st_uid != uid:
+            out.add(name)
+        else:
+            by_file[(os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)] = name
+    tree = {os.getpid()}
+    while True:
+        descendants = {pid for pid, (ppid, _, _) in processes.items() if ppid in tree} - tree
+        if not descendants:
+            break
+        tree |= descendants
+    for pid in processes.keys() - tree:
+        if not by_file:
+            break
+        try:
+            with open(f'/proc/{pid}/maps') as f:
+                mappings = [line.split() for line in f if '/dev/shm/sem.' in line]
+        except OSError:
+            continue
+        for fields in mappings:
+            major, minor = fields[3].split(':')
+            name = by_file.pop((int(major, 16), int(minor, 16), int(fields[4])), None)
+            if name is not None:
+                out.add(name)
+    return out
 
 
 def _helpers() -> tuple[set[int], set[int]]:
