@@ -16,7 +16,8 @@ Fixtures:
 Leak checks, procstart's pytest plugin's (``procstart.pytest_plugin``): its ``no_process_leaks`` around every test
 (autouse), and its ``ProcessSnapshot`` once for the whole session. Each fails when there are new live children (a
 test must join what it starts), zombies, new file descriptors (``/proc/self/fd``, number -> readlink target) or
-new ``sem.*`` entries in /dev/shm, after a ``gc.collect()`` and a few seconds of retries for asynchronous cleanup.
+new ``sem.*`` entries in /dev/shm (of this process tree), after a ``gc.collect()`` and a few seconds of retries
+for asynchronous cleanup.
 
 Long-lived helpers (the fork servers and resource trackers of procstart and the stdlib, the stdlib's shared-memory
 heap arenas, procstart's devnull reader) are allowed by the plugin wherever they show up (procstart tests create
