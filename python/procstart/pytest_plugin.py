@@ -6,13 +6,14 @@ nothing unless a test requests one of its fixtures:
 * ``start_method`` -- parametrised over ``procstart.get_all_start_methods()``: the test runs once per method, with
   the method's name as its id and as the fixture's value.
 * ``no_process_leaks`` -- fails the test (at teardown) if it left child processes running, zombies unreaped, file
-  descriptors open or named POSIX semaphores in /dev/shm behind, naming each.
+  descriptors open or named POSIX semaphores in /dev/shm behind, naming each, once they have lasted
+  ``procstart_leak_timeout`` seconds (ini option, default 5); then stops and reaps the leaked children.
 
 The leak check holds for processes started with procstart and with stdlib ``multiprocessing`` alike. The
 long-lived helpers of either, which are meant to outlive a test, are not leaks: the fork server and the resource
 tracker (their processes and the descriptors this process holds for them), the arenas of stdlib's shared-memory
 heap (behind ``Value``/``Array``, kept for reuse) and procstart's devnull reader (every fork child's
-``sys.stdin``).
+``sys.stdin``). Nor are the semaphores of other process trees or other users, which /dev/shm shows as well.
 
 ``ProcessSnapshot`` is the check itself, for other scopes (a session-wide check, say).
 """
