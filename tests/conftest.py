@@ -143,18 +143,20 @@ def run_py(mp):
 
 @pytest.fixture(scope='session', autouse=True)
 def _session_leak_check():
-    # Warm-up: one child per start method under test, so that helper processes (fork server, resource tracker,
-    # procstart's own helpers if any) exist before the session snapshot.
     import _targets
+
+    # Here, not at the top: a plugin module imported before pytest_plugins registers it cannot be assertion-rewritten
+    # (pytest warns).
     from procstart.pytest_plugin import ProcessSnapshot
 
+    # Warm-up: one child per start method under test, so that helper processes (fork server, resource tracker,
+    # procstart's own helpers if any) exist before the session snapshot.
     target = _import_target()
     for method in target.get_all_start_methods():
         p = target.get_context(method).Process(target=_targets.noop)
         p.start()
         p.join(CHILD_TIMEOUT)
         p.close()
-
     snapshot = ProcessSnapshot()
     yield
     snapshot.check('session-level leak check: the session left behind')
