@@ -10,7 +10,6 @@ import pytest
 TARGET = os.environ.get('PROCSTART_TEST_TARGET', 'procstart')
 IS_STDLIB = TARGET == 'stdlib'
 MODNAME = 'multiprocessing' if IS_STDLIB else 'procstart'
-ALL_METHODS = ('fork', 'spawn', 'forkserver')
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 # Upper bound for anything a child must do; only reached when something is broken.

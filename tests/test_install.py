@@ -17,7 +17,7 @@ import sys
 import textwrap
 
 import pytest
-from _support import ALL_METHODS, skip_on_stdlib
+from _support import skip_on_stdlib
 
 pytestmark = skip_on_stdlib('install() and `python -m procstart run` are procstart extensions')
 
@@ -269,7 +269,7 @@ def test_install_uninstall_round_trip(mp):
         assert multiprocessing.get_context is mp.get_context
         assert multiprocessing.set_start_method is mp.set_start_method
         default = multiprocessing.context._default_context
-        for method in ALL_METHODS:
+        for method in mp.get_all_start_methods():
             assert multiprocessing.get_context(method) is mp.get_context(method)
             # stdlib's own methods, as `multiprocessing.pool` and libraries bound them at import.
             assert default.get_context(method) is mp.get_context(method)

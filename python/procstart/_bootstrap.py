@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 import sys
 
+# What `devnull_stdin` made: it stays open for the life of the process, which leak checks
+# (`procstart.pytest_plugin`) need to tell from a leaked descriptor.
+devnull_reader = None
+
 
 def devnull_stdin():
     """A child's `sys.stdin` (CPython's `util._close_stdin`), made once in the parent.
@@ -12,7 +16,9 @@ def devnull_stdin():
     The descriptor is close-on-exec and shared by every fork child: reading devnull has no
     state to share, and making it per child would cost each child the pages it touches.
     """
-    return open(os.open(os.devnull, os.O_RDONLY), encoding='utf-8')
+    global devnull_reader
+    devnull_reader = open(os.open(os.devnull, os.O_RDONLY), encoding='utf-8')  # noqa: SIM115 (kept open)
+    return devnull_reader
 
 
 def exit_code_for(process, exc):
