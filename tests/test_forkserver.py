@@ -125,6 +125,23 @@ def test_relaunch_after_sigkill_reaps_and_cleans_up(mp, fs):
     assert not os.path.exists(f'/proc/{old}')
 
 
+def test_sigterm_removes_the_socket_directory(mp, fs):
+    """A server stopped with SIGTERM (a supervisor stopping the process group) removes its socket and directory,
+    dies of the signal, and the next start() starts a new one; its children still die of SIGTERM themselves."""
+    address, _, _, old = server_info(mp)
+    os.kill(old, signal.SIGTERM)
+    assert wait_gone(old)
+    assert not os.path.exists(os.path.dirname(address))
+    p = fs.Process(target=_targets.sleep, args=(CHILD_TIMEOUT,))
+    p.start()
+    assert mp._procstart._forkserver_pid() != old
+    p.terminate()
+    finish(p)
+    assert p.exitcode == -signal.SIGTERM
+    # The old server was this process's child: reaped with its true status.
+    assert not os.path.exists(f'/proc/{old}')
+
+
 def test_server_exits_with_its_last_holder(run_py):
     out = run_py("""
         ctx = mp.get_context('forkserver')

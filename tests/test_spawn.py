@@ -356,7 +356,7 @@ ctx = mp.get_context('spawn')
 warm = ctx.Process(target=_targets.noop)  # starts long-lived helpers (a resource tracker), if any
 warm.start()
 warm.join()
-helpers = _targets.child_pids()
+helpers = {pid for pid, _ in _targets.child_pids()}
 p = ctx.Process(target=f)
 res = []
 for _ in range(2):
@@ -370,7 +370,7 @@ for _ in range(2):
         break
 print(json.dumps({'res': res, 'initial': repr(p).endswith(' initial>'), 'exitcode': p.exitcode, 'pid': p.pid,
                   'active': len(mp.active_children()),
-                  'children': [c for c in _targets.child_pids() if c not in helpers]}))
+                  'children': [c for c in _targets.child_pids() if c[0] not in helpers]}))
 """
 
 

@@ -121,8 +121,25 @@ def server_main():
             stream.flush()
         except (AttributeError, ValueError):
             pass
-    _procstart._forkserver_serve(LISTENER_FD, ALIVE_FD, key, address)
+    # SIGTERM (a `kill`, a supervisor stopping the process group) ends the serving loop, which
+    # removes the socket and its directory, instead of leaving them behind in $TMPDIR. Blocked
+    # but while the loop waits (src/forkserver/server.rs), so a child never inherits it pending.
+    signal.signal(signal.SIGTERM, _terminated)
+    signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM,))
+    try:
+        _procstart._forkserver_serve(LISTENER_FD, ALIVE_FD, key, address)
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
     os._exit(0)
+
+
+class _Terminated(BaseException):
+    pass
+
+
+def _terminated(signum, frame):
+    raise _Terminated
 
 
 def _preload(prep):
@@ -167,5 +184,9 @@ def child_main(payload_fd, parent_sentinel, inherited_fds):
     import signal
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # The server's SIGTERM handling is the server's: a SIGTERM sent meanwhile waits, blocked,
+    # and kills the child now.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM,))
     spawn._inherited_fds = inherited_fds
     spawn.run_child(payload_fd, parent_sentinel, forked=True)

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{ppoll, PollFd, PollFlags};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::socket::{accept4, SockFlag};
+use nix::sys::time::TimeSpec;
 use nix::sys::wait::WaitPidFlag;
 use nix::unistd::{getuid, Pid};
 use pyo3::exceptions::PyValueError;
@@ -74,6 +76,11 @@ fn serve(py: Python<'_>, listener: OwnedFd, alive: OwnedFd, key: &Key) -> PyResu
     fcntl(&listener, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(os_error)?;
     let mut authenticating: Vec<Authenticating> = Vec::new();
     let mut children: Vec<Served> = Vec::new();
+    // procstart/forkserver.py blocks SIGTERM in the server: it is let in only while waiting
+    // here, so that it interrupts the wait (and ends the loop, which removes the socket) but
+    // never lands between a fork and the child's own signal set-up.
+    let mut waiting_mask = SigSet::thread_get_mask().map_err(os_error)?;
+    waiting_mask.remove(Signal::SIGTERM);
     loop {
         let now = Instant::now();
         // A peer that stays silent (or trickles) past its deadline is dropped.
@@ -85,11 +92,7 @@ fn serve(py: Python<'_>, listener: OwnedFd, alive: OwnedFd, key: &Key) -> PyResu
         if children.iter().any(|c| c.handle.is_none()) {
             wake = Some(wake.map_or(REAP_INTERVAL, |w| w.min(REAP_INTERVAL)));
         }
-        let timeout = wake.map_or(PollTimeout::NONE, |w| {
-            // Rounded up, so that a wake-up never comes before the deadline it is for.
-            let ms = w.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-        });
+        let timeout = wake.map(TimeSpec::from_duration);
         let ready: Vec<bool> = {
             let mut fds = vec![
                 PollFd::new(listener.as_fd(), PollFlags::POLLIN),
@@ -106,7 +109,7 @@ fn serve(py: Python<'_>, listener: OwnedFd, alive: OwnedFd, key: &Key) -> PyResu
                     .filter_map(|c| c.handle.as_ref())
                     .map(|h| PollFd::new(h.as_fd(), PollFlags::POLLIN)),
             );
-            match py.detach(|| poll(&mut fds, timeout)) {
+            match py.detach(|| ppoll(&mut fds, timeout, Some(waiting_mask))) {
                 Ok(_) => {}
                 Err(Errno::EINTR) => {
                     py.check_signals()?;
