@@ -90,6 +90,7 @@ SLOW = {
     ('AsCompletedTests', 'test_zero_timeout'),
     ('AsCompletedTests', 'test_duplicate_futures'),
     ('ProcessPoolExecutorTest', 'test_map_timeout'),
+    ('ExecutorDeadlockTest', 'test_gh105829_should_not_deadlock_if_wakeup_pipe_full'),  # CPython >= 3.12
 }
 
 # CPython's hand-written process-pool test classes (not generated per start method) that read stdlib internals: skipped
