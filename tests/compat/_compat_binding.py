@@ -145,11 +145,16 @@ def restore(saved):
 # -- programs run in fresh interpreters ----------------------------------------------------------------------------
 
 
+def sys_path_code():
+    """A line of Python that puts procstart (the copy under test, not one installed elsewhere) and tests/compat first
+    on ``sys.path`` of a fresh interpreter, even one started with -I or -E -S."""
+    return f'import sys; sys.path[:0] = {[PROCSTART_PARENT_DIR, COMPAT_DIR]!r}'
+
+
 def bootstrap_code(method):
     """Python statements that install this binding in a fresh interpreter (even one started with -E -S) and make
     ``method`` the default start method there."""
-    paths = [PROCSTART_PARENT_DIR, COMPAT_DIR]
-    return f'import sys; sys.path[:0] = {paths!r}; import _compat_binding; _compat_binding.activate({method!r}); '
+    return f'{sys_path_code()}; import _compat_binding; _compat_binding.activate({method!r}); '
 
 
 _IMPORT_REWRITES = (
@@ -162,12 +167,15 @@ _IMPORT_REWRITES = (
     ),
     # import multiprocessing.spawn  ->  import procstart.spawn
     (re.compile(r'^([ \t]*)import multiprocessing\.(\w+)', re.MULTILINE), r'\1import procstart.\2'),
+    # from multiprocessing import get_context  ->  from procstart import get_context
+    (re.compile(r'^([ \t]*)from multiprocessing import ', re.MULTILINE), r'\1from procstart import '),
 )
 
 
 def rebind_source(source):
-    """``source`` with its ``import multiprocessing`` statements importing procstart instead (unchanged when the
-    target is stdlib)."""
+    """``source`` with its ``import multiprocessing`` and ``from multiprocessing import`` statements importing
+    procstart instead (unchanged when the target is stdlib). Refuses a program in which nothing was rewritten, or
+    that imports from ``multiprocessing`` in a form left as it was."""
     if TARGET_IS_STDLIB:
         return source
     count = 0
@@ -180,28 +188,33 @@ def rebind_source(source):
 
 
 @contextlib.contextmanager
-def scripts_on_procstart():
-    """While active, ``script_helper.assert_python_ok/_failure`` run their program (``-c`` code or a script file)
-    with its ``import multiprocessing`` statements rebound to procstart; a script file is rewritten into a
+def scripts_on_procstart(rewrite=rebind_source, namespace=script_helper):
+    """While active, ``assert_python_ok/_failure`` as found in ``namespace`` (``script_helper``, or a test module
+    that imported them by name) run their program (``-c`` code or a script file) passed through ``rewrite``: by
+    default, with its ``import multiprocessing`` statements rebound to procstart. A script file is rewritten into a
     temporary directory under the same base name."""
     with tempfile.TemporaryDirectory(prefix='procstart-compat-') as tmp:
 
         def rebind_args(args):
             args = list(args)
             if args[:1] == ['-c']:
-                args[1] = rebind_source(args[1])
+                args[1] = rewrite(args[1])
             elif args and os.path.isfile(args[0]):
                 with open(args[0], encoding='utf-8') as f:
                     source = f.read()
                 path = os.path.join(tmp, os.path.basename(args[0]))
                 with open(path, 'w', encoding='utf-8') as f:
-                    f.write(rebind_source(source))
+                    f.write(rewrite(source))
                 args[0] = path
             else:
                 raise AssertionError(f'compat harness: unexpected script_helper arguments {args!r}')
             return args
 
-        originals = {name: getattr(script_helper, name) for name in ('assert_python_ok', 'assert_python_failure')}
+        originals = {
+            name: getattr(namespace, name)
+            for name in ('assert_python_ok', 'assert_python_failure')
+            if hasattr(namespace, name)
+        }
 
         def wrap(original):
             def wrapper(*args, **env_vars):
@@ -210,12 +223,12 @@ def scripts_on_procstart():
             return wrapper
 
         for name, original in originals.items():
-            setattr(script_helper, name, wrap(original))
+            setattr(namespace, name, wrap(original))
         try:
             yield
         finally:
             for name, original in originals.items():
-                setattr(script_helper, name, original)
+                setattr(namespace, name, original)
 
 
 @contextlib.contextmanager

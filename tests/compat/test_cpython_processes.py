@@ -107,6 +107,10 @@ MODULE_TESTS = (
 )
 ABSENT = tuple(name for name in MIXIN_TESTS + MODULE_TESTS if not hasattr(cpython_tests, name))
 
+SUMMARY_TITLE = 'CPython test._test_multiprocessing'
+SUMMARY_LABEL = 'compat'
+SUMMARY_NOTES = [f'compat: not in CPython {sys.version.split()[0]}, not run: {", ".join(ABSENT)}'] if ABSENT else []
+
 # ProcessesMixin attributes procstart provides; the mixin's other factories come from the stdlib context.
 MIXIN_FROM_PROCSTART = ('Process', 'current_process', 'parent_process', 'active_children', 'set_executable')
 
