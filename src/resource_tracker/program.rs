@@ -73,8 +73,11 @@ fn warn(stderr: &mut impl Write, message: &str) {
     let _ = writeln!(stderr, "procstart resource_tracker: UserWarning: {message}");
 }
 
+/// The names registered, by resource type.
+type Cache = BTreeMap<String, BTreeSet<String>>;
+
 /// Applies one line; the error is what CPython's tracker would raise for it.
-fn apply(line: &[u8], cache: &mut BTreeMap<String, BTreeSet<String>>) -> Result<(), String> {
+fn apply(line: &[u8], cache: &mut Cache) -> Result<(), String> {
     let line = std::str::from_utf8(line)
         .ok()
         .filter(|l| l.is_ascii())
@@ -111,6 +114,44 @@ fn apply(line: &[u8], cache: &mut BTreeMap<String, BTreeSet<String>>) -> Result<
     Ok(())
 }
 
+/// Applies each line of `input` until its end, reporting on `errors` every line that is not
+/// understood; true when there was one.
+fn track(input: impl Read, cache: &mut Cache, errors: &mut impl Write) -> bool {
+    let mut reader = BufReader::new(input);
+    let mut bad_line = false;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+        let outcome = if line.len() == MAX_LINE && line.last() != Some(&b'\n') {
+            // Skip the rest of the overlong line.
+            let mut rest = Vec::new();
+            while matches!((&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut rest), Ok(n) if n > 0)
+                && rest.last() != Some(&b'\n')
+            {
+                rest.clear();
+            }
+            Err(format!("ValueError: line longer than {MAX_LINE} bytes"))
+        } else {
+            apply(&line, cache)
+        };
+        if let Err(error) = outcome {
+            // A bad line is reported and skipped; the tracker goes on.
+            bad_line = true;
+            let _ = writeln!(errors, "procstart resource_tracker: {error}");
+        }
+    }
+    bad_line
+}
+
 fn main() {
     // SAFETY: signal() and the sigset calls only read and write the process's signal state and
     // the SigSet owned by this frame. The tracker outlives a Ctrl-C or a `kill` of the process
@@ -134,39 +175,12 @@ fn main() {
     // SAFETY: descriptors 0 and 1 are this process's own standard streams, not used after.
     drop(unsafe { (File::from_raw_fd(0), File::from_raw_fd(1)) });
     let mut stderr = std::io::stderr().lock();
-    let mut cache: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut exit_code = 0;
-    let mut reader = BufReader::new(pipe);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match (&mut reader)
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', &mut line)
-        {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-        let outcome = if line.len() == MAX_LINE && line.last() != Some(&b'\n') {
-            // Skip the rest of the overlong line.
-            let mut rest = Vec::new();
-            while matches!((&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut rest), Ok(n) if n > 0)
-                && rest.last() != Some(&b'\n')
-            {
-                rest.clear();
-            }
-            Err(format!("ValueError: line longer than {MAX_LINE} bytes"))
-        } else {
-            apply(&line, &mut cache)
-        };
-        if let Err(error) = outcome {
-            // A bad line is reported and skipped; the tracker goes on.
-            exit_code = 3;
-            let _ = writeln!(stderr, "procstart resource_tracker: {error}");
-        }
-    }
+    let mut cache = Cache::new();
+    let mut exit_code = if track(pipe, &mut cache, &mut stderr) {
+        3
+    } else {
+        0
+    };
     // Every process that could unregister has exited: what is left has leaked.
     for (rtype, names) in &cache {
         if names.is_empty() || rtype == "noop" {
@@ -189,4 +203,291 @@ fn main() {
         }
     }
     std::process::exit(exit_code);
+}
+
+#[cfg(test)]
+mod tests {
+    //! Properties of the line protocol, over `CASES` cases each (streams: a fifth of that, as
+    //! they run to several KiB) drawn from a fixed seed, so that a failure repeats. This program
+    //! is built apart from the crate, std only, so a small generator stands in for proptest.
+    //! Run by .ci/run as `rustc --edition 2021 --test src/resource_tracker/program.rs`.
+
+    use super::*;
+
+    const CASES: usize = 10_000;
+
+    /// xorshift64*: repeatable and spread enough to draw test cases from.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<'a, T: ?Sized>(&mut self, items: &[&'a T]) -> &'a T {
+            items[self.below(items.len())]
+        }
+    }
+
+    const COMMANDS: [&str; 3] = ["REGISTER", "UNREGISTER", "PROBE"];
+    const NAMES: [&str; 4] = ["/mp-a", "/psm_b", "c", ""];
+    const SPACE: [&str; 6] = ["", " ", "\t", "\r", "\x0b", "  \x0c"];
+
+    /// What lines are made of: the protocol's words and separators, near misses, and bytes
+    /// that must be refused (not UTF-8, not ASCII, a newline inside).
+    const PIECES: &[&[u8]] = &[
+        b"REGISTER",
+        b"UNREGISTER",
+        b"PROBE",
+        b"register",
+        b"REGISTE",
+        b"semaphore",
+        b"shared_memory",
+        b"noop",
+        b"folder",
+        b":",
+        b":",
+        b":",
+        b"/mp-a",
+        b"c",
+        b" ",
+        b"\t",
+        b"\n",
+        b"\0",
+        b"\x1c",
+        b"\xff",
+        "\u{e9}".as_bytes(),
+        "\u{85}".as_bytes(),
+    ];
+
+    /// Any bytes, or bytes put together from `PIECES`, or a well-formed line (with near misses
+    /// for its command and type) with or without a piece put in anywhere.
+    fn any_line(rng: &mut Rng) -> Vec<u8> {
+        match rng.below(4) {
+            0 => (0..rng.below(40)).map(|_| rng.next() as u8).collect(),
+            1 => (0..rng.below(8))
+                .flat_map(|_| rng.pick(PIECES).to_vec())
+                .collect(),
+            _ => {
+                let cmd = rng.pick(&["REGISTER", "UNREGISTER", "PROBE", "REGISTER ", "probe"]);
+                let rtype = rng.pick(&["semaphore", "shared_memory", "noop", "Semaphore", ""]);
+                let name = rng.pick(&NAMES);
+                let mut line = well_formed(rng, cmd, name, rtype);
+                if rng.below(2) == 0 {
+                    let at = rng.below(line.len() + 1);
+                    line.splice(at..at, rng.pick(PIECES).iter().copied());
+                }
+                line
+            }
+        }
+    }
+
+    fn well_formed(rng: &mut Rng, cmd: &str, name: &str, rtype: &str) -> Vec<u8> {
+        let before = rng.pick(&SPACE);
+        let after = rng.pick(&SPACE);
+        let end = rng.pick(&["", "\n"]);
+        format!("{before}{cmd}:{name}:{rtype}{after}{end}").into_bytes()
+    }
+
+    /// What is registered, as (type, name): a type left with no name is as good as none.
+    fn registered(cache: &Cache) -> BTreeSet<(String, String)> {
+        cache
+            .iter()
+            .flat_map(|(rtype, names)| names.iter().map(move |n| (rtype.clone(), n.clone())))
+            .collect()
+    }
+
+    /// What CPython's tracker does with a line, `cmd, name, rtype =
+    /// line.strip().decode('ascii').split(':')` and so on: the change, or the start of the
+    /// error it raises.
+    fn expected(
+        line: &[u8],
+        before: &BTreeSet<(String, String)>,
+    ) -> Result<BTreeSet<(String, String)>, &'static str> {
+        // Python's `bytes.isspace()`, which unlike `u8::is_ascii_whitespace` includes \x0b.
+        let space = |b: &u8| b" \t\n\r\x0b\x0c".contains(b);
+        let start = line.iter().position(|b| !space(b)).unwrap_or(line.len());
+        let end = line
+            .iter()
+            .rposition(|b| !space(b))
+            .map_or(start, |i| i + 1);
+        let line = &line[start..end];
+        if !line.is_ascii() {
+            return Err("UnicodeDecodeError");
+        }
+        let line = std::str::from_utf8(line).unwrap();
+        let [cmd, name, rtype] = line.split(':').collect::<Vec<_>>()[..] else {
+            return Err("ValueError: ");
+        };
+        if !RESOURCE_TYPES.contains(&rtype) {
+            return Err("ValueError: Cannot register");
+        }
+        let mut after = before.clone();
+        let entry = (rtype.to_string(), name.to_string());
+        match cmd {
+            "REGISTER" => {
+                after.insert(entry);
+            }
+            "UNREGISTER" if !after.remove(&entry) => return Err("KeyError"),
+            "UNREGISTER" | "PROBE" => {}
+            _ => return Err("RuntimeError: unrecognized command"),
+        }
+        Ok(after)
+    }
+
+    /// Any line at all, applied to a cache with a few names in it: never a panic; what CPython
+    /// would do with it, with the error CPython would raise; an error changes nothing.
+    #[test]
+    fn any_line_does_what_cpython_does() {
+        let mut rng = Rng(0x5eed_0001);
+        let mut applied = 0;
+        for _ in 0..CASES {
+            let mut cache = Cache::new();
+            for _ in 0..rng.below(4) {
+                let (name, rtype) = (rng.pick(&NAMES), rng.pick(&RESOURCE_TYPES));
+                let line = well_formed(&mut rng, "REGISTER", name, rtype);
+                apply(&line, &mut cache).unwrap();
+            }
+            let before = registered(&cache);
+            let line = any_line(&mut rng);
+            let result = apply(&line, &mut cache);
+            match (expected(&line, &before), result) {
+                (Ok(after), Ok(())) => {
+                    applied += 1;
+                    assert_eq!(registered(&cache), after, "{line:?}");
+                }
+                (Err(kind), Err(error)) => {
+                    assert!(error.starts_with(kind), "{line:?}: {error}, not {kind}");
+                    assert_eq!(registered(&cache), before, "{line:?}");
+                }
+                (want, got) => panic!("{line:?}: {got:?}, not {want:?}"),
+            }
+        }
+        // Both outcomes are drawn often enough to mean something.
+        assert!(
+            (CASES / 50..CASES - CASES / 50).contains(&applied),
+            "{applied} applied"
+        );
+    }
+
+    /// Any sequence of well-formed lines leaves registered exactly what a set would hold;
+    /// unregistering a name that is not there is a `KeyError` that changes nothing.
+    #[test]
+    fn registrations_add_up() {
+        let mut rng = Rng(0x5eed_0002);
+        for _ in 0..CASES {
+            let mut cache = Cache::new();
+            let mut model = BTreeSet::new();
+            for _ in 0..rng.below(30) {
+                let (cmd, name, rtype) = (
+                    rng.pick(&COMMANDS),
+                    rng.pick(&NAMES),
+                    rng.pick(&RESOURCE_TYPES),
+                );
+                let line = well_formed(&mut rng, cmd, name, rtype);
+                let entry = (rtype.to_string(), name.to_string());
+                let result = apply(&line, &mut cache);
+                match cmd {
+                    "REGISTER" => {
+                        model.insert(entry);
+                        assert_eq!(result, Ok(()));
+                    }
+                    "UNREGISTER" if model.remove(&entry) => assert_eq!(result, Ok(())),
+                    "UNREGISTER" => assert_eq!(result, Err(format!("KeyError: '{name}'"))),
+                    _ => assert_eq!(result, Ok(())),
+                }
+                assert_eq!(registered(&cache), model, "after {line:?}");
+            }
+        }
+    }
+
+    /// Hands out what it holds in reads of arbitrary sizes, some of them interrupted.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        rng: Rng,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.rng.below(8) == 0 {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            let size = [1, 7, 100, 2 * MAX_LINE][self.rng.below(4)];
+            let n = size.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// A stream of lines, some of them around `MAX_LINE` long, read in arbitrary pieces: each
+    /// line (up to a newline, or the end) is applied as it is when it fits in `MAX_LINE` bytes
+    /// with its newline; a longer one is one error and is skipped whole, the next line read as
+    /// usual. One error is reported per bad line.
+    #[test]
+    fn stream_is_read_line_by_line() {
+        let mut rng = Rng(0x5eed_0003);
+        for case in 0..CASES / 5 {
+            let mut stream = Vec::new();
+            for _ in 0..rng.below(6) {
+                if rng.below(3) == 0 {
+                    stream.extend(any_line(&mut rng));
+                } else {
+                    // A line whose fate is told by its length: the name is unique, and the
+                    // spaces that pad it are stripped when it is applied.
+                    let name = format!("/mp-{}", rng.next());
+                    let mut line = format!("REGISTER:{name}:semaphore").into_bytes();
+                    let length = [
+                        line.len() + 1,
+                        MAX_LINE - 1,
+                        MAX_LINE,
+                        MAX_LINE + 1,
+                        2 * MAX_LINE + 3,
+                    ][rng.below(5)];
+                    line.resize(length, b' ');
+                    if rng.below(5) != 0 {
+                        *line.last_mut().unwrap() = b'\n';
+                    }
+                    stream.extend(line);
+                }
+                stream.extend_from_slice(rng.pick(&[&b""[..], b"\n"]));
+            }
+
+            let mut model = Cache::new();
+            let mut expected_errors = 0;
+            for line in stream.split_inclusive(|&b| b == b'\n') {
+                let fits =
+                    line.len() < MAX_LINE || (line.len() == MAX_LINE && line.ends_with(b"\n"));
+                if !fits || apply(line, &mut model).is_err() {
+                    expected_errors += 1;
+                }
+            }
+
+            let mut cache = Cache::new();
+            let mut errors = Vec::new();
+            let input = Trickle {
+                data: &stream,
+                rng: Rng(case as u64 + 1),
+            };
+            let bad_line = track(input, &mut cache, &mut errors);
+            let errors = String::from_utf8(errors).unwrap();
+            assert_eq!(registered(&cache), registered(&model), "case {case}");
+            assert_eq!(
+                errors.lines().count(),
+                expected_errors,
+                "case {case}: {errors}"
+            );
+            assert!(errors
+                .lines()
+                .all(|l| l.starts_with("procstart resource_tracker: ")));
+            assert_eq!(bad_line, expected_errors > 0);
+        }
+    }
 }
