@@ -57,7 +57,7 @@ pub struct ChildSetup {
     stdin: Py<PyAny>,
     /// What of stdlib `multiprocessing` is loaded, whose state must follow the child's.
     stdlib: Stdlib,
-    /// `env=`, for a forked child to set (a spawned one starts with it).
+    /// `env=`, for a fork child to set.
     env: Vec<(String, String)>,
     /// For a fork child: how it dies with its parent (spawned children arm it on arrival,
     /// before preparing, see `_die_with_parent`).
@@ -107,10 +107,12 @@ impl ChildSetup {
             parent_pid: process.getattr(intern!(py, "_parent_pid"))?.extract()?,
             stdin: stdin.clone_ref(py),
             stdlib: Stdlib::find(py)?,
-            env: if launcher == "spawn" {
-                Vec::new()
-            } else {
+            // Spawned and fork-server children have it before they import the parent's
+            // modules (their environment, their payload); a fork child has them imported.
+            env: if launcher == "fork" {
                 options.env.clone()
+            } else {
+                Vec::new()
             },
             parent_death: options.parent_death.filter(|_| launcher == "fork"),
         })
@@ -232,6 +234,11 @@ fn arm_parent_death(mode: ParentDeath, parent: Pid, sentinel: RawFd) -> PyResult
 /// imports anything of the parent's: `die_with_parent` as the parent's launcher chose it.
 #[pyfunction]
 pub fn _die_with_parent(mode: &str, parent_pid: i32, sentinel: RawFd) -> PyResult<()> {
+    if sentinel < 0 {
+        return Err(PyValueError::new_err(format!(
+            "invalid sentinel {sentinel}"
+        )));
+    }
     arm_parent_death(
         ParentDeath::from_name(mode)?,
         Pid::from_raw(parent_pid),

@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use crate::bootstrap::{self, ChildSetup};
 use crate::imports::{loaded, py_bootstrap};
 use crate::launch::LaunchOptions;
-use crate::popen::{os_error, ChildLink, Popen};
+use crate::popen::{self, os_error, ChildLink, Popen};
 use crate::sys::fork::{fork, Forked};
 use crate::sys::proctree::lead_new_group;
 
@@ -31,6 +31,7 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
             if options.new_group {
                 let _ = lead_new_group(Pid::from_raw(0));
             }
+            popen::release_inherited_alive_pipes();
             let parent_sentinel = link.into_child();
             // A panic must not unwind out of start() into the parent's program, now running
             // in the child.
@@ -43,9 +44,14 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
         Forked::Parent(pid) => {
             drop(setup);
             let popen = link.into_popen(py, pid, "fork")?;
+            // The child has made itself a group leader, or this does (whichever runs first);
+            // should both fail (a fork hook moved the child to a session of its own), it runs on
+            // in its parent's group, and tree signals walk its descendants only.
             if options.new_group {
-                lead_new_group(pid).map_err(os_error)?;
-                return Ok(popen.leading_group());
+                let _ = lead_new_group(pid);
+                if nix::unistd::getpgid(Some(pid)) == Ok(pid) {
+                    return Ok(popen.leading_group());
+                }
             }
             Ok(popen)
         }

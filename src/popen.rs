@@ -8,6 +8,7 @@
 //! process that reused the PID.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -117,7 +118,7 @@ pub struct Popen {
     is_pidfd: bool,
     /// Without pidfd: the write end of the pipe whose read end is the child's parent
     /// sentinel; the child sees EOF when this process closes it or dies.
-    parent_alive_w: Mutex<Option<OwnedFd>>,
+    parent_alive_w: Mutex<Option<AliveWriteEnd>>,
     /// For a child of the fork server that is not this process's own: the connection on which
     /// the server sends its exit status once it has reaped it.
     server_status: Option<OwnedFd>,
@@ -135,7 +136,7 @@ impl Popen {
         method: &'static str,
         sentinel: OwnedFd,
         is_pidfd: bool,
-        parent_alive_w: Option<OwnedFd>,
+        parent_alive_w: Option<AliveWriteEnd>,
     ) -> Self {
         Popen {
             pid,
@@ -157,7 +158,7 @@ impl Popen {
         pid: Pid,
         sentinel: OwnedFd,
         is_pidfd: bool,
-        parent_alive_w: Option<OwnedFd>,
+        parent_alive_w: Option<AliveWriteEnd>,
         status: OwnedFd,
     ) -> Self {
         let mut popen = Popen::new(pid, "forkserver", sentinel, is_pidfd, parent_alive_w);
@@ -410,7 +411,12 @@ impl Popen {
     ) -> PyResult<()> {
         let sentinel = self.sentinel_handle();
         if self.returncode().is_some() || sentinel.is_none() {
-            if let Some(group) = self.group {
+            // The group outlives its reaped leader while it has members, and its number cannot
+            // be reused meanwhile: a process with that PID means it is free and reused.
+            if let Some(group) = self
+                .group
+                .filter(|g| !Path::new(&format!("/proc/{g}")).exists())
+            {
                 let _ = nix::sys::signal::killpg(group, signal);
             }
             return Ok(());
@@ -462,6 +468,53 @@ pub fn os_error(e: Errno) -> PyErr {
 pub const STILL_RUNNING: &str = "Cannot close a process while it is still running. \
                                  You should first call join() or terminate().";
 
+/// The write ends of the parent-alive pipes (kernels without pidfd) this process holds, one per
+/// child not yet closed: a fork child inherits them all, and would keep its siblings' parent
+/// sentinels from ever reading end-of-file, so it lets go of them
+/// ([`release_inherited_alive_pipes`]). Only touched with the GIL held.
+static ALIVE_WRITE_ENDS: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
+
+/// A parent-alive pipe's write end, listed in `ALIVE_WRITE_ENDS` while open.
+pub struct AliveWriteEnd(OwnedFd);
+
+impl AliveWriteEnd {
+    fn new(fd: OwnedFd) -> Self {
+        ALIVE_WRITE_ENDS.lock().unwrap().push(fd.as_raw_fd());
+        AliveWriteEnd(fd)
+    }
+}
+
+impl Drop for AliveWriteEnd {
+    fn drop(&mut self) {
+        let fd = self.0.as_raw_fd();
+        ALIVE_WRITE_ENDS
+            .lock()
+            .unwrap()
+            .retain(|&listed| listed != fd);
+    }
+}
+
+/// In a new fork child: closes the parent-alive pipes it inherited from its parent (devnull
+/// takes their numbers, which the inherited `Popen` objects still own and will close).
+pub fn release_inherited_alive_pipes() {
+    let fds = std::mem::take(&mut *ALIVE_WRITE_ENDS.lock().unwrap());
+    if fds.is_empty() {
+        return;
+    }
+    let Ok(devnull) = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) else {
+        return;
+    };
+    for fd in fds {
+        // SAFETY: dup3 only replaces descriptor `fd` (one of the listed write ends, open in this
+        // child) by a copy of devnull; nothing else about either descriptor changes.
+        unsafe { libc::dup3(devnull.as_raw_fd(), fd, libc::O_CLOEXEC) };
+    }
+}
+
 /// The descriptors that tie a parent and a new child together, made before the child
 /// starts: how the child learns that the parent has gone, and, without pidfd, how the parent
 /// learns that the child has.
@@ -469,7 +522,7 @@ pub struct ChildLink {
     /// The child's parent sentinel: a pidfd of this process, or the read end of a pipe whose
     /// write end (`parent_alive_w`) this process keeps until the child is closed.
     parent_sentinel: OwnedFd,
-    parent_alive_w: Option<OwnedFd>,
+    parent_alive_w: Option<AliveWriteEnd>,
     /// Without pidfd: CPython's pipe, read by the parent, written end held by the child until
     /// it exits.
     exit_pipe: Option<(OwnedFd, OwnedFd)>,
@@ -487,7 +540,7 @@ impl ChildLink {
         let (child_r, parent_w) = pipe2(OFlag::O_CLOEXEC)?;
         Ok(ChildLink {
             parent_sentinel: child_r,
-            parent_alive_w: Some(parent_w),
+            parent_alive_w: Some(AliveWriteEnd::new(parent_w)),
             exit_pipe: Some(pipe2(OFlag::O_CLOEXEC)?),
         })
     }
@@ -513,7 +566,7 @@ impl ChildLink {
 
     /// In the parent once the child holds its ends: closes them here, and returns what the
     /// parent keeps without pidfd (the exit pipe's read end, the parent-alive pipe's write end).
-    fn into_parent_ends(self) -> (Option<OwnedFd>, Option<OwnedFd>) {
+    fn into_parent_ends(self) -> (Option<OwnedFd>, Option<AliveWriteEnd>) {
         (self.exit_pipe.map(|(r, _w)| r), self.parent_alive_w)
     }
 

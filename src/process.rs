@@ -349,11 +349,11 @@ impl Process {
     #[getter]
     fn rusage(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         self.check_closed()?;
-        let Some(usage) = self
-            .popen(py)
-            .and_then(|p| p.get().ending())
-            .and_then(|e| e.usage)
-        else {
+        let Some(popen) = self.popen(py) else {
+            return Ok(None);
+        };
+        popen.get().poll(py, false)?;
+        let Some(usage) = popen.get().ending().and_then(|e| e.usage) else {
             return Ok(None);
         };
         let usage = py_process(py)?

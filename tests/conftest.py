@@ -123,18 +123,24 @@ def child_env(mp):
 
 @pytest.fixture
 def run_py(child_env):
-    """``run_py(code, *args, flags=(), timeout=60, check=True)`` -> CompletedProcess (text).
+    """``run_py(code, *args, flags=(), timeout=60, check=True, env=None)`` -> CompletedProcess (text).
 
-    The script runs as ``python [flags] -c code args...`` in ``child_env``, from tests/. ``code`` is dedented and
-    prefixed with ``import json, os, sys, time; import _targets; import <module under test> as mp``.
+    The script runs as ``python [flags] -c code args...`` in ``child_env`` (with ``env`` set over it), from
+    tests/. ``code`` is dedented and prefixed with ``import json, os, sys, time; import _targets; import <module under test> as mp``.
     """
     header = f'import json, os, sys, time\nimport _targets\nimport {MODNAME} as mp\n'
 
-    def run(code, *args, flags=(), timeout=60, check=True):
+    def run(code, *args, flags=(), timeout=60, check=True, env=None):
         script = header + textwrap.dedent(code)
         cmd = [sys.executable, *flags, '-c', script, *map(str, args)]
         proc = subprocess.run(
-            cmd, check=False, capture_output=True, text=True, timeout=timeout, env=child_env, cwd=TESTS_DIR
+            cmd,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**child_env, **(env or {})},
+            cwd=TESTS_DIR,
         )
         if check and proc.returncode != 0:
             raise AssertionError(

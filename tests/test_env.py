@@ -62,3 +62,20 @@ def test_bad_env_raises_at_construction(ctx, env, exc, message):
     with pytest.raises(exc) as info:
         ctx.Process(target=_targets.noop, env=env)
     assert str(info.value) == message
+
+
+def test_set_before_the_parents_modules_are_imported(ctx, make_pipe, tmp_path, monkeypatch, start_method):
+    """A module the child imports reads the variable at import time: a spawned or fork-server child has it by then;
+    a fork child imported the module in the parent already."""
+    module = f'envprobe_{start_method}'
+    (tmp_path / f'{module}.py').write_text(
+        'import os\nAT_IMPORT = os.environ.get("PROCSTART_AT_IMPORT")\n\ndef report(conn):\n    conn.send(AT_IMPORT)\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    probe = __import__(module)
+    r, w = make_pipe()
+    p = ctx.Process(target=probe.report, args=(w,), env={'PROCSTART_AT_IMPORT': 'yes'})
+    p.start()
+    at_import = recv(r)
+    finish(p)
+    assert at_import == (None if start_method == 'fork' else 'yes')

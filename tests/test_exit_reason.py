@@ -99,3 +99,14 @@ def test_status_collected_elsewhere(run_py, start_method):
     else:
         assert code == 255 and usage is None
         assert reason.startswith('ended, status unknown: it was collected by someone else'), reason
+
+
+def test_rusage_collects_an_ended_child(ctx):
+    """Read first, once the sentinel says the child ended: rusage collects the status itself."""
+    from multiprocessing.connection import wait
+
+    p = ctx.Process(target=_targets.exit_with, args=(0,))
+    p.start()
+    assert wait([p.sentinel], CHILD_TIMEOUT)
+    assert p.rusage is not None
+    finish(p)

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(IS_STDLIB, reason='procstart extension: CPython 
 GRACE = 1.0
 
 
-def _run_and_kill_parent(run_py, tmp_path, code):
+def _run_and_kill_parent(run_py, tmp_path, code, env=None):
     """Run ``code``, which calls ``report(obj)`` and then SIGKILLs its own process; return ``obj`` and the time the
     parent was seen dead. The script's stdout and stderr are devnull before it starts anything, so that what
     outlives it does not hold the test's pipes open."""
@@ -31,7 +31,7 @@ def _run_and_kill_parent(run_py, tmp_path, code):
             with open({str(path)!r}, 'w') as f:
                 json.dump(obj, f)
         """
-    out = run_py(textwrap.dedent(prologue) + textwrap.dedent(code), check=False, timeout=60)
+    out = run_py(textwrap.dedent(prologue) + textwrap.dedent(code), check=False, timeout=60, env=env)
     died = time.monotonic()
     assert out.returncode == -signal.SIGKILL, out.stderr
     return json.loads(path.read_text()), died
@@ -110,3 +110,35 @@ def test_other_children_outlive_a_sigkilled_parent(run_py, tmp_path, start_metho
     finally:
         os.kill(pid, signal.SIGKILL)
     assert wait_gone(pid, CHILD_TIMEOUT)
+
+
+def test_fork_siblings_do_not_keep_a_child_alive_without_pidfd(run_py, tmp_path):
+    """On kernels without pidfd the parent sentinel is a pipe; a later fork child must not inherit its write end
+    (it would keep the watched child's parent 'alive' for as long as it runs)."""
+    (watched, sibling), died = _run_and_kill_parent(
+        run_py,
+        tmp_path,
+        """
+        import threading
+        mp.set_fork_thread_check('ignore')
+        ctx = mp.get_context('fork')
+        box = []
+        def start_from_thread():  # the watcher thread, not PR_SET_PDEATHSIG
+            box.append(ctx.Process(target=_targets.sleep, args=(60,), die_with_parent=True))
+            box[0].start()
+        t = threading.Thread(target=start_from_thread)
+        t.start()
+        t.join()
+        sibling = ctx.Process(target=_targets.sleep, args=(60,))
+        sibling.start()
+        report([box[0].pid, sibling.pid])
+        os.kill(os.getpid(), signal.SIGKILL)
+        """,
+        env={'PROCSTART_DISABLE_PIDFD': '1'},
+    )
+    try:
+        assert _gone_by([watched], died + GRACE) == {watched: True}
+        assert not wait_gone(sibling, 0.2)
+    finally:
+        os.kill(sibling, signal.SIGKILL)
+    assert wait_gone(sibling, CHILD_TIMEOUT)

@@ -1,6 +1,7 @@
 """procstart extension: ``Process(new_process_group=True)`` and ``terminate(tree=True)``/``kill(tree=True)``, which
 signal the child and every process descended from it, for every start method."""
 
+import json
 import os
 import signal
 
@@ -90,3 +91,35 @@ def test_tree_is_keyword_only(ctx):
     p = ctx.Process(target=_targets.noop)
     with pytest.raises(TypeError):
         p.kill(True)
+
+
+def test_members_held_without_descriptors_to_spare(run_py, start_method):
+    """Out of descriptors for pidfds, members are held by PID instead of being left out (with their subtrees)."""
+    out = run_py(f"""
+        import resource
+        ctx = mp.get_context({start_method!r})
+        r, w = __import__('multiprocessing').Pipe(duplex=False)
+        p = ctx.Process(target=_targets.descendants, args=(w, 1, 40))
+        p.start()
+        pids = [r.recv() for _ in range(41)]
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir('/proc/self/fd')) + 8, hard))
+        p.kill(tree=True)
+        p.join()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        print(json.dumps(pids))
+    """)
+    pids = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [pid for pid in pids if not wait_gone(pid, CHILD_TIMEOUT)] == []
+
+
+def test_new_process_group_with_a_fork_hook_that_moves_the_child(run_py):
+    """A fork hook that puts the child in a session of its own: start() still succeeds, with a handle."""
+    out = run_py("""
+        os.register_at_fork(after_in_child=os.setsid)
+        p = mp.get_context('fork').Process(target=_targets.exit_with, args=(5,), new_process_group=True)
+        p.start()
+        p.join()
+        print(json.dumps([p.exitcode, os.getpgid(0) != p.pid]))
+    """)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [5, True]

@@ -124,13 +124,15 @@ def server_main():
     # SIGTERM (a `kill`, a supervisor stopping the process group) ends the serving loop, which
     # removes the socket and its directory, instead of leaving them behind in $TMPDIR. Blocked
     # but while the loop waits (src/forkserver/server.rs), so a child never inherits it pending.
-    signal.signal(signal.SIGTERM, _terminated)
     signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM,))
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         _procstart._forkserver_serve(LISTENER_FD, ALIVE_FD, key, address)
     except _Terminated:
+        # Cleaned up: now die of the signal, as without the handler.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM,))
     os._exit(0)
 
 

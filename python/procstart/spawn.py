@@ -396,6 +396,11 @@ def payload(process_obj, method='spawn', parent_death=None):
     prep = get_preparation_data(process_obj._name)
     if parent_death is not None:
         prep['die_with_parent'] = (parent_death, os.getpid())
+    env = getattr(process_obj, '_env', None)
+    if method == 'forkserver' and env:
+        # Set before the child imports anything of the parent's, as a spawned child has it
+        # from its start (`src/spawn.rs` puts it in the new program's environment).
+        prep['env'] = env
     popen = _SpawningPopen(method)
     _share_stdlib_tracker(prep, popen)
     _share_tracker(prep, popen)
@@ -493,6 +498,8 @@ def run_child(payload_fd, parent_sentinel, forked=False):
     if 'die_with_parent' in prep:
         # First, so that a parent dying while this child imports its modules takes it along.
         _procstart._die_with_parent(*prep['die_with_parent'], parent_sentinel)
+    if 'env' in prep:
+        os.environ.update(prep['env'])
     # Until the process object takes over, this child is a main process that is still
     # inheriting: starting a process now is the unguarded-main mistake.
     main = process._MainProcess(config={'authkey': prep['authkey'], 'semprefix': '/mp'})

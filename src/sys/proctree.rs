@@ -1,24 +1,29 @@
 //! Signalling a process and every process descended from it, found through `/proc`.
 //!
 //! The tree is frozen first: each member is stopped (`SIGSTOP`) as soon as it is found, before
-//! its own children are looked up, so that nobody forks a new member behind the walk, and the
-//! walk is repeated until it finds nobody new (a `fork()` already inside the kernel when its
-//! parent was stopped still completes). Only then does every member get the signal, and, unless
-//! it is `SIGKILL`, `SIGCONT` so that it can act on it. Members are held by pidfd once found, so
-//! a member that exits meanwhile cannot be mistaken for a process that reuses its PID.
+//! its own children are looked up, so that nobody forks a new member behind the walk. A stop
+//! takes effect when the process next leaves the kernel, so a `fork()` already under way
+//! completes and attaches its child after the stop was sent: the walk is repeated until every
+//! member is seen stopped (or gone) *and* a walk after that finds nobody new. Only then does every
+//! member get the signal, and, unless it is `SIGKILL`, `SIGCONT` so that it can act on it.
+//! Members are held by pidfd once found, so a member that exits meanwhile cannot be mistaken for
+//! a process that reuses its PID.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::sys::resource::{getrlimit, Resource};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::sys::pidfd;
 
-/// How many times the walk is repeated at most: each pass catches forks that were in flight
-/// during the one before; a tree still growing after this many is signalled as found.
-const MAX_PASSES: usize = 8;
+/// How long the freeze may take at most: a tree that has not settled by then (a member that
+/// cannot be stopped, such as one in uninterruptible sleep) is signalled as found.
+const FREEZE_LIMIT: Duration = Duration::from_secs(2);
+const SETTLE_POLL: Duration = Duration::from_millis(1);
 
 struct Member {
     pid: Pid,
@@ -68,18 +73,61 @@ fn children_by_parent() -> HashMap<i32, Vec<i32>> {
     map
 }
 
-/// Takes hold of `pid`, found as a child of `parent`: by pidfd where the kernel has them,
-/// checking after opening it that the process is still `parent`'s child (and not a process
-/// that took over the PID of one that just exited).
-fn hold(pid: i32, parent: i32) -> Option<Member> {
-    let handle = if pidfd::supported() {
-        Some(pidfd::open(Pid::from_raw(pid)).ok()?)
+/// Descriptors kept free during a walk for reading `/proc`: without them the walk would go
+/// blind below the members found so far.
+const SCAN_RESERVE: usize = 32;
+
+/// How many members may be held by pidfd: what the descriptor limit leaves, less the reserve.
+fn pidfd_budget() -> usize {
+    if !pidfd::supported() {
+        return 0;
+    }
+    let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    let open = std::fs::read_dir("/proc/self/fd").map_or(usize::MAX, Iterator::count);
+    usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(open)
+        .saturating_sub(SCAN_RESERVE)
+}
+
+/// Takes hold of `pid`, found as a child of `parent`: by pidfd while `budget` lasts, checking
+/// after opening it that the process is still `parent`'s child (and not a process that took
+/// over the PID of one that just exited). Beyond the budget, or without pidfds, it is held by
+/// PID: a member left out would take its whole subtree out of the signal.
+fn hold(pid: i32, parent: i32, budget: &mut usize) -> Option<Member> {
+    let handle = if *budget > 0 {
+        match pidfd::open(Pid::from_raw(pid)) {
+            Ok(fd) => {
+                *budget -= 1;
+                Some(fd)
+            }
+            Err(Errno::ESRCH) => return None,
+            Err(_) => None,
+        }
     } else {
         None
     };
     (read_parent(pid) == Some(parent)).then(|| Member {
         pid: Pid::from_raw(pid),
         handle,
+    })
+}
+
+/// Whether every thread of `pid` is stopped (or the process has ended): it cannot fork any more.
+fn settled(pid: Pid) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            return true;
+        };
+        let state = stat
+            .rfind(')')
+            .and_then(|end| stat[end + 1..].split_ascii_whitespace().next());
+        matches!(state, None | Some("T" | "t" | "Z" | "X"))
     })
 }
 
@@ -103,7 +151,11 @@ pub fn signal_tree(
     stop(&root_member);
     let mut members = vec![root_member];
     let mut seen: HashSet<i32> = HashSet::from([root.as_raw()]);
-    for _ in 0..MAX_PASSES {
+    let give_up = Instant::now() + FREEZE_LIMIT;
+    let mut budget = pidfd_budget();
+    // Whether every member was seen stopped before the walk in progress began.
+    let mut frozen = false;
+    loop {
         let children = children_by_parent();
         let before = members.len();
         let mut i = 0;
@@ -111,7 +163,7 @@ pub fn signal_tree(
             let parent = members[i].pid.as_raw();
             for &child in children.get(&parent).into_iter().flatten() {
                 if seen.insert(child) {
-                    if let Some(member) = hold(child, parent) {
+                    if let Some(member) = hold(child, parent, &mut budget) {
                         stop(&member);
                         members.push(member);
                     }
@@ -119,9 +171,13 @@ pub fn signal_tree(
             }
             i += 1;
         }
-        if members.len() == before {
+        if (members.len() == before && frozen) || Instant::now() >= give_up {
             break;
         }
+        while !members.iter().all(|m| settled(m.pid)) && Instant::now() < give_up {
+            std::thread::sleep(SETTLE_POLL);
+        }
+        frozen = true;
     }
     for member in &members {
         member.signal(signal);
