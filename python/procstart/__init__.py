@@ -16,8 +16,12 @@ from ._procstart import __version__ as __version__
 # procstart's extensions, beside (not in) multiprocessing's __all__.
 from ._procstart import get_fork_thread_check as get_fork_thread_check
 from ._procstart import set_fork_thread_check as set_fork_thread_check
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for type checkers; at run time ResourceUsage is made on first use (__getattr__)
+    from .process import ResourceUsage as ResourceUsage
+del TYPE_CHECKING
 from .context import _default_context
-from .process import ResourceUsage as ResourceUsage
 
 __all__ = [
     'Array',
@@ -99,6 +103,8 @@ def __getattr__(name):
     # Stdlib's exception classes and pickling module, imported only when asked for.
     if name in _EXCEPTIONS or name == 'reducer':
         return getattr(_default_context, name)
+    if name == 'ResourceUsage':  # procstart's extension, made on first use
+        return _process.ResourceUsage
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 

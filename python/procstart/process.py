@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NamedTuple, Optional
 
 from ._procstart import Process, active_children, wait_sentinel
 
@@ -108,15 +107,30 @@ class _ExitcodeNames(dict):
 _exitcode_to_name = _ExitcodeNames()
 
 
-class ResourceUsage(NamedTuple):
-    """`Process.rusage`: what the kernel accounted to an ended child (procstart extension)."""
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
 
-    #: Peak resident set size, in bytes.
-    max_rss: int
-    #: CPU seconds in user mode.
-    user_time: float
-    #: CPU seconds in the kernel.
-    system_time: float
+    class ResourceUsage(NamedTuple):
+        max_rss: int
+        user_time: float
+        system_time: float
+
+
+def __getattr__(name):
+    # ResourceUsage is made on first use: a spawned child that never asks does not import
+    # collections (nor typing, whose import alone costs a spawn child ~10 ms).
+    if name == 'ResourceUsage':
+        from collections import namedtuple
+
+        cls = namedtuple('ResourceUsage', ('max_rss', 'user_time', 'system_time'), module=__name__)
+        cls.__doc__ = (
+            '`Process.rusage`: what the kernel accounted to an ended child (procstart extension): '
+            'peak resident set size in bytes, CPU seconds in user mode and in the kernel.'
+        )
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 # Signals that mean the child itself went wrong, named as a shell or a core dump would.
@@ -136,7 +150,7 @@ def _size(nbytes):
             return f'{nbytes:.1f} {unit}'
 
 
-def exit_reason(code, lost, signalled, usage: Optional[ResourceUsage]):
+def exit_reason(code, lost, signalled, usage: ResourceUsage | None):
     """`Process.exit_reason`: why the child ended, from its exit code, whether its status was
     lost, the last signal sent through its Process object (number and method) and its usage."""
     if lost:
