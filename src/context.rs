@@ -201,8 +201,15 @@ impl BaseContext {
 /// The module-level context: `procstart.get_context` & co. are its bound methods.
 #[pyclass(extends = BaseContext, subclass, frozen, module = "procstart._procstart")]
 pub struct DefaultContext {
-    default: Py<PyAny>,
+    /// The context used until a start method is set: the platform's, or `run --start-method`'s.
+    default: Mutex<Py<PyAny>>,
     actual: Mutex<Option<Py<PyAny>>>,
+}
+
+impl DefaultContext {
+    fn default_context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.default.lock().unwrap().clone_ref(py)
+    }
 }
 
 #[pymethods]
@@ -210,7 +217,7 @@ impl DefaultContext {
     #[new]
     fn new(context: Py<PyAny>) -> PyClassInitializer<Self> {
         PyClassInitializer::from(BaseContext).add_subclass(DefaultContext {
-            default: context,
+            default: Mutex::new(context),
             actual: Mutex::new(None),
         })
     }
@@ -227,7 +234,7 @@ impl DefaultContext {
                 let this = slf.get();
                 let mut actual = this.actual.lock().unwrap();
                 Ok(actual
-                    .get_or_insert_with(|| this.default.clone_ref(py))
+                    .get_or_insert_with(|| this.default_context(py))
                     .bind(py)
                     .clone())
             }
@@ -253,7 +260,7 @@ impl DefaultContext {
                 *this.actual.lock().unwrap() = None;
                 return Ok(());
             }
-            None => this.default.clone_ref(slf.py()),
+            None => this.default_context(slf.py()),
         };
         let mut actual = this.actual.lock().unwrap();
         if actual.is_some() && !force {
@@ -275,11 +282,19 @@ impl DefaultContext {
             return Ok(None);
         }
         let ctx = actual
-            .get_or_insert_with(|| this.default.clone_ref(py))
+            .get_or_insert_with(|| this.default_context(py))
             .bind(py)
             .clone();
         drop(actual);
         ctx.getattr(intern!(py, "_name")).map(Some)
+    }
+
+    /// Makes `method` the default: the start method until one is set (procstart's `run
+    /// --start-method`; a program may still set its own).
+    fn _set_default(&self, method: &Bound<'_, PyAny>) -> PyResult<()> {
+        let ctx = concrete_context(method.py(), method)?.unbind();
+        *self.default.lock().unwrap() = ctx;
+        Ok(())
     }
 
     /// Python <= 3.13 lists CPython's fixed order; 3.14 lists the default first.
@@ -288,7 +303,7 @@ impl DefaultContext {
             return PyList::new(py, METHODS);
         }
         let default: String = self
-            .default
+            .default_context(py)
             .bind(py)
             .getattr(intern!(py, "_name"))?
             .extract()?;

@@ -151,6 +151,26 @@ def test_run_stdlib_program(python, tmp_path, start_method):
     assert report['executor'] == [[x + 1, ['executor', *BY_PROCSTART, main]] for x in range(3)]
 
 
+def test_start_method_option_is_a_default_the_program_may_override(python, tmp_path):
+    program = _write(
+        tmp_path / 'program.py',
+        """
+        import multiprocessing
+
+        if __name__ == '__main__':
+            before = multiprocessing.get_start_method(allow_none=True)
+            multiprocessing.set_start_method('forkserver')  # as many programs do: no "already set"
+            p = multiprocessing.Process(target=print, args=('child',))
+            p.start()
+            p.join()
+            print(before, multiprocessing.get_start_method(), p._popen.method, p.exitcode)
+        """,
+    )
+    proc = python('-m', 'procstart', 'run', '--start-method', 'spawn', program, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ['child', 'None', 'forkserver', 'forkserver', '0']
+
+
 def test_program_under_plain_python_is_stdlibs(python, tmp_path):
     """The control for the test above: what the same program reports when stdlib starts its processes."""
     program = _write(tmp_path / 'program.py', PROGRAM)

@@ -17,6 +17,7 @@ import os
 import sys
 
 import procstart
+from procstart import context
 
 
 def _parser():
@@ -31,8 +32,8 @@ def _parser():
         '--start-method',
         choices=methods,
         metavar='METHOD',
-        help=f'{", ".join(methods)}: as if the program called set_start_method(METHOD) first, so it must not set one '
-        'itself (default: the platform default, which the program may set)',
+        help=f'{", ".join(methods)}: the default start method, used unless the program sets one itself '
+        '(default: the platform default)',
     )
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument(
@@ -54,7 +55,7 @@ def main(argv):
     if args.module == []:
         parser.error('argument -m: expected a module name')
     if args.start_method:
-        procstart.set_start_method(args.start_method)
+        context._set_default_method(args.start_method)
     procstart.install()
     if args.module:
         return _run_module(*args.module)

@@ -206,3 +206,11 @@ _concrete_contexts = {
 _default_method = 'forkserver' if sys.version_info >= (3, 14) else 'fork'
 _default_context = DefaultContext(_concrete_contexts[_default_method])
 _procstart._register_contexts(_concrete_contexts, _default_context)
+
+
+def _set_default_method(method):
+    """Make `method` the start method used until one is set (`python -m procstart run
+    --start-method`): unlike `set_start_method`, the program may still set its own."""
+    global _default_method
+    _default_context._set_default(method)
+    _default_method = method
