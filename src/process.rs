@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use nix::sys::signal::Signal;
 use pyo3::exceptions::{PyAssertionError, PyAttributeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyMapping, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyMapping, PyString, PyTuple};
 use pyo3::{intern, PyTypeInfo};
 
 use crate::imports::py_process;
@@ -202,7 +202,7 @@ impl Process {
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (
         group=None, target=None, name=None, args=None, kwargs=None, *, daemon=None,
-        die_with_parent=false, new_process_group=false, env=None
+        die_with_parent=None, new_process_group=None, env=None
     ))]
     fn __init__(
         slf: &Bound<'_, Self>,
@@ -212,8 +212,8 @@ impl Process {
         args: Option<&Bound<'_, PyAny>>,
         kwargs: Option<&Bound<'_, PyAny>>,
         daemon: Option<&Bound<'_, PyAny>>,
-        die_with_parent: bool,
-        new_process_group: bool,
+        die_with_parent: Option<&Bound<'_, PyAny>>,
+        new_process_group: Option<&Bound<'_, PyAny>>,
         env: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
@@ -268,10 +268,10 @@ impl Process {
         }
         // procstart's own options, kept only when given, so that a process object (and its
         // payload) is CPython's otherwise.
-        if die_with_parent {
+        if flag("die_with_parent", die_with_parent)? {
             obj.setattr(intern!(py, "_die_with_parent"), true)?;
         }
-        if new_process_group {
+        if flag("new_process_group", new_process_group)? {
             obj.setattr(intern!(py, "_new_process_group"), true)?;
         }
         if let Some(env) = env.filter(|e| !e.is_none()) {
@@ -326,21 +326,21 @@ impl Process {
     }
 
     /// SIGTERM; with `tree=True` to every descendant too (procstart's extension).
-    #[pyo3(signature = (*, tree=false))]
-    fn terminate(&self, py: Python<'_>, tree: bool) -> PyResult<()> {
-        self.signal_child(py, "terminate", Signal::SIGTERM, tree)
+    #[pyo3(signature = (*, tree=None))]
+    fn terminate(&self, py: Python<'_>, tree: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        self.signal_child(py, "terminate", Signal::SIGTERM, flag("tree", tree)?)
     }
 
-    #[pyo3(signature = (*, tree=false))]
-    fn kill(&self, py: Python<'_>, tree: bool) -> PyResult<()> {
-        self.signal_child(py, "kill", Signal::SIGKILL, tree)
+    #[pyo3(signature = (*, tree=None))]
+    fn kill(&self, py: Python<'_>, tree: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        self.signal_child(py, "kill", Signal::SIGKILL, flag("tree", tree)?)
     }
 
     /// SIGINT (Python 3.14's `Process.interrupt()`, offered on every version): the child
     /// gets `KeyboardInterrupt`.
-    #[pyo3(signature = (*, tree=false))]
-    fn interrupt(&self, py: Python<'_>, tree: bool) -> PyResult<()> {
-        self.signal_child(py, "interrupt", Signal::SIGINT, tree)
+    #[pyo3(signature = (*, tree=None))]
+    fn interrupt(&self, py: Python<'_>, tree: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        self.signal_child(py, "interrupt", Signal::SIGINT, flag("tree", tree)?)
     }
 
     /// The ended child's resource usage (`procstart.process.ResourceUsage`: peak RSS in
@@ -646,6 +646,23 @@ impl Process {
                 "'NoneType' object has no attribute '{method}'"
             ))),
         }
+    }
+}
+
+/// procstart's own boolean options: `True` or `False` (or left out), not merely truthy, so that a
+/// misplaced argument (`kill(1)` meant as a signal, `die_with_parent='no'`) is caught.
+fn flag(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+    match value.filter(|v| !v.is_none()) {
+        None => Ok(false),
+        Some(v) => v.cast::<PyBool>().map(|b| b.is_true()).map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{name} must be True or False, not {}",
+                v.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        }),
     }
 }
 

@@ -7,7 +7,7 @@ import os
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, finish
+from _support import CHILD_TIMEOUT, finish, skip_on_stdlib
 
 # (description, call(mp, ctx), exception type, exact message or None for "any message")
 CASES = [
@@ -72,6 +72,44 @@ def test_bad_input(mp, ctx, what, call, exc_type, message):
         call(mp, ctx)
     if message is not None:
         assert str(excinfo.value) == message
+
+
+# procstart's extensions (no stdlib reference): clear messages naming the argument.
+EXTENSION_CASES = [
+    (
+        'die_with_parent not a bool',
+        lambda mp, ctx: ctx.Process(die_with_parent='no'),
+        TypeError,
+        'die_with_parent must be True or False, not str',
+    ),
+    (
+        'new_process_group not a bool',
+        lambda mp, ctx: ctx.Process(new_process_group=1),
+        TypeError,
+        'new_process_group must be True or False, not int',
+    ),
+    ('env not a mapping', lambda mp, ctx: ctx.Process(env=[('A', '1')]), TypeError, None),
+    ('kill with a positional', lambda mp, ctx: ctx.Process().kill(9), TypeError, None),
+    (
+        'terminate tree not a bool',
+        lambda mp, ctx: ctx.Process().terminate(tree='yes'),
+        TypeError,
+        'tree must be True or False, not str',
+    ),
+    (
+        'set_fork_thread_check unknown mode',
+        lambda mp, ctx: mp.set_fork_thread_check('never'),
+        ValueError,
+        "fork thread check must be 'warn', 'error' or 'ignore', not 'never'",
+    ),
+]
+
+
+@skip_on_stdlib('extensions')
+@pytest.mark.parametrize(('what', 'call', 'exc_type', 'message'), EXTENSION_CASES, ids=[c[0] for c in EXTENSION_CASES])
+def test_bad_input_to_extensions(mp, ctx, what, call, exc_type, message):
+    test_bad_input(mp, ctx, what, call, exc_type, message)
+    assert mp.get_fork_thread_check() == 'warn'
 
 
 @pytest.mark.parametrize('timeout', ['soon', [1]], ids=['str', 'list'])
