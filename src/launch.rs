@@ -21,6 +21,19 @@ pub fn launch(py: Python<'_>, method: &'static str, process: &Bound<'_, PyAny>) 
     }
 }
 
+/// Starts a process object that is not a `procstart.Process` (a stdlib `multiprocessing`
+/// process under `procstart.install()`) with the start method its class names, or the default
+/// one: the child runs it as its current process; the returned `Popen` has the protocol
+/// stdlib's `start()`, `join()` and `terminate()` use.
+#[pyfunction]
+pub fn _launch(process: &Bound<'_, PyAny>) -> PyResult<Popen> {
+    launch(
+        process.py(),
+        crate::context::start_method_for(process)?,
+        process,
+    )
+}
+
 /// How a child is made to die with its parent (`die_with_parent=True`, or a daemon).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum ParentDeath {

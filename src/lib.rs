@@ -51,6 +51,7 @@ fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(spawn::_run_child, m)?)?;
     m.add_function(wrap_pyfunction!(bootstrap::_prepare_forked_children, m)?)?;
     m.add_function(wrap_pyfunction!(bootstrap::_die_with_parent, m)?)?;
+    m.add_function(wrap_pyfunction!(launch::_launch, m)?)?;
     m.add_function(wrap_pyfunction!(fork::set_fork_thread_check, m)?)?;
     m.add_function(wrap_pyfunction!(fork::get_fork_thread_check, m)?)?;
     m.add_function(wrap_pyfunction!(context::_register_contexts, m)?)?;

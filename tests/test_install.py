@@ -353,7 +353,7 @@ def test_stdlib_objects_from_before_install(run_py, tmp_path, start_method):
         w = library.Worker(q, go, 5)
         w.start()
         report['worker'] = q.get(timeout=60)
-        report['listed'] = multiprocessing.active_children() == [w]
+        report['listed'] = multiprocessing.active_children() == [w] and mp.active_children() == []
         go.set()
         w.join()
         report['exitcode'] = w.exitcode
