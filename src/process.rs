@@ -649,6 +649,14 @@ impl Process {
     }
 }
 
+/// The name of `obj`'s type, for error messages.
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
 /// procstart's own boolean options: `True` or `False` (or left out), not merely truthy, so that a
 /// misplaced argument (`kill(1)` meant as a signal, `die_with_parent='no'`) is caught.
 fn flag(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
@@ -657,10 +665,7 @@ fn flag(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
         Some(v) => v.cast::<PyBool>().map(|b| b.is_true()).map_err(|_| {
             PyTypeError::new_err(format!(
                 "{name} must be True or False, not {}",
-                v.get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
+                type_name(v)
             ))
         }),
     }
@@ -673,10 +678,7 @@ fn checked_env<'py>(env: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
     let mapping = env.cast::<PyMapping>().map_err(|_| {
         PyTypeError::new_err(format!(
             "env must be a mapping of str to str, not {}",
-            env.get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
+            type_name(env)
         ))
     })?;
     let checked = PyDict::new(py);
@@ -686,7 +688,7 @@ fn checked_env<'py>(env: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
             if !part.is_instance_of::<PyString>() {
                 return Err(PyTypeError::new_err(format!(
                     "env keys and values must be str, not {}",
-                    part.get_type().name()?
+                    type_name(part)
                 )));
             }
         }
