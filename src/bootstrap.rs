@@ -57,10 +57,9 @@ pub struct ChildSetup {
     stdin: Py<PyAny>,
     /// What of stdlib `multiprocessing` is loaded, whose state must follow the child's.
     stdlib: Stdlib,
-    /// `env=`, for a fork child to set.
+    /// `env=`, for a fork child to set (see `forked_with`).
     env: Vec<(String, String)>,
-    /// For a fork child: how it dies with its parent (spawned children arm it on arrival,
-    /// before preparing, see `_die_with_parent`).
+    /// For a fork child: how it dies with its parent (see `forked_with`).
     parent_death: Option<ParentDeath>,
 }
 
@@ -92,11 +91,7 @@ pub fn _prepare_forked_children(py: Python<'_>) -> PyResult<Py<PyAny>> {
 }
 
 impl ChildSetup {
-    pub fn new(
-        process: &Bound<'_, PyAny>,
-        launcher: &'static str,
-        options: &LaunchOptions,
-    ) -> PyResult<Self> {
+    pub fn new(process: &Bound<'_, PyAny>, launcher: &'static str) -> PyResult<Self> {
         let py = process.py();
         let stdin = prepare_children(py)?;
         Ok(ChildSetup {
@@ -107,15 +102,18 @@ impl ChildSetup {
             parent_pid: process.getattr(intern!(py, "_parent_pid"))?.extract()?,
             stdin: stdin.clone_ref(py),
             stdlib: Stdlib::find(py)?,
-            // Spawned and fork-server children have it before they import the parent's
-            // modules (their environment, their payload); a fork child has them imported.
-            env: if launcher == "fork" {
-                options.env.clone()
-            } else {
-                Vec::new()
-            },
-            parent_death: options.parent_death.filter(|_| launcher == "fork"),
+            env: Vec::new(),
+            parent_death: None,
         })
+    }
+
+    /// For a fork child: what of procstart's options it applies itself, in `bootstrap`.
+    /// Spawned and fork-server children have them before they import the parent's modules
+    /// (in their environment and payload), and `die_with_parent` armed on arrival.
+    pub fn forked_with(mut self, options: &LaunchOptions) -> Self {
+        self.env = options.env.clone();
+        self.parent_death = options.parent_death;
+        self
     }
 
     /// Runs the process in this new child and exits with its exit code.
@@ -136,9 +134,6 @@ impl ChildSetup {
         }
         let atexit = atexit(py)?;
         let forked = self.launcher != "spawn";
-        if forked {
-            crate::fork::forget_thread_warning();
-        }
         if !self.env.is_empty() {
             let environ = crate::imports::os(py)?.getattr(intern!(py, "environ"))?;
             for (key, value) in &self.env {
@@ -146,6 +141,7 @@ impl ChildSetup {
             }
         }
         if forked {
+            crate::fork::forget_thread_warning();
             // The parent's exit handlers are the parent's; the child runs those it registers.
             atexit.call_method0(intern!(py, "_clear"))?;
         }

@@ -18,13 +18,16 @@ use crate::popen::{self, os_error, ChildLink, Popen};
 use crate::sys::fork::{fork, Forked};
 use crate::sys::proctree::lead_new_group;
 
-pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
+pub fn launch(
+    py: Python<'_>,
+    process: &Bound<'_, PyAny>,
+    options: &LaunchOptions,
+) -> PyResult<Popen> {
     check_threads(py)?;
     bootstrap::flush_std_streams(py)?;
     // Everything the child needs exists before fork(): between fork() and
     // PyOS_AfterFork_Child() nothing else runs.
-    let options = LaunchOptions::of(process, "fork")?;
-    let setup = ChildSetup::new(process, "fork", &options)?;
+    let setup = ChildSetup::new(process, "fork")?.forked_with(options);
     let link = ChildLink::new().map_err(os_error)?;
     match fork(py).map_err(os_error)? {
         Forked::Child => {
@@ -44,14 +47,10 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
         Forked::Parent(pid) => {
             drop(setup);
             let popen = link.into_popen(py, pid, "fork")?;
-            // The child has made itself a group leader, or this does (whichever runs first);
-            // should both fail (a fork hook moved the child to a session of its own), it runs on
-            // in its parent's group, and tree signals walk its descendants only.
             if options.new_group {
+                // Whichever of the child and this runs first makes the group; should both fail
+                // (a fork hook moved the child elsewhere), `leading_group` sees it.
                 let _ = lead_new_group(pid);
-                if nix::unistd::getpgid(Some(pid)) == Ok(pid) {
-                    return Ok(popen.leading_group());
-                }
             }
             Ok(popen)
         }

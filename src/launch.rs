@@ -11,14 +11,20 @@ use crate::popen::Popen;
 use crate::{fork, forkserver, spawn};
 
 pub fn launch(py: Python<'_>, method: &'static str, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
-    match method {
-        "fork" => fork::launch(py, process),
-        "spawn" => spawn::launch(py, process),
-        "forkserver" => forkserver::client::launch(py, process),
+    let options = LaunchOptions::of(process, method)?;
+    let popen = match method {
+        "fork" => fork::launch(py, process, &options),
+        "spawn" => spawn::launch(py, process, &options),
+        "forkserver" => forkserver::client::launch(py, process, &options),
         other => Err(PyValueError::new_err(format!(
             "cannot find context for {other:?}"
         ))),
-    }
+    }?;
+    Ok(if options.new_group {
+        popen.leading_group()
+    } else {
+        popen
+    })
 }
 
 /// Starts a process object that is not a `procstart.Process` (a stdlib `multiprocessing`

@@ -176,9 +176,13 @@ impl Popen {
         Ok(popen)
     }
 
-    /// The child leads a process group of its own, which tree signals also reach.
+    /// For a child asked to lead a process group of its own (`new_process_group=True`), which
+    /// tree signals then also reach: recorded unless the child is known to be in another group
+    /// (a fork hook moved it to a session of its own before it could make one).
     pub fn leading_group(mut self) -> Self {
-        self.group = Some(self.pid);
+        if nix::unistd::getpgid(Some(self.pid)).map_or(true, |group| group == self.pid) {
+            self.group = Some(self.pid);
+        }
         self
     }
 

@@ -80,9 +80,12 @@ pub fn send_payload(py: Python<'_>, pipe: OwnedFd, data: &[u8]) -> PyResult<()> 
         .map_err(os_error)
 }
 
-pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
+pub fn launch(
+    py: Python<'_>,
+    process: &Bound<'_, PyAny>,
+    options: &LaunchOptions,
+) -> PyResult<Popen> {
     let spawn_module = py_spawn(py)?;
-    let options = LaunchOptions::of(process, "spawn")?;
     // Pickled first: an unpicklable target fails here, before anything is started or opened.
     let (payload, inherited): (Bound<'_, PyBytes>, Vec<i32>) = spawn_module
         .call_method1(
@@ -107,13 +110,10 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
     let mut child_fds = vec![payload_r.as_fd(), link_fds[0]];
     child_fds.extend(borrow_inherited(&inherited));
     child_fds.extend(link_fds.into_iter().skip(1));
-    let pid = start_program(py, &argv, &child_fds, Some(&options))?;
+    let pid = start_program(py, &argv, &child_fds, Some(options))?;
     drop(child_fds);
     drop(payload_r);
-    let mut popen = link.into_popen(py, pid, "spawn")?;
-    if options.new_group {
-        popen = popen.leading_group();
-    }
+    let popen = link.into_popen(py, pid, "spawn")?;
     send_payload(py, payload_w, payload.as_bytes())?;
     Ok(popen)
 }
@@ -139,6 +139,5 @@ pub fn _run_child(
     forked: bool,
 ) -> PyResult<()> {
     let launcher = if forked { "forkserver" } else { "spawn" };
-    let options = LaunchOptions::of(process, launcher)?;
-    ChildSetup::new(process, launcher, &options)?.run(py, parent_sentinel)
+    ChildSetup::new(process, launcher)?.run(py, parent_sentinel)
 }

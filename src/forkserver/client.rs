@@ -304,9 +304,12 @@ fn authentication_error(py: Python<'_>, message: &str) -> PyErr {
     }
 }
 
-pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
+pub fn launch(
+    py: Python<'_>,
+    process: &Bound<'_, PyAny>,
+    options: &LaunchOptions,
+) -> PyResult<Popen> {
     let module = py_forkserver(py)?;
-    let options = LaunchOptions::of(process, "forkserver")?;
     let mut relaunched = false;
     loop {
         module.call_method0(intern!(py, "ensure_running"))?;
@@ -361,15 +364,12 @@ pub fn launch(py: Python<'_>, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
             }
             Err(Failure::Refused(Refused::Os(e))) => return Err(os_error(e)),
         };
-        let mut popen = match reply {
+        let popen = match reply {
             Reply::Child(pid, pidfd) => link
                 .into_served_popen(Pid::from_raw(pid), pidfd, conn)
                 .map_err(os_error)?,
             Reply::Failed(e) => return Err(os_error(e)),
         };
-        if options.new_group {
-            popen = popen.leading_group();
-        }
         send_payload(py, payload_w, payload.as_bytes())?;
         return Ok(popen);
     }
