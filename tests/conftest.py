@@ -79,34 +79,30 @@ def std_ctx(start_method):
     return multiprocessing.get_context(start_method)
 
 
-@pytest.fixture
-def pipe():
-    """Factory of stdlib ``Pipe(duplex=False)`` pairs, closed after the test, for tests not parametrised over the
-    start method (a Pipe does not depend on it)."""
+def _pipes():
+    """Factory of stdlib ``Pipe(duplex=False)`` pairs (``duplex=True`` on request), closed after the test."""
     conns = []
 
-    def factory():
-        r, w = multiprocessing.Pipe(duplex=False)
+    def factory(duplex=False):
+        r, w = multiprocessing.Pipe(duplex=duplex)
         conns.extend((r, w))
         return r, w
 
     yield factory
     for c in conns:
         c.close()
+
+
+@pytest.fixture
+def pipe():
+    """``_pipes`` for tests not parametrised over the start method (a Pipe does not depend on it)."""
+    yield from _pipes()
 
 
 @pytest.fixture
 def make_pipe(std_ctx):
-    conns = []
-
-    def factory(duplex=False):
-        r, w = std_ctx.Pipe(duplex=duplex)
-        conns.extend((r, w))
-        return r, w
-
-    yield factory
-    for c in conns:
-        c.close()
+    """``_pipes`` for tests parametrised over the start method (through ``std_ctx``)."""
+    yield from _pipes()
 
 
 @pytest.fixture(scope='session')

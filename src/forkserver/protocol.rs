@@ -406,6 +406,30 @@ mod tests {
         }
     }
 
+    /// The real client (`request`, in a thread, with `client_key`, `flags` and the `sent`
+    /// descriptors) against the server's `Handshake` (with `server_key`), which hangs up once
+    /// it is done, as the server does: the client's outcome and the server's. Everything but
+    /// the received request is closed on return.
+    fn exchange(
+        server_key: &Key,
+        client_key: &Key,
+        flags: u16,
+        sent: &[Probe],
+    ) -> (Result<(), Refused>, Result<Request, Refused>) {
+        let (server, client) = socket_pair();
+        let mut handshake = Handshake::start(server.as_fd()).unwrap();
+        std::thread::scope(|scope| {
+            // The client's end goes with it, so that a client that gives up is a hang-up.
+            let client = scope.spawn(|| {
+                let client = client;
+                request(client.as_fd(), client_key, flags, &borrowed(sent))
+            });
+            let received = drive(&mut handshake, server.as_fd(), server_key);
+            drop((handshake, server));
+            (client.join().unwrap(), received)
+        })
+    }
+
     /// What the module header says a REQUEST must be, given the descriptors that came with it.
     fn valid_request(flags: u16, count: usize, received: usize) -> bool {
         let links = 2 + usize::from(flags & FLAG_EXIT_PIPE != 0);
@@ -647,18 +671,8 @@ mod tests {
             flags in flags(),
             count in 0..6usize,
         ) {
-            let (server, client) = socket_pair();
             let sent = probes(count);
-            let mut handshake = Handshake::start(server.as_fd()).unwrap();
-            let (asked, received) = std::thread::scope(|scope| {
-                // The client's end goes with it, so that a client that gives up is a hang-up.
-                let client = scope.spawn(|| {
-                    let client = client;
-                    request(client.as_fd(), &key, flags, &borrowed(&sent))
-                });
-                let received = drive(&mut handshake, server.as_fd(), &key);
-                (client.join().unwrap(), received)
-            });
+            let (asked, received) = exchange(&key, &key, flags, &sent);
             prop_assert!(asked.is_ok(), "{:?}", asked);
             match received {
                 Ok(request) => {
@@ -672,7 +686,6 @@ mod tests {
                 Err(Refused::Authentication) => prop_assert!(!valid_request(flags, count, count)),
                 Err(refused) => prop_assert!(false, "refused with {:?}", refused),
             }
-            drop((handshake, server));
             for probe in sent {
                 prop_assert!(probe.all_closed());
             }
@@ -687,22 +700,10 @@ mod tests {
             count in 0..4usize,
         ) {
             prop_assume!(server_key != client_key);
-            let (server, client) = socket_pair();
             let sent = probes(count);
-            let mut handshake = Handshake::start(server.as_fd()).unwrap();
-            let (asked, received) = std::thread::scope(|scope| {
-                let client = scope.spawn(|| {
-                    let client = client;
-                    request(client.as_fd(), &client_key, 0, &borrowed(&sent))
-                });
-                let received = drive(&mut handshake, server.as_fd(), &server_key);
-                // As the server does with a peer it refuses.
-                drop(server);
-                (client.join().unwrap(), received)
-            });
+            let (asked, received) = exchange(&server_key, &client_key, 0, &sent);
             prop_assert!(matches!(received, Err(Refused::Authentication)));
             prop_assert!(matches!(asked, Err(Refused::Rejected)), "{:?}", asked);
-            drop(handshake);
             for probe in sent {
                 prop_assert!(probe.all_closed());
             }
