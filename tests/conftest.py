@@ -29,6 +29,7 @@ and for procstart alike.
 
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -42,9 +43,9 @@ if TESTS_DIR not in sys.path:
 
 from _support import CHILD_TIMEOUT, IS_STDLIB, MODNAME
 
-# The start_method fixture and the leak checks. Already registered where procstart is installed (the pytest11
-# entry point, of the same name); listed for a run from the source tree.
-pytest_plugins = ['procstart.pytest_plugin']
+# The start_method fixture and the leak checks (already registered where procstart is installed, by the pytest11
+# entry point of the same name; listed for a run from the source tree), and the suite's own summary.
+pytest_plugins = ['procstart.pytest_plugin', '_summary']
 
 
 def _import_target():
@@ -53,6 +54,13 @@ def _import_target():
     import procstart
 
     return procstart
+
+
+def pytest_configure(config):
+    # Started in the background of a shell (`cmd &`, nohup), pytest inherits SIGINT ignored, and so would every
+    # child and program the tests start: the tests of Ctrl-C and Process.interrupt() need it as a terminal has it.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_report_header(config):

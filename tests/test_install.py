@@ -301,7 +301,7 @@ def test_install_uninstall_round_trip(mp):
     mp.uninstall()
     after = _stdlib_state()
     assert [label for label, _ in after] == [label for label, _ in before]
-    assert [label for (label, a), (_, b) in zip(before, after) if a is not b] == []
+    assert [label for (label, a), (_, b) in zip(before, after, strict=True) if a is not b] == []
     assert multiprocessing.Process is multiprocessing.context.Process
 
 

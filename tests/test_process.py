@@ -317,7 +317,7 @@ def exit_stderr(run_py, start_method):
         codes = json.loads(proc.stdout.splitlines()[-1])
         chunks = re.split(r'^@@(\w+)\n', proc.stderr, flags=re.MULTILINE)
         assert chunks[0] == '', proc.stderr
-        stderr = dict(zip(chunks[1::2], chunks[2::2]))
+        stderr = dict(zip(chunks[1::2], chunks[2::2], strict=True))
         assert stderr.pop('end') == ''
         _stderr_cache[start_method] = {key: (codes[key], stderr[key]) for key in EXIT_CASES}
     return _stderr_cache[start_method]

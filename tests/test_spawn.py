@@ -663,7 +663,7 @@ def test_exit_reporting_default_names(run_py):
     assert _last_json(proc) == [['SpawnProcess-1', 1], ['SpawnProcess-2', 1]]
     chunks = re.split(r'^@@(\w+)\n', proc.stderr, flags=re.MULTILINE)
     assert chunks[0] == '', proc.stderr
-    err = dict(zip(chunks[1::2], chunks[2::2]))
+    err = dict(zip(chunks[1::2], chunks[2::2], strict=True))
     assert err['end'] == ''
     assert err['exit_msg'] == 'goodbye from the child\n'
     tb = err['exception']

@@ -25,7 +25,7 @@ def draw(path, title, panels):
     # Inches: per row, per panel (its title and axis), and for the figure's title and legend.
     fig = Figure(figsize=(10, 0.45 * sum(rows) + 1.1 * len(panels) + 1.2), layout='constrained')
     axes = fig.subplots(len(panels), 1, squeeze=False, gridspec_kw={'height_ratios': rows})[:, 0]
-    for ax, panel in zip(axes, panels):
+    for ax, panel in zip(axes, panels, strict=True):
         _panel(ax, panel)
     fig.suptitle(title)
     fig.legend(*axes[0].get_legend_handles_labels(), loc='outside lower center', ncols=len(COLORS))

@@ -205,7 +205,11 @@ def _dumps(pickler_class, obj):
 
     buf = io.BytesIO()
     pickler_class(buf).dump(obj)
-    return buf.getbuffer()
+    # getvalue(), not getbuffer(): an export of the buffer caught in a traceback cycle (a failed
+    # pickle) is collected after its BytesIO, which crashes 3.12.0-3.12.1 (gh-111049) and prints
+    # an ignored BufferError on 3.13 and 3.14 (gh-111331). getvalue() hands over the buffer
+    # itself when it is full, without a copy.
+    return buf.getvalue()
 
 
 def _culprit(pickler_class, obj, path, depth=0):
@@ -301,11 +305,12 @@ def _encode_process(process_obj):
 
     cls = type(process_obj)
     base = _procstart.Process
+    # getattr: before 3.11, object has no __getstate__, and neither has a stdlib Process class.
     if (
         cls.__reduce_ex__ is not object.__reduce_ex__
         or cls.__reduce__ is not object.__reduce__
-        or cls.__getstate__ is not base.__getstate__
-        or cls.__setstate__ is not base.__setstate__
+        or getattr(cls, '__getstate__', None) is not base.__getstate__
+        or getattr(cls, '__setstate__', None) is not base.__setstate__
         or cls in copyreg.dispatch_table
     ):
         raise _NotPlain
@@ -322,7 +327,7 @@ def _decode(node):
         return [_decode(item) for item in node[1:]]
     if tag == 'd':
         items = iter(node[1:])
-        return {_decode(key): _decode(value) for key, value in zip(items, items)}
+        return {_decode(key): _decode(value) for key, value in zip(items, items, strict=True)}
     if tag == 'r':
         # As pickle's find_class.
         __import__(node[1])
@@ -512,8 +517,14 @@ def run_child(payload_fd, parent_sentinel, forked=False):
 
 
 def prepare(data):
-    """Make this child look like its parent, in CPython's order (`spawn.prepare`)."""
+    """Make this child look like its parent, in CPython's order (`spawn.prepare`) but for the directory."""
     current = _procstart.current_process()
+    if 'dir' in data:
+        # Before anything that may import (the logging steps import multiprocessing.util): a fork-server
+        # child starts in the server's directory, which may be gone, and 3.13.0-3.13.2 then fail an
+        # import's module attribute look-ups with SystemError (gh-130932). CPython changes directory
+        # after the logging steps; its children have multiprocessing.util loaded already.
+        os.chdir(data['dir'])
     if 'name' in data:
         current.name = data['name']
     if 'authkey' in data:
@@ -530,8 +541,6 @@ def prepare(data):
         sys.path = data['sys_path']
     if 'sys_argv' in data:
         sys.argv = data['sys_argv']
-    if 'dir' in data:
-        os.chdir(data['dir'])
     if 'orig_dir' in data:
         process.ORIGINAL_DIR = data['orig_dir']
     if 'stdlib_tracker_fd' in data:

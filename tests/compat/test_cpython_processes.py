@@ -113,6 +113,8 @@ SUMMARY_NOTES = [f'compat: not in CPython {sys.version.split()[0]}, not run: {",
 
 # ProcessesMixin attributes procstart provides; the mixin's other factories come from the stdlib context.
 MIXIN_FROM_PROCSTART = ('Process', 'current_process', 'parent_process', 'active_children', 'set_executable')
+# ProcessesMixin.set_executable is new in 3.11.
+MIXIN_REQUIRED = MIXIN_FROM_PROCSTART if sys.version_info >= (3, 11) else MIXIN_FROM_PROCSTART[:-1]
 
 
 # Per test (class, test) or class: a context manager factory taking the start method, active during the test.
@@ -158,7 +160,9 @@ class _CompatSetup:
             binding.restore(cls._compat_saved)
 
     def setUp(self):
-        self._compat_enter(os_helper.temp_cwd())
+        # A fresh directory of tempfile's (name=None), not CPython's default ./tempcwd, which a run that was killed
+        # leaves behind for every later run to trip over.
+        self._compat_enter(os_helper.temp_cwd(name=None))
         adapter = ADAPTERS.get((self.COMPAT_CPYTHON_NAME, self._testMethodName)) or ADAPTERS.get(
             self.COMPAT_CPYTHON_NAME
         )
@@ -219,7 +223,7 @@ def _processes_mixin(method):
     std_ctx = multiprocessing.get_context(method)
     namespace = {}
     cpython_mixin = vars(cpython_tests.ProcessesMixin)
-    missing = [name for name in MIXIN_FROM_PROCSTART if name not in cpython_mixin]
+    missing = [name for name in MIXIN_REQUIRED if name not in cpython_mixin]
     if missing:
         raise AssertionError(f'compat harness: ProcessesMixin of this CPython lacks {missing}')
     for name, value in cpython_mixin.items():
