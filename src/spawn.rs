@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
+use nix::sys::signal::Signal;
 use nix::unistd::{pipe2, Pid};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::intern;
@@ -56,18 +57,19 @@ fn write_payload(fd: BorrowedFd<'_>, mut data: &[u8]) -> nix::Result<()> {
 
 /// Starts `argv` (an interpreter, or the resource tracker) with `child_fds` as its descriptors
 /// 3, 4, ... and nothing else open besides 0, 1, 2; `options` for a process's child, `None`
-/// for procstart's own helpers.
+/// for procstart's own helpers; `blocked`: signals it starts with blocked.
 pub fn start_program(
     py: Python<'_>,
     argv: &[Vec<u8>],
     child_fds: &[BorrowedFd<'_>],
     options: Option<&LaunchOptions>,
+    blocked: &[Signal],
 ) -> PyResult<Pid> {
     let argv: Vec<CString> = argv.iter().map(|a| c_string(a)).collect::<PyResult<_>>()?;
     let executable = &argv[0];
     let envp = environment(options.map_or(&[], |o| &o.env[..]));
     let new_group = options.is_some_and(|o| o.new_group);
-    py.detach(|| spawn(executable, &argv, &envp, child_fds, new_group))
+    py.detach(|| spawn(executable, &argv, &envp, child_fds, new_group, blocked))
         .map_err(|e| {
             let path = String::from_utf8_lossy(executable.as_bytes()).into_owned();
             PyOSError::new_err((e as i32, e.desc(), path))
@@ -110,7 +112,7 @@ pub fn launch(
     let mut child_fds = vec![payload_r.as_fd(), link_fds[0]];
     child_fds.extend(borrow_inherited(&inherited));
     child_fds.extend(link_fds.into_iter().skip(1));
-    let pid = start_program(py, &argv, &child_fds, Some(options))?;
+    let pid = start_program(py, &argv, &child_fds, Some(options), &[])?;
     drop(child_fds);
     drop(payload_r);
     let popen = link.into_popen(py, pid, "spawn")?;

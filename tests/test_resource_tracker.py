@@ -83,6 +83,27 @@ def test_tracker_ignores_sigint_and_sigterm(tracker):
     assert tracker._resource_tracker._check_alive()
 
 
+_SIGNAL_AT_START_SCRIPT = """
+from procstart import _procstart, resource_tracker
+survived = 0
+for _ in range(20):
+    resource_tracker.ensure_running()
+    pid = _procstart._tracker_pid()
+    os.kill(pid, int(sys.argv[1]))
+    time.sleep(0.05)
+    survived += resource_tracker._resource_tracker._check_alive()
+    resource_tracker._resource_tracker._stop()
+print(survived)
+"""
+
+
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
+def test_tracker_survives_a_signal_right_after_its_start(run_py, signum):
+    # Sent before the program has set the signal to be ignored: it must find it blocked (CPython: bpo-33613).
+    proc = run_py(_SIGNAL_AT_START_SCRIPT, int(signum))
+    assert proc.stdout.split() == ['20'], proc.stderr
+
+
 # -- cleanup at the end of the tree ----------------------------------------------------------------------------
 
 _LEAK_SCRIPT = """

@@ -156,6 +156,7 @@ pub fn _forkserver_start(py: Python<'_>, argv: Vec<Vec<u8>>, data: &[u8]) -> PyR
             &argv,
             &[payload_r.as_fd(), listener.as_fd(), alive_r.as_fd()],
             None,
+            &[],
         )?;
         let mut payload = Vec::with_capacity(KEY_LEN + 8 + address.as_os_str().len() + data.len());
         payload.extend_from_slice(&key);

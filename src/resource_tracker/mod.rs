@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
+use nix::sys::signal::Signal;
 use nix::unistd::{pipe2, Pid};
 use pyo3::prelude::*;
 
@@ -73,7 +74,10 @@ pub fn _tracker_start(py: Python<'_>) -> PyResult<()> {
     let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(os_error)?;
     // The tracker's descriptors: 3 the pipe, 4 the program, which it is executed from.
     let argv = [b"/proc/self/fd/4".to_vec()];
-    let pid = start_program(py, &argv, &[r.as_fd(), program.as_fd()], None)?;
+    // Blocked until the program has set them to be ignored: a Ctrl-C or a SIGTERM to the process
+    // group right after the start must not kill it (CPython: bpo-33613).
+    let blocked = [Signal::SIGINT, Signal::SIGTERM];
+    let pid = start_program(py, &argv, &[r.as_fd(), program.as_fd()], None, &blocked)?;
     let handle = pidfd::supported().then(|| pidfd::open(pid).ok()).flatten();
     *TRACKER.lock().unwrap() = Some(Arc::new(Tracker {
         pid,

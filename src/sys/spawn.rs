@@ -11,6 +11,7 @@ use std::ptr;
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg};
+use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 
 /// The first descriptor number after stdin, stdout and stderr.
@@ -58,7 +59,11 @@ impl Drop for FileActions {
 }
 
 /// `posix_spawnattr_t`, for what the child is to be besides its descriptors.
-struct Attributes(libc::posix_spawnattr_t);
+struct Attributes {
+    attributes: libc::posix_spawnattr_t,
+    /// The `POSIX_SPAWN_*` flags of what was set, given to the object in `finish`.
+    flags: libc::c_int,
+}
 
 impl Attributes {
     fn new() -> nix::Result<Self> {
@@ -69,28 +74,44 @@ impl Attributes {
         if res != 0 {
             return Err(Errno::from_raw(res));
         }
-        // SAFETY: initialised by the successful call above.
-        Ok(Attributes(unsafe { attributes.assume_init() }))
+        Ok(Attributes {
+            // SAFETY: initialised by the successful call above.
+            attributes: unsafe { attributes.assume_init() },
+            flags: 0,
+        })
     }
 
     /// The child leads a new process group, set before it runs anything.
     fn new_process_group(&mut self) -> nix::Result<()> {
-        // SAFETY: self.0 is an initialised attributes object; the calls only record values.
-        let res = unsafe {
-            libc::posix_spawnattr_setpgroup(&mut self.0, 0)
-                | libc::posix_spawnattr_setflags(&mut self.0, libc::POSIX_SPAWN_SETPGROUP as _)
-        };
-        if res != 0 {
-            return Err(Errno::from_raw(res));
-        }
+        // SAFETY: self.attributes is an initialised attributes object; the call only records
+        // the value.
+        Errno::result(unsafe { libc::posix_spawnattr_setpgroup(&mut self.attributes, 0) })?;
+        self.flags |= libc::POSIX_SPAWN_SETPGROUP;
         Ok(())
+    }
+
+    /// The child starts with `mask` as its signal mask.
+    fn signal_mask(&mut self, mask: &SigSet) -> nix::Result<()> {
+        // SAFETY: as above; `mask` is a valid sigset_t that outlives the call (it is copied).
+        Errno::result(unsafe {
+            libc::posix_spawnattr_setsigmask(&mut self.attributes, mask.as_ref())
+        })?;
+        self.flags |= libc::POSIX_SPAWN_SETSIGMASK;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> nix::Result<()> {
+        let flags = libc::c_short::try_from(self.flags).map_err(|_| Errno::EINVAL)?;
+        // SAFETY: as above.
+        Errno::result(unsafe { libc::posix_spawnattr_setflags(&mut self.attributes, flags) })
+            .map(drop)
     }
 }
 
 impl Drop for Attributes {
     fn drop(&mut self) {
-        // SAFETY: self.0 was initialised in new() and is destroyed exactly once, here.
-        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
+        // SAFETY: self.attributes was initialised in new() and is destroyed exactly once, here.
+        unsafe { libc::posix_spawnattr_destroy(&mut self.attributes) };
     }
 }
 
@@ -103,13 +124,15 @@ fn null_terminated(strings: &[CString]) -> Vec<*mut c_char> {
 }
 
 /// Starts `path` with `argv` and `envp`; the child's descriptor `3 + i` is `child_fds[i]`,
-/// besides 0, 1 and 2 it has no other; with `new_group` it leads a new process group.
+/// besides 0, 1 and 2 it has no other; with `new_group` it leads a new process group; it
+/// starts with `blocked` blocked besides what the calling thread blocks.
 pub fn spawn(
     path: &CStr,
     argv: &[CString],
     envp: &[CString],
     child_fds: &[BorrowedFd<'_>],
     new_group: bool,
+    blocked: &[Signal],
 ) -> nix::Result<Pid> {
     let limit = FIRST_CHILD_FD + i32::try_from(child_fds.len()).map_err(|_| Errno::EMFILE)?;
     // Copies above every target number, so that placing one never overwrites another's
@@ -131,6 +154,14 @@ pub fn spawn(
     if new_group {
         attributes.new_process_group()?;
     }
+    if !blocked.is_empty() {
+        let mut mask = SigSet::thread_get_mask()?;
+        for &signal in blocked {
+            mask.add(signal);
+        }
+        attributes.signal_mask(&mask)?;
+    }
+    attributes.finish()?;
     let argv = null_terminated(argv);
     let envp = null_terminated(envp);
     let mut pid: libc::pid_t = 0;
@@ -141,7 +172,7 @@ pub fn spawn(
             &mut pid,
             path.as_ptr(),
             &actions.0,
-            &attributes.0,
+            &attributes.attributes,
             argv.as_ptr(),
             envp.as_ptr(),
         )
