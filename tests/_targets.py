@@ -782,3 +782,10 @@ def send_environ(conn, *names):
 
 def send_process_group(conn):
     conn.send((os.getpid(), os.getpgid(0)))
+
+
+def hold_proxy_until_told(proxy, conn):
+    """Keep a Manager proxy while the parent counts its references; exit when told."""
+    conn.send('ready')
+    conn.recv()
+    conn.close()

@@ -7,6 +7,7 @@ the context's own factories (``ctx.Queue()``, ``ctx.Pool()``, ...).
 
 import concurrent.futures
 import multiprocessing.pool
+import re
 
 import _targets
 import pytest
@@ -145,3 +146,29 @@ def test_manager_dict(ctx, factory):
         _run(ctx, _targets.queue_put, _targets.ListAppender(lst), 'item')
         assert dict(d) == {'key': [1, 2]}
         assert list(lst) == ['item']
+
+
+def _proxy_refcounts(ctx, make_pipe, manager):
+    """The manager's reference count of a proxy's object while a child of ``ctx`` holds it, and after."""
+    proxy = manager.dict()
+
+    def refcount():
+        found = re.search(rf'{re.escape(proxy._token.id)}:\s+refcount=(\d+)', manager._debug_info())
+        return int(found.group(1)) if found else 0
+
+    parent, child = make_pipe(duplex=True)
+    p = ctx.Process(target=_targets.hold_proxy_until_told, args=(proxy, child))
+    p.start()
+    assert recv(parent) == 'ready'
+    running = refcount()
+    parent.send('go')
+    finish(p)
+    assert p.exitcode == 0
+    return running, refcount()
+
+
+def test_manager_proxy_references_as_stdlib(ctx, std_ctx, make_pipe):
+    # A proxy unpickled while the child inherits takes no reference of its own (CPython's RebuildProxy asks stdlib's
+    # current process): procstart's child must count as stdlib's does, and give back what it took when it exits.
+    with multiprocessing.Manager() as manager:
+        assert _proxy_refcounts(ctx, make_pipe, manager) == _proxy_refcounts(std_ctx, make_pipe, manager)

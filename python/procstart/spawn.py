@@ -511,9 +511,20 @@ def run_child(payload_fd, parent_sentinel, forked=False):
     main._inheriting = True
     _procstart._set_current_process(main)
     prepare(prep)
-    process_obj = load(process_data)
+    # Stdlib objects in the payload ask stdlib's current process whether they are inherited (a Manager proxy then
+    # takes no reference of its own, CPython's RebuildProxy): it must be this one while they are loaded.
+    hook = on_import('multiprocessing.process', _stdlib_current_process_is_procstarts)
+    try:
+        process_obj = load(process_data)
+    finally:
+        if hook is not None:
+            hook.cancel()
     del main._inheriting, process_data
     _procstart._run_child(process_obj, parent_sentinel, forked)
+
+
+def _stdlib_current_process_is_procstarts(module):
+    module._current_process = _procstart.current_process()
 
 
 def prepare(data):
@@ -544,7 +555,7 @@ def prepare(data):
     if 'orig_dir' in data:
         process.ORIGINAL_DIR = data['orig_dir']
     if 'stdlib_tracker_fd' in data:
-        _share_tracker_on_import(inherited_fd(data['stdlib_tracker_fd']))
+        _share_stdlib_tracker_fd(inherited_fd(data['stdlib_tracker_fd']))
     if 'tracker' in data:
         fd, pid = data['tracker']
         _procstart._tracker_adopt(inherited_fd(fd), pid)
@@ -565,15 +576,13 @@ def prepare(data):
         _fixup_main_from_path(data['init_main_from_path'])
 
 
-class _TrackerFdOnImport:
-    """Hands the parent's stdlib resource tracker to `multiprocessing.resource_tracker` if this
-    child ever imports it, so that a child which does not use stdlib's semaphores or shared
-    memory never imports stdlib `multiprocessing` for it."""
+class _OnImport:
+    """Runs `callback(module)` once `name` is imported, if it ever is: what this child must set in
+    stdlib `multiprocessing` modules is set without importing them for it."""
 
-    name = 'multiprocessing.resource_tracker'
-
-    def __init__(self, fd):
-        self.fd = fd
+    def __init__(self, name, callback):
+        self.name = name
+        self.callback = callback
 
     def find_spec(self, name, path=None, target=None):
         if name != self.name:
@@ -584,22 +593,40 @@ class _TrackerFdOnImport:
         spec = PathFinder.find_spec(name, path, target)
         if spec is None or spec.loader is None:
             return spec
-        exec_module, fd = spec.loader.exec_module, self.fd
+        exec_module, callback = spec.loader.exec_module, self.callback
 
-        def exec_and_share(module):
+        def exec_and_call(module):
             exec_module(module)
-            module._resource_tracker._fd = fd
+            callback(module)
 
-        spec.loader.exec_module = exec_and_share
+        spec.loader.exec_module = exec_and_call
         return spec
 
+    def cancel(self):
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
 
-def _share_tracker_on_import(fd):
-    resource_tracker = sys.modules.get(_TrackerFdOnImport.name)
-    if resource_tracker is not None:
-        resource_tracker._resource_tracker._fd = fd
-    else:
-        sys.meta_path.insert(0, _TrackerFdOnImport(fd))
+
+def on_import(name, callback):
+    """`callback(module)` now if `name` is loaded, else when it is imported; the waiting hook, or None."""
+    module = sys.modules.get(name)
+    if module is not None:
+        callback(module)
+        return None
+    hook = _OnImport(name, callback)
+    sys.meta_path.insert(0, hook)
+    return hook
+
+
+def _share_stdlib_tracker_fd(fd):
+    """Hands the parent's stdlib resource tracker to `multiprocessing.resource_tracker` if this child
+    ever imports it, so that a child which does not use stdlib's semaphores or shared memory never
+    imports stdlib `multiprocessing` for it."""
+
+    def share(module):
+        module._resource_tracker._fd = fd
+
+    on_import('multiprocessing.resource_tracker', share)
 
 
 def _install_main(main_content):
