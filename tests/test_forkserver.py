@@ -7,8 +7,9 @@ skips them.
 """
 
 import glob
-import hashlib
 import hmac
+import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
@@ -16,7 +17,15 @@ import time
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, finish, recv, skip_on_stdlib, wait_gone
+from _support import (
+    CHILD_TIMEOUT,
+    answer_challenge,
+    finish,
+    fork_server_client,
+    recv,
+    skip_on_stdlib,
+    wait_gone,
+)
 
 pytestmark = skip_on_stdlib("these tests drive procstart's fork server directly")
 
@@ -180,19 +189,10 @@ def test_stop_waits_for_the_server(mp, fs):
 # -- authentication --------------------------------------------------------------------------------------------
 
 
-def _handshake(address, key):
-    """A client written from the protocol description; returns the server's proof (b'' if it hung up)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(CHILD_TIMEOUT)
-        s.connect(address)
-        hello = _recv_exact(s, 40)
-        assert hello[:8] == b'PSFSRV01'
-        nonce = os.urandom(32)
-        s.sendall(hmac.new(key, b'client' + hello[8:], hashlib.sha256).digest() + nonce)
-        proof = _recv_exact(s, 32)
-        if proof:
-            assert hmac.compare_digest(proof, hmac.new(key, b'server' + nonce, hashlib.sha256).digest())
-        return proof
+# The server's challenge as it goes on the wire (multiprocessing.connection's framing: a 4-byte big-endian length):
+# b'#CHALLENGE#', b'{sha256}' and 40 random bytes.
+CHALLENGE_LEN = 4 + 11 + 8 + 40
+FAILURE = (9).to_bytes(4, 'big') + b'#FAILURE#'
 
 
 def _recv_exact(s, n):
@@ -205,16 +205,85 @@ def _recv_exact(s, n):
     return data
 
 
-def test_handshake_with_the_key_is_answered_with_proof(mp, fs):
-    address, key, _, _ = server_info(mp)
+def test_connection_client_handshakes_with_the_server(mp, fs):
+    """The server authenticates as CPython 3.14's does, with multiprocessing.connection's handshake: a Client holding
+    the key completes it (CPython's test_forkserver_auth_is_enabled); the server drops it when it hangs up, and serves
+    on."""
+    address, key, _, pid = server_info(mp)
     assert len(key) == KEY_LEN
-    assert len(_handshake(address, key)) == 32
+    for _ in range(3):
+        fork_server_client(address, key).close()
+    assert mp._procstart._forkserver_pid() == pid
     assert run_child(fs, _targets.exit_with, 5) == 5
 
 
-def test_wrong_key_is_dropped_and_server_survives(mp, fs):
-    address, _, _, pid = server_info(mp)
-    assert _handshake(address, bytes(32)) == b''
+def test_a_client_that_only_authenticates_is_dropped_quietly(run_py):
+    out = run_py("""
+        import _support
+        from procstart import forkserver
+        forkserver.ensure_running()
+        address, key, _, _ = mp._procstart._forkserver_info()
+        _support.fork_server_client(os.fsdecode(address), key).close()
+        p = mp.get_context('forkserver').Process(target=_targets.exit_with, args=(4,))
+        p.start()
+        p.join()
+        print(p.exitcode)
+    """)
+    assert (out.stdout, out.stderr) == ('4\n', '')
+
+
+def test_connection_client_with_a_wrong_key_is_refused(mp, fs):
+    address, key, _, pid = server_info(mp)
+    with pytest.raises(multiprocessing.AuthenticationError, match='^digest sent was rejected$'):
+        fork_server_client(address, bytes(len(key)))
+    assert mp._procstart._forkserver_pid() == pid
+    assert run_child(fs, _targets.exit_with, 6) == 6
+
+
+@pytest.mark.parametrize('digest', ['wrong-key', 'md5', 'sha512', 'unprefixed', 'too-long'])
+def test_only_a_sha256_digest_with_the_key_is_welcome(mp, fs, digest):
+    """Anything but `{sha256}` and the HMAC with the key is told #FAILURE#, as CPython tells it, and dropped: among
+    them CPython's legacy HMAC-MD5, all that Python 3.11 and older speak, and another digest even with the key. A
+    message longer than 256 bytes is dropped unread (CPython's recv_bytes(256))."""
+    address, key, _, pid = server_info(mp)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(CHILD_TIMEOUT)
+        s.connect(address)
+        challenge = _recv_exact(s, CHALLENGE_LEN)
+        assert challenge[:4] == (CHALLENGE_LEN - 4).to_bytes(4, 'big')
+        assert challenge[4:23] == b'#CHALLENGE#{sha256}'
+        message = challenge[15:]
+        answer = {
+            'wrong-key': b'{sha256}' + hmac.new(bytes(KEY_LEN), message, 'sha256').digest(),
+            'md5': hmac.new(key, message, 'md5').digest(),
+            'sha512': b'{sha512}' + hmac.new(key, message, 'sha512').digest(),
+            'unprefixed': hmac.new(key, message, 'sha256').digest(),
+            'too-long': b'{sha256}' + hmac.new(key, message, 'sha256').digest() + bytes(217),
+        }[digest]
+        s.sendall(len(answer).to_bytes(4, 'big') + answer)
+        try:
+            received = _recv_exact(s, len(FAILURE) + 1)  # then the end of the stream
+        except ConnectionResetError:  # dropped with our message unread
+            received = b''
+    assert received == (b'' if digest == 'too-long' else FAILURE)
+    assert mp._procstart._forkserver_pid() == pid
+    assert run_child(fs, _targets.exit_with, 6) == 6
+
+
+@pytest.mark.parametrize(
+    'challenge',
+    [b'{md5}' + os.urandom(40), os.urandom(20), b'{sha256}' + os.urandom(12), b'{sha256}', b'#WELCOME#'],
+    ids=['md5', 'legacy', 'legacy-length', 'short', 'not-a-challenge'],
+)
+def test_server_answers_only_sha256_challenges(mp, fs, challenge):
+    """Once the client is welcome, the server answers its challenge only for `{sha256}` (and not CPython's legacy
+    lengths, 20 bytes, which mean HMAC-MD5); otherwise it drops the client without an answer."""
+    address, key, _, pid = server_info(mp)
+    with multiprocessing.connection.Client(address) as conn:
+        answer_challenge(conn, key)
+        conn.send_bytes(b'#CHALLENGE#' + challenge)
+        with pytest.raises((EOFError, ConnectionResetError)):
+            conn.recv_bytes()
     assert mp._procstart._forkserver_pid() == pid
     assert run_child(fs, _targets.exit_with, 6) == 6
 
@@ -238,7 +307,9 @@ def test_garbage_is_dropped_and_server_survives(mp, fs, garbage):
                 received += chunk
         except ConnectionResetError:  # the server hung up with our garbage unread
             pass
-    assert len(received) <= 40  # at most HELLO: no proof, no child
+    # The challenge; at most #FAILURE# after it (random bytes that happen to frame a short message): no child.
+    assert received[:CHALLENGE_LEN].startswith((CHALLENGE_LEN - 4).to_bytes(4, 'big') + b'#CHALLENGE#')
+    assert received[CHALLENGE_LEN:] in (b'', FAILURE)
     assert mp._procstart._forkserver_pid() == pid
     assert run_child(fs, _targets.exit_with, 7) == 7
 
@@ -249,7 +320,7 @@ def test_stalled_peer_does_not_hold_up_others(mp, fs):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(address)
         s.settimeout(CHILD_TIMEOUT)
-        assert len(_recv_exact(s, 40)) == 40  # HELLO: the server has taken the connection
+        assert len(_recv_exact(s, CHALLENGE_LEN)) == CHALLENGE_LEN  # the server has taken the connection
         assert run_child(fs, _targets.exit_with, 8) == 8
         # Served while the silent peer is still connected and waiting (its deadline is 2 s).
         s.setblocking(False)
@@ -607,12 +678,9 @@ def test_ctrl_c_interrupts_join(run_py):
 
 def _authenticated(address, key):
     """A connected socket that has passed the handshake (the server now expects a REQUEST)."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with fork_server_client(address, key) as conn:
+        s = socket.socket(fileno=os.dup(conn.fileno()))
     s.settimeout(CHILD_TIMEOUT)
-    s.connect(address)
-    hello = _recv_exact(s, 40)
-    s.sendall(hmac.new(key, b'client' + hello[8:], hashlib.sha256).digest() + os.urandom(32))
-    assert len(_recv_exact(s, 32)) == 32
     return s
 
 

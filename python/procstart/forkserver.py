@@ -13,6 +13,9 @@ little-endian length and the socket's address, then the pickled preparation data
 
 A forked child reads the same payload a spawned child reads (`spawn.run_child`), from the pipe
 whose read end came with the request.
+
+Every connection authenticates as CPython's `multiprocessing.connection` does (3.12 and later, `{sha256}`), so
+`connection.Client(address, authkey=key)` can handshake with the server, as with CPython 3.14's.
 """
 
 from __future__ import annotations

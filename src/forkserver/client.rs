@@ -269,8 +269,14 @@ enum Failure {
     Refused(Refused),
 }
 
-/// Connects, authenticates and sends the request; the connection and the server's reply.
-fn ask(server: &Server, flags: u16, fds: &[BorrowedFd<'_>]) -> Result<(OwnedFd, Reply), Failure> {
+/// Connects, authenticates with `key` and sends the request; the connection and the server's
+/// reply.
+fn ask(
+    server: &Server,
+    key: &[u8],
+    flags: u16,
+    fds: &[BorrowedFd<'_>],
+) -> Result<(OwnedFd, Reply), Failure> {
     let conn = match UnixStream::connect(&server.address) {
         Ok(conn) => OwnedFd::from(conn),
         Err(e) => {
@@ -288,9 +294,36 @@ fn ask(server: &Server, flags: u16, fds: &[BorrowedFd<'_>]) -> Result<(OwnedFd, 
             Failure::Unreachable
         }
     };
-    protocol::request(conn.as_fd(), &server.key, flags, fds).map_err(gone)?;
+    protocol::request(conn.as_fd(), key, flags, fds).map_err(gone)?;
     let reply = protocol::read_reply(conn.as_fd()).map_err(|e| gone(Refused::Os(e)))?;
     Ok((conn, reply))
+}
+
+/// `message=b'...'`, as CPython's f-strings `{message=}` show it.
+fn message_repr(py: Python<'_>, message: &[u8]) -> PyResult<String> {
+    Ok(format!("message={}", PyBytes::new(py, message).repr()?))
+}
+
+/// A refused handshake as CPython's `answer_challenge` and `deliver_challenge` report it.
+fn refused_error(py: Python<'_>, refused: Refused) -> PyErr {
+    let message = match refused {
+        Refused::Authentication => Ok("digest received was wrong".to_string()),
+        Refused::Rejected => Ok("digest sent was rejected".to_string()),
+        Refused::NotChallenge(message) => message_repr(py, &message)
+            .map(|message| format!("Protocol error, expected challenge: {message}")),
+        Refused::ShortChallenge(len) => Ok(format!("challenge too short: {len} bytes")),
+        Refused::UnsupportedDigest(message) => message_repr(py, &message).map(|message| {
+            format!(
+                "unsupported message length, missing digest prefix, or unsupported digest: \
+                 {message}"
+            )
+        }),
+        Refused::Os(e) => return os_error(e),
+    };
+    match message {
+        Ok(message) => authentication_error(py, &message),
+        Err(err) => err,
+    }
 }
 
 fn authentication_error(py: Python<'_>, message: &str) -> PyErr {
@@ -339,7 +372,7 @@ pub fn launch(
         if fds.len() > MAX_FDS {
             return Err(PyValueError::new_err("too many fds"));
         }
-        let asked = py.detach(|| ask(&server, flags, &fds));
+        let asked = py.detach(|| ask(&server, &server.key, flags, &fds));
         drop(fds);
         drop(payload_r);
         let (conn, reply) = match asked {
@@ -350,19 +383,13 @@ pub fn launch(
                 continue;
             }
             Err(Failure::Unreachable) => return Err(os_error(Errno::ECONNREFUSED)),
-            Err(Failure::Refused(Refused::Authentication)) => {
-                return Err(authentication_error(py, "digest received was wrong"))
-            }
-            Err(Failure::Refused(Refused::Rejected)) => {
-                return Err(authentication_error(py, "digest sent was rejected"))
-            }
             Err(Failure::Refused(Refused::Os(Errno::EINTR))) => {
                 // Ctrl-C (or another signal) while waiting for the server: its handler runs
                 // now; a request left half-way makes at most a child that finds no payload.
                 py.check_signals()?;
                 continue;
             }
-            Err(Failure::Refused(Refused::Os(e))) => return Err(os_error(e)),
+            Err(Failure::Refused(refused)) => return Err(refused_error(py, refused)),
         };
         let popen = match reply {
             Reply::Child(pid, pidfd) => link
