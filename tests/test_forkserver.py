@@ -221,9 +221,9 @@ def test_a_client_that_only_authenticates_is_dropped_quietly(run_py):
     out = run_py("""
         import _support
         from procstart import forkserver
-        forkserver.ensure_running()
-        address, key, _, _ = mp._procstart._forkserver_info()
-        _support.fork_server_client(os.fsdecode(address), key).close()
+        server = forkserver._forkserver
+        server.ensure_running()
+        _support.fork_server_client(server._forkserver_address, server._forkserver_authkey).close()
         p = mp.get_context('forkserver').Process(target=_targets.exit_with, args=(4,))
         p.start()
         p.join()
@@ -347,6 +347,60 @@ def test_client_with_wrong_key_gets_authentication_error(mp, fs, run_py):
     assert out == ['AuthenticationError digest sent was rejected', str(pid)]
     assert mp._procstart._forkserver_pid() == pid
     assert run_child(fs, _targets.exit_with, 10) == 10
+
+
+def test_a_wrong_forkserver_authkey_fails_start(mp, fs):
+    """`_forkserver_authkey` is the key this process presents, as CPython 3.14's attribute: a wrong one, of any length,
+    makes start() fail as CPython's does and leaves nothing behind; deleting it or assigning None brings back the
+    server's own, and so does a new server."""
+    from procstart import forkserver
+
+    server = forkserver._forkserver
+    _, key, _, pid = server_info(mp)
+    assert server._forkserver_authkey == key
+    for wrong in (b'T' * len(key), b'x', b'k' * 300):
+        server._forkserver_authkey = wrong
+        assert server._forkserver_authkey == wrong
+        p = fs.Process(target=_targets.noop)
+        with pytest.raises(multiprocessing.AuthenticationError, match='^digest sent was rejected$'):
+            p.start()
+        assert mp.active_children() == []
+        assert mp._procstart._forkserver_pid() == pid
+    del server._forkserver_authkey
+    assert server._forkserver_authkey == key
+    assert run_child(fs, _targets.exit_with, 9) == 9
+    server._forkserver_authkey = b'T'
+    server._forkserver_authkey = None
+    assert server._forkserver_authkey == key
+    assert run_child(fs, _targets.exit_with, 10) == 10
+    server._forkserver_authkey = b'T'
+    server._stop()
+    assert server._forkserver_authkey is None
+    assert run_child(fs, _targets.exit_with, 11) == 11
+    assert server._forkserver_authkey == server_info(mp)[1] != key
+
+
+def test_forkserver_authkey_under_mock_patch(mp, fs):
+    """CPython 3.14's test_forkserver_without_auth_fails, step by step: patched to None, a wrong key assigned inside
+    the patch, start() refused; the server's key back once the patch is undone (mock deletes the attribute and, as the
+    property still answers, sets nothing back)."""
+    import unittest.mock
+
+    from procstart import forkserver
+
+    server = forkserver._forkserver
+    server.ensure_running()
+    assert server._forkserver_pid
+    key = server._forkserver_authkey
+    authkey_len = len(key)
+    with unittest.mock.patch.object(server, '_forkserver_authkey', None):
+        server._forkserver_authkey = b'T' * authkey_len
+        p = fs.Process(target=_targets.noop)
+        with pytest.raises(multiprocessing.AuthenticationError):
+            p.start()
+        del p
+    assert server._forkserver_authkey == key
+    assert run_child(fs, _targets.exit_with, 0) == 0
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason='needs root to connect as another user')

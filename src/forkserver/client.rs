@@ -58,6 +58,15 @@ struct Server {
 /// clone the `Arc` out.
 static SERVER: Mutex<Option<Arc<Server>>> = Mutex::new(None);
 
+/// The key this process presents to its server instead of the server's own, set through
+/// `ForkServer._forkserver_authkey` (CPython's tests present a wrong one); forgotten when the
+/// server changes, as CPython's attribute is replaced by a new server's key. Locked as `SERVER`.
+static KEY_OVERRIDE: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+
+fn forget_key_override() {
+    *KEY_OVERRIDE.lock().unwrap() = None;
+}
+
 impl Server {
     fn is_running(&self) -> bool {
         match &self.handle {
@@ -89,8 +98,11 @@ fn forget(server: &Arc<Server>) {
     let mut current = SERVER.lock().unwrap();
     if current.as_ref().is_some_and(|s| Arc::ptr_eq(s, server)) {
         *current = None;
+        drop(current);
+        forget_key_override();
+    } else {
+        drop(current);
     }
-    drop(current);
     if !server.is_running() {
         server.clean_up_after();
     }
@@ -164,6 +176,7 @@ pub fn _forkserver_start(py: Python<'_>, argv: Vec<Vec<u8>>, data: &[u8]) -> PyR
         payload.extend_from_slice(data);
         send_payload(py, payload_w, &payload)?;
         let handle = pidfd::supported().then(|| pidfd::open(pid).ok()).flatten();
+        forget_key_override();
         *SERVER.lock().unwrap() = Some(Arc::new(Server {
             pid,
             owner: Pid::this(),
@@ -206,6 +219,7 @@ pub fn _forkserver_adopt(address: Vec<u8>, key: &[u8], alive_fd: i32, pid: i32) 
     let pid = Pid::from_raw(pid);
     // The parent holds the server alive while this child starts, so the pid is still its.
     let handle = pidfd::supported().then(|| pidfd::open(pid).ok()).flatten();
+    forget_key_override();
     *SERVER.lock().unwrap() = Some(Arc::new(Server {
         pid,
         owner: Pid::from_raw(0),
@@ -225,6 +239,25 @@ pub fn _forkserver_fds() -> Vec<i32> {
         fds.extend(s.handle.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
         fds
     })
+}
+
+/// The key this process presents to its server: the one set by `_forkserver_use_key`, else
+/// the server's own; `None` without either (CPython's `ForkServer._forkserver_authkey`).
+#[pyfunction]
+pub fn _forkserver_key(py: Python<'_>) -> Option<Py<PyBytes>> {
+    let key = KEY_OVERRIDE
+        .lock()
+        .unwrap()
+        .clone()
+        .or_else(|| current().map(|s| s.key.to_vec()))?;
+    Some(PyBytes::new(py, &key).unbind())
+}
+
+/// Presents `key` (any length) to the server from now on instead of its own key; `None`: its
+/// own again. A new server forgets it.
+#[pyfunction]
+pub fn _forkserver_use_key(key: Option<&[u8]>) {
+    *KEY_OVERRIDE.lock().unwrap() = key.map(<[u8]>::to_vec);
 }
 
 /// The pid of this process's server, if it has one.
@@ -247,6 +280,7 @@ pub fn _forkserver_stop(py: Python<'_>) -> PyResult<()> {
         return Ok(());
     };
     drop(slot);
+    forget_key_override();
     let Server {
         pid,
         owner,
@@ -348,6 +382,7 @@ pub fn launch(
         module.call_method0(intern!(py, "ensure_running"))?;
         let server =
             current().ok_or_else(|| PyOSError::new_err("the fork server did not start"))?;
+        let key = KEY_OVERRIDE.lock().unwrap().clone();
         // Pickled after the server is known: the payload names it for the child.
         let (payload, inherited): (Bound<'_, PyBytes>, Vec<i32>) = module
             .call_method1(
@@ -372,7 +407,7 @@ pub fn launch(
         if fds.len() > MAX_FDS {
             return Err(PyValueError::new_err("too many fds"));
         }
-        let asked = py.detach(|| ask(&server, &server.key, flags, &fds));
+        let asked = py.detach(|| ask(&server, key.as_deref().unwrap_or(&server.key), flags, &fds));
         drop(fds);
         drop(payload_r);
         let (conn, reply) = match asked {
