@@ -61,6 +61,11 @@ fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_start, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_info, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_adopt, m)?)?;
+    m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_key, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        forkserver::client::_forkserver_use_key,
+        m
+    )?)?;
     m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_pid, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_fds, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_stop, m)?)?;

@@ -73,3 +73,57 @@ def run_in_child(ctx, make_pipe, func, *args, **process_kwargs):
         finish(p)
     assert p.exitcode == 0, p
     return res, p
+
+
+# -- the fork server's handshake: CPython's multiprocessing.connection authentication ------------------------------
+
+if sys.version_info >= (3, 12):
+    from multiprocessing.connection import answer_challenge, deliver_challenge
+else:
+    # Python 3.11 and older speak only CPython's legacy HMAC-MD5 protocol, which procstart's server refuses: here are
+    # CPython 3.12's two functions, for the `{sha256}` digest they use by default.
+    def deliver_challenge(connection, authkey):
+        import hmac
+        from multiprocessing import AuthenticationError
+
+        message = b'{sha256}' + os.urandom(40)
+        connection.send_bytes(b'#CHALLENGE#' + message)
+        response = connection.recv_bytes(256)
+        expected = b'{sha256}' + hmac.new(authkey, message, 'sha256').digest()
+        if not hmac.compare_digest(response, expected):
+            connection.send_bytes(b'#FAILURE#')
+            raise AuthenticationError('digest received was wrong')
+        connection.send_bytes(b'#WELCOME#')
+
+    def answer_challenge(connection, authkey):
+        import hmac
+        from multiprocessing import AuthenticationError
+
+        message = connection.recv_bytes(256)
+        if not message.startswith(b'#CHALLENGE#'):
+            raise AuthenticationError(f'Protocol error, expected challenge: {message=}')
+        message = message[len(b'#CHALLENGE#') :]
+        if len(message) < 20:
+            raise AuthenticationError(f'challenge too short: {len(message)} bytes')
+        assert message.startswith(b'{sha256}'), message
+        connection.send_bytes(b'{sha256}' + hmac.new(authkey, message, 'sha256').digest())
+        if connection.recv_bytes(256) != b'#WELCOME#':
+            raise AuthenticationError('digest sent was rejected')
+
+
+def fork_server_client(address, authkey):
+    """A ``multiprocessing.connection.Connection`` to the fork server at ``address``, authenticated with ``authkey`` as
+    ``multiprocessing.connection.Client(address, authkey=authkey)`` authenticates (that very call from Python 3.12
+    on); the server now expects a REQUEST."""
+    import multiprocessing.connection
+
+    if sys.version_info >= (3, 12):
+        return multiprocessing.connection.Client(address, authkey=authkey)
+    conn = multiprocessing.connection.Client(address)
+    try:
+        answer_challenge(conn, authkey)
+        deliver_challenge(conn, authkey)
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -7,8 +7,9 @@ skips them.
 """
 
 import glob
-import hashlib
 import hmac
+import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
@@ -16,7 +17,15 @@ import time
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, finish, recv, skip_on_stdlib, wait_gone
+from _support import (
+    CHILD_TIMEOUT,
+    answer_challenge,
+    finish,
+    fork_server_client,
+    recv,
+    skip_on_stdlib,
+    wait_gone,
+)
 
 pytestmark = skip_on_stdlib("these tests drive procstart's fork server directly")
 
@@ -180,19 +189,10 @@ def test_stop_waits_for_the_server(mp, fs):
 # -- authentication --------------------------------------------------------------------------------------------
 
 
-def _handshake(address, key):
-    """A client written from the protocol description; returns the server's proof (b'' if it hung up)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(CHILD_TIMEOUT)
-        s.connect(address)
-        hello = _recv_exact(s, 40)
-        assert hello[:8] == b'PSFSRV01'
-        nonce = os.urandom(32)
-        s.sendall(hmac.new(key, b'client' + hello[8:], hashlib.sha256).digest() + nonce)
-        proof = _recv_exact(s, 32)
-        if proof:
-            assert hmac.compare_digest(proof, hmac.new(key, b'server' + nonce, hashlib.sha256).digest())
-        return proof
+# The server's challenge as it goes on the wire (multiprocessing.connection's framing: a 4-byte big-endian length):
+# b'#CHALLENGE#', b'{sha256}' and 40 random bytes.
+CHALLENGE_LEN = 4 + 11 + 8 + 40
+FAILURE = (9).to_bytes(4, 'big') + b'#FAILURE#'
 
 
 def _recv_exact(s, n):
@@ -205,16 +205,85 @@ def _recv_exact(s, n):
     return data
 
 
-def test_handshake_with_the_key_is_answered_with_proof(mp, fs):
-    address, key, _, _ = server_info(mp)
+def test_connection_client_handshakes_with_the_server(mp, fs):
+    """The server authenticates as CPython 3.14's does, with multiprocessing.connection's handshake: a Client holding
+    the key completes it (CPython's test_forkserver_auth_is_enabled); the server drops it when it hangs up, and serves
+    on."""
+    address, key, _, pid = server_info(mp)
     assert len(key) == KEY_LEN
-    assert len(_handshake(address, key)) == 32
+    for _ in range(3):
+        fork_server_client(address, key).close()
+    assert mp._procstart._forkserver_pid() == pid
     assert run_child(fs, _targets.exit_with, 5) == 5
 
 
-def test_wrong_key_is_dropped_and_server_survives(mp, fs):
-    address, _, _, pid = server_info(mp)
-    assert _handshake(address, bytes(32)) == b''
+def test_a_client_that_only_authenticates_is_dropped_quietly(run_py):
+    out = run_py("""
+        import _support
+        from procstart import forkserver
+        server = forkserver._forkserver
+        server.ensure_running()
+        _support.fork_server_client(server._forkserver_address, server._forkserver_authkey).close()
+        p = mp.get_context('forkserver').Process(target=_targets.exit_with, args=(4,))
+        p.start()
+        p.join()
+        print(p.exitcode)
+    """)
+    assert (out.stdout, out.stderr) == ('4\n', '')
+
+
+def test_connection_client_with_a_wrong_key_is_refused(mp, fs):
+    address, key, _, pid = server_info(mp)
+    with pytest.raises(multiprocessing.AuthenticationError, match='^digest sent was rejected$'):
+        fork_server_client(address, bytes(len(key)))
+    assert mp._procstart._forkserver_pid() == pid
+    assert run_child(fs, _targets.exit_with, 6) == 6
+
+
+@pytest.mark.parametrize('digest', ['wrong-key', 'md5', 'sha512', 'unprefixed', 'too-long'])
+def test_only_a_sha256_digest_with_the_key_is_welcome(mp, fs, digest):
+    """Anything but `{sha256}` and the HMAC with the key is told #FAILURE#, as CPython tells it, and dropped: among
+    them CPython's legacy HMAC-MD5, all that Python 3.11 and older speak, and another digest even with the key. A
+    message longer than 256 bytes is dropped unread (CPython's recv_bytes(256))."""
+    address, key, _, pid = server_info(mp)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(CHILD_TIMEOUT)
+        s.connect(address)
+        challenge = _recv_exact(s, CHALLENGE_LEN)
+        assert challenge[:4] == (CHALLENGE_LEN - 4).to_bytes(4, 'big')
+        assert challenge[4:23] == b'#CHALLENGE#{sha256}'
+        message = challenge[15:]
+        answer = {
+            'wrong-key': b'{sha256}' + hmac.new(bytes(KEY_LEN), message, 'sha256').digest(),
+            'md5': hmac.new(key, message, 'md5').digest(),
+            'sha512': b'{sha512}' + hmac.new(key, message, 'sha512').digest(),
+            'unprefixed': hmac.new(key, message, 'sha256').digest(),
+            'too-long': b'{sha256}' + hmac.new(key, message, 'sha256').digest() + bytes(217),
+        }[digest]
+        s.sendall(len(answer).to_bytes(4, 'big') + answer)
+        try:
+            received = _recv_exact(s, len(FAILURE) + 1)  # then the end of the stream
+        except ConnectionResetError:  # dropped with our message unread
+            received = b''
+    assert received == (b'' if digest == 'too-long' else FAILURE)
+    assert mp._procstart._forkserver_pid() == pid
+    assert run_child(fs, _targets.exit_with, 6) == 6
+
+
+@pytest.mark.parametrize(
+    'challenge',
+    [b'{md5}' + os.urandom(40), os.urandom(20), b'{sha256}' + os.urandom(12), b'{sha256}', b'#WELCOME#'],
+    ids=['md5', 'legacy', 'legacy-length', 'short', 'not-a-challenge'],
+)
+def test_server_answers_only_sha256_challenges(mp, fs, challenge):
+    """Once the client is welcome, the server answers its challenge only for `{sha256}` (and not CPython's legacy
+    lengths, 20 bytes, which mean HMAC-MD5); otherwise it drops the client without an answer."""
+    address, key, _, pid = server_info(mp)
+    with multiprocessing.connection.Client(address) as conn:
+        answer_challenge(conn, key)
+        conn.send_bytes(b'#CHALLENGE#' + challenge)
+        with pytest.raises((EOFError, ConnectionResetError)):
+            conn.recv_bytes()
     assert mp._procstart._forkserver_pid() == pid
     assert run_child(fs, _targets.exit_with, 6) == 6
 
@@ -238,7 +307,9 @@ def test_garbage_is_dropped_and_server_survives(mp, fs, garbage):
                 received += chunk
         except ConnectionResetError:  # the server hung up with our garbage unread
             pass
-    assert len(received) <= 40  # at most HELLO: no proof, no child
+    # The challenge; at most #FAILURE# after it (random bytes that happen to frame a short message): no child.
+    assert received[:CHALLENGE_LEN].startswith((CHALLENGE_LEN - 4).to_bytes(4, 'big') + b'#CHALLENGE#')
+    assert received[CHALLENGE_LEN:] in (b'', FAILURE)
     assert mp._procstart._forkserver_pid() == pid
     assert run_child(fs, _targets.exit_with, 7) == 7
 
@@ -249,7 +320,7 @@ def test_stalled_peer_does_not_hold_up_others(mp, fs):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(address)
         s.settimeout(CHILD_TIMEOUT)
-        assert len(_recv_exact(s, 40)) == 40  # HELLO: the server has taken the connection
+        assert len(_recv_exact(s, CHALLENGE_LEN)) == CHALLENGE_LEN  # the server has taken the connection
         assert run_child(fs, _targets.exit_with, 8) == 8
         # Served while the silent peer is still connected and waiting (its deadline is 2 s).
         s.setblocking(False)
@@ -276,6 +347,148 @@ def test_client_with_wrong_key_gets_authentication_error(mp, fs, run_py):
     assert out == ['AuthenticationError digest sent was rejected', str(pid)]
     assert mp._procstart._forkserver_pid() == pid
     assert run_child(fs, _targets.exit_with, 10) == 10
+
+
+_SERVER_CHALLENGE = b'#CHALLENGE#{sha256}' + b'c' * 40
+
+
+@pytest.mark.parametrize(
+    ('says', 'error', 'heard'),
+    [
+        ([b'#CHALLENG'], f'Protocol error, expected challenge: message={b"#CHALLENG"!r}', [None]),
+        ([b'#CHALLENGE#{sha256}12345'], 'challenge too short: 13 bytes', [None]),
+        (
+            [b'#CHALLENGE#{sha0}' + b'x' * 40],
+            (
+                'unsupported message length, missing digest prefix, or unsupported digest: '
+                f'message={b"{sha0}" + b"x" * 40!r}'
+            ),
+            [None],
+        ),
+        ([_SERVER_CHALLENGE, b'#FAILURE#'], 'digest sent was rejected', ['right digest', None]),
+        (
+            [_SERVER_CHALLENGE, b'#WELCOME#', b'{sha256}' + bytes(32)],
+            'digest received was wrong',
+            ['right digest', 'challenge', '#FAILURE#'],
+        ),
+    ],
+    ids=['not-a-challenge', 'short-challenge', 'unsupported-digest', 'rejected', 'unproved-server'],
+)
+def test_client_refuses_a_server_as_cpythons_client_does(run_py, tmp_path, says, error, heard):
+    """Against a server that does not hold the key, start() raises the AuthenticationError CPython 3.14's
+    answer_challenge/deliver_challenge raise, and says what they say before giving up; from Python 3.12 on, checked
+    against multiprocessing.connection.Client itself, facing the same server."""
+    out = run_py(f"""
+        import hmac, multiprocessing, multiprocessing.connection, threading
+        address = {str(tmp_path / 'socket')!r}
+        says = {says!r}
+        listener = multiprocessing.connection.Listener(address, 'AF_UNIX')
+        heard = []
+
+        def kind(received, said):
+            if said.startswith(b'#CHALLENGE#'):
+                digest = b'{{sha256}}' + hmac.new(b'k' * 32, said[11:], 'sha256').digest()
+                if received == digest:
+                    return 'right digest'
+            if received.startswith(b'#CHALLENGE#{{sha256}}') and len(received) == 59:
+                return 'challenge'
+            return received.decode('latin-1')
+
+        def serve(count):
+            for _ in range(count):
+                heard.append([])
+                with listener.accept() as conn:
+                    for message in says:
+                        conn.send_bytes(message)
+                        try:
+                            received = conn.recv_bytes()
+                        except EOFError:
+                            heard[-1].append(None)
+                            break
+                        heard[-1].append(kind(received, message))
+
+        def procstart_client():
+            alive = os.open(os.devnull, os.O_RDONLY)  # stands for the alive pipe of a real server
+            mp._procstart._forkserver_adopt(os.fsencode(address), b'k' * 32, alive, os.getpid())
+            mp.get_context('forkserver').Process(target=_targets.noop).start()
+
+        clients = [procstart_client]
+        if sys.version_info >= (3, 12):
+            clients.append(lambda: multiprocessing.connection.Client(address, authkey=b'k' * 32).close())
+        server = threading.Thread(target=serve, args=(len(clients),))
+        server.start()
+        errors = []
+        for client in clients:
+            try:
+                client()
+            except multiprocessing.AuthenticationError as e:
+                errors.append(str(e))
+            else:
+                errors.append(None)
+        server.join()
+        print(json.dumps([errors, heard]))
+    """)
+    errors, heard_by_server = __import__('json').loads(out.stdout)
+    procstart_error, *cpython_error = errors
+    assert procstart_error == error
+    # Some 3.12 releases (3.12.1) forgot the f of this one f-string; procstart says what 3.14 says.
+    unformatted = 'challenge too short: {len(message)} bytes'
+    assert cpython_error in ([], [error]) or (cpython_error == [unformatted] and error.startswith('challenge too'))
+    assert heard_by_server == [heard] * len(errors)
+
+
+def test_a_wrong_forkserver_authkey_fails_start(mp, fs):
+    """`_forkserver_authkey` is the key this process presents, as CPython 3.14's attribute: a wrong one, of any length,
+    makes start() fail as CPython's does and leaves nothing behind; deleting it or assigning None brings back the
+    server's own, and so does a new server."""
+    from procstart import forkserver
+
+    server = forkserver._forkserver
+    _, key, _, pid = server_info(mp)
+    assert server._forkserver_authkey == key
+    for wrong in (b'T' * len(key), b'x', b'k' * 300):
+        server._forkserver_authkey = wrong
+        assert server._forkserver_authkey == wrong
+        p = fs.Process(target=_targets.noop)
+        with pytest.raises(multiprocessing.AuthenticationError, match='^digest sent was rejected$'):
+            p.start()
+        assert mp.active_children() == []
+        assert mp._procstart._forkserver_pid() == pid
+    del server._forkserver_authkey
+    assert server._forkserver_authkey == key
+    assert run_child(fs, _targets.exit_with, 9) == 9
+    server._forkserver_authkey = b'T'
+    server._forkserver_authkey = None
+    assert server._forkserver_authkey == key
+    assert run_child(fs, _targets.exit_with, 10) == 10
+    server._forkserver_authkey = b'T'
+    server._stop()
+    assert server._forkserver_authkey is None
+    assert run_child(fs, _targets.exit_with, 11) == 11
+    assert server._forkserver_authkey == server_info(mp)[1] != key
+
+
+def test_forkserver_authkey_under_mock_patch(mp, fs):
+    """CPython 3.14's test_forkserver_without_auth_fails, step by step: patched to None, a wrong key assigned inside
+    the patch, start() refused; the server's key back once the patch is undone (mock deletes the attribute and, as the
+    property still answers, sets nothing back)."""
+    import unittest.mock
+
+    from procstart import forkserver
+
+    server = forkserver._forkserver
+    server.ensure_running()
+    assert server._forkserver_pid
+    key = server._forkserver_authkey
+    authkey_len = len(key)
+    with unittest.mock.patch.object(server, '_forkserver_authkey', None):
+        server._forkserver_authkey = b'T' * authkey_len
+        p = fs.Process(target=_targets.noop)
+        with pytest.raises(multiprocessing.AuthenticationError):
+            p.start()
+        del p
+    assert server._forkserver_authkey == key
+    assert run_child(fs, _targets.exit_with, 0) == 0
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason='needs root to connect as another user')
@@ -597,12 +810,9 @@ def test_ctrl_c_interrupts_join(run_py):
 
 def _authenticated(address, key):
     """A connected socket that has passed the handshake (the server now expects a REQUEST)."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with fork_server_client(address, key) as conn:
+        s = socket.socket(fileno=os.dup(conn.fileno()))
     s.settimeout(CHILD_TIMEOUT)
-    s.connect(address)
-    hello = _recv_exact(s, 40)
-    s.sendall(hmac.new(key, b'client' + hello[8:], hashlib.sha256).digest() + os.urandom(32))
-    assert len(_recv_exact(s, 32)) == 32
     return s
 
 

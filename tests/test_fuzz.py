@@ -2,8 +2,7 @@
 resource tracker's lines. Neither may crash, hang or leak, and the next legitimate request must still work. Seeded,
 so that a failure can be replayed (``PROCSTART_FUZZ_SEED``)."""
 
-import hashlib
-import hmac
+import multiprocessing.connection
 import os
 import random
 import socket
@@ -12,7 +11,7 @@ import uuid
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, finish, skip_on_stdlib
+from _support import CHILD_TIMEOUT, answer_challenge, finish, fork_server_client, skip_on_stdlib
 
 pytestmark = skip_on_stdlib("procstart's own wire formats")
 
@@ -38,24 +37,32 @@ def _settle(pid, expected, timeout=5.0):
 
 
 def _one_connection(rng, address, key, pipe_fd):
-    """Connect and send something random: before the handshake, instead of the answer, or as the request."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    """Connect and send something random: instead of the digest of the server's challenge, instead of the client's
+    own challenge, or as the request after the handshake (multiprocessing.connection's, see _support)."""
+    stage = rng.choice(['digest', 'challenge', 'request', 'request-with-fds'])
+    if stage == 'digest':
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(CHILD_TIMEOUT)
         s.connect(address)
-        hello = s.recv(40)
-        stage = rng.choice(['answer', 'request', 'request-with-fds'])
+        s.recv(4 + 11 + 8 + 40)  # the server's challenge
+        frame = _random_bytes(rng, 200)
+    elif stage == 'challenge':
+        conn = multiprocessing.connection.Client(address)
+        answer_challenge(conn, key)
+        s = socket.socket(fileno=os.dup(conn.fileno()))
+        conn.close()
+        frame = _random_bytes(rng, 200)
+    else:
+        with fork_server_client(address, key) as conn:
+            s = socket.socket(fileno=os.dup(conn.fileno()))
+        frame = _random_bytes(rng, 24)
+    with s:
+        s.settimeout(CHILD_TIMEOUT)
         try:
-            if stage == 'answer':
-                s.sendall(_random_bytes(rng, 200))
-            else:
-                s.sendall(hmac.new(key, b'client' + hello[8:], hashlib.sha256).digest() + os.urandom(32))
-                proof = s.recv(32)
-                assert len(proof) == 32
-                frame = _random_bytes(rng, 24)
-                if stage == 'request-with-fds' and frame:
-                    socket.send_fds(s, [frame], [pipe_fd] * rng.randrange(1, 8))
-                elif frame:
-                    s.sendall(frame)
+            if stage == 'request-with-fds' and frame:
+                socket.send_fds(s, [frame], [pipe_fd] * rng.randrange(1, 8))
+            elif frame:
+                s.sendall(frame)
             s.shutdown(socket.SHUT_WR)
             while s.recv(4096):
                 pass  # a reply only if the frame happened to be a valid request: then the child reads no payload

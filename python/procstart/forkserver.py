@@ -13,6 +13,10 @@ little-endian length and the socket's address, then the pickled preparation data
 
 A forked child reads the same payload a spawned child reads (`spawn.run_child`), from the pipe
 whose read end came with the request.
+
+Every connection authenticates as CPython's `multiprocessing.connection` does (3.12 and later, `{sha256}`), so
+`connection.Client(_forkserver._forkserver_address, authkey=_forkserver._forkserver_authkey)` can handshake with the
+server, as with CPython 3.14's.
 """
 
 from __future__ import annotations
@@ -56,6 +60,21 @@ class ForkServer:
     def _forkserver_alive_fd(self):
         info = _procstart._forkserver_info()
         return None if info is None else info[2]
+
+    @property
+    def _forkserver_authkey(self):
+        """The key this process presents to the server (CPython 3.14's attribute): the server's own, or one assigned
+        here; None without either. Assigning None, deleting the attribute or a new server brings back the server's own
+        (so ``unittest.mock.patch.object`` restores it, as CPython's tests expect)."""
+        return _procstart._forkserver_key()
+
+    @_forkserver_authkey.setter
+    def _forkserver_authkey(self, key):
+        _procstart._forkserver_use_key(key)
+
+    @_forkserver_authkey.deleter
+    def _forkserver_authkey(self):
+        _procstart._forkserver_use_key(None)
 
     def set_forkserver_preload(self, modules_names):
         from . import _default_context

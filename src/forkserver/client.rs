@@ -58,6 +58,15 @@ struct Server {
 /// clone the `Arc` out.
 static SERVER: Mutex<Option<Arc<Server>>> = Mutex::new(None);
 
+/// The key this process presents to its server instead of the server's own, set through
+/// `ForkServer._forkserver_authkey` (CPython's tests present a wrong one); forgotten when the
+/// server changes, as CPython's attribute is replaced by a new server's key. Locked as `SERVER`.
+static KEY_OVERRIDE: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+
+fn forget_key_override() {
+    *KEY_OVERRIDE.lock().unwrap() = None;
+}
+
 impl Server {
     fn is_running(&self) -> bool {
         match &self.handle {
@@ -89,8 +98,11 @@ fn forget(server: &Arc<Server>) {
     let mut current = SERVER.lock().unwrap();
     if current.as_ref().is_some_and(|s| Arc::ptr_eq(s, server)) {
         *current = None;
+        drop(current);
+        forget_key_override();
+    } else {
+        drop(current);
     }
-    drop(current);
     if !server.is_running() {
         server.clean_up_after();
     }
@@ -165,6 +177,7 @@ pub fn _forkserver_start(py: Python<'_>, argv: Vec<Vec<u8>>, data: &[u8]) -> PyR
         payload.extend_from_slice(data);
         send_payload(py, payload_w, &payload)?;
         let handle = pidfd::supported().then(|| pidfd::open(pid).ok()).flatten();
+        forget_key_override();
         *SERVER.lock().unwrap() = Some(Arc::new(Server {
             pid,
             owner: Pid::this(),
@@ -207,6 +220,7 @@ pub fn _forkserver_adopt(address: Vec<u8>, key: &[u8], alive_fd: i32, pid: i32) 
     let pid = Pid::from_raw(pid);
     // The parent holds the server alive while this child starts, so the pid is still its.
     let handle = pidfd::supported().then(|| pidfd::open(pid).ok()).flatten();
+    forget_key_override();
     *SERVER.lock().unwrap() = Some(Arc::new(Server {
         pid,
         owner: Pid::from_raw(0),
@@ -226,6 +240,25 @@ pub fn _forkserver_fds() -> Vec<i32> {
         fds.extend(s.handle.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
         fds
     })
+}
+
+/// The key this process presents to its server: the one set by `_forkserver_use_key`, else
+/// the server's own; `None` without either (CPython's `ForkServer._forkserver_authkey`).
+#[pyfunction]
+pub fn _forkserver_key(py: Python<'_>) -> Option<Py<PyBytes>> {
+    let key = KEY_OVERRIDE
+        .lock()
+        .unwrap()
+        .clone()
+        .or_else(|| current().map(|s| s.key.to_vec()))?;
+    Some(PyBytes::new(py, &key).unbind())
+}
+
+/// Presents `key` (any length) to the server from now on instead of its own key; `None`: its
+/// own again. A new server forgets it.
+#[pyfunction]
+pub fn _forkserver_use_key(key: Option<&[u8]>) {
+    *KEY_OVERRIDE.lock().unwrap() = key.map(<[u8]>::to_vec);
 }
 
 /// The pid of this process's server, if it has one.
@@ -248,6 +281,7 @@ pub fn _forkserver_stop(py: Python<'_>) -> PyResult<()> {
         return Ok(());
     };
     drop(slot);
+    forget_key_override();
     let Server {
         pid,
         owner,
@@ -270,8 +304,14 @@ enum Failure {
     Refused(Refused),
 }
 
-/// Connects, authenticates and sends the request; the connection and the server's reply.
-fn ask(server: &Server, flags: u16, fds: &[BorrowedFd<'_>]) -> Result<(OwnedFd, Reply), Failure> {
+/// Connects, authenticates with `key` and sends the request; the connection and the server's
+/// reply.
+fn ask(
+    server: &Server,
+    key: &[u8],
+    flags: u16,
+    fds: &[BorrowedFd<'_>],
+) -> Result<(OwnedFd, Reply), Failure> {
     let conn = match UnixStream::connect(&server.address) {
         Ok(conn) => OwnedFd::from(conn),
         Err(e) => {
@@ -289,9 +329,36 @@ fn ask(server: &Server, flags: u16, fds: &[BorrowedFd<'_>]) -> Result<(OwnedFd, 
             Failure::Unreachable
         }
     };
-    protocol::request(conn.as_fd(), &server.key, flags, fds).map_err(gone)?;
+    protocol::request(conn.as_fd(), key, flags, fds).map_err(gone)?;
     let reply = protocol::read_reply(conn.as_fd()).map_err(|e| gone(Refused::Os(e)))?;
     Ok((conn, reply))
+}
+
+/// `message=b'...'`, as CPython's f-strings `{message=}` show it.
+fn message_repr(py: Python<'_>, message: &[u8]) -> PyResult<String> {
+    Ok(format!("message={}", PyBytes::new(py, message).repr()?))
+}
+
+/// A refused handshake as CPython's `answer_challenge` and `deliver_challenge` report it.
+fn refused_error(py: Python<'_>, refused: Refused) -> PyErr {
+    let message = match refused {
+        Refused::Authentication => Ok("digest received was wrong".to_string()),
+        Refused::Rejected => Ok("digest sent was rejected".to_string()),
+        Refused::NotChallenge(message) => message_repr(py, &message)
+            .map(|message| format!("Protocol error, expected challenge: {message}")),
+        Refused::ShortChallenge(len) => Ok(format!("challenge too short: {len} bytes")),
+        Refused::UnsupportedDigest(message) => message_repr(py, &message).map(|message| {
+            format!(
+                "unsupported message length, missing digest prefix, or unsupported digest: \
+                 {message}"
+            )
+        }),
+        Refused::Os(e) => return os_error(e),
+    };
+    match message {
+        Ok(message) => authentication_error(py, &message),
+        Err(err) => err,
+    }
 }
 
 fn authentication_error(py: Python<'_>, message: &str) -> PyErr {
@@ -316,6 +383,7 @@ pub fn launch(
         module.call_method0(intern!(py, "ensure_running"))?;
         let server =
             current().ok_or_else(|| PyOSError::new_err("the fork server did not start"))?;
+        let key = KEY_OVERRIDE.lock().unwrap().clone();
         // Pickled after the server is known: the payload names it for the child.
         let (payload, inherited): (Bound<'_, PyBytes>, Vec<i32>) = module
             .call_method1(
@@ -340,7 +408,7 @@ pub fn launch(
         if fds.len() > MAX_FDS {
             return Err(PyValueError::new_err("too many fds"));
         }
-        let asked = py.detach(|| ask(&server, flags, &fds));
+        let asked = py.detach(|| ask(&server, key.as_deref().unwrap_or(&server.key), flags, &fds));
         drop(fds);
         drop(payload_r);
         let (conn, reply) = match asked {
@@ -351,19 +419,13 @@ pub fn launch(
                 continue;
             }
             Err(Failure::Unreachable) => return Err(os_error(Errno::ECONNREFUSED)),
-            Err(Failure::Refused(Refused::Authentication)) => {
-                return Err(authentication_error(py, "digest received was wrong"))
-            }
-            Err(Failure::Refused(Refused::Rejected)) => {
-                return Err(authentication_error(py, "digest sent was rejected"))
-            }
             Err(Failure::Refused(Refused::Os(Errno::EINTR))) => {
                 // Ctrl-C (or another signal) while waiting for the server: its handler runs
                 // now; a request left half-way makes at most a child that finds no payload.
                 py.check_signals()?;
                 continue;
             }
-            Err(Failure::Refused(Refused::Os(e))) => return Err(os_error(e)),
+            Err(Failure::Refused(refused)) => return Err(refused_error(py, refused)),
         };
         let popen = match reply {
             Reply::Child(pid, pidfd) => link

@@ -136,7 +136,8 @@ fn serve(py: Python<'_>, listener: OwnedFd, alive: OwnedFd, key: &Key) -> PyResu
             let entry = &mut authenticating[index];
             match entry.handshake.advance(entry.conn.as_fd(), key) {
                 Ok(Progress::Pending) => index += 1,
-                // Failed the challenge, sent garbage or hung up: dropped, nothing is said why.
+                // Failed a challenge, sent garbage or hung up: dropped (a wrong digest was told
+                // `#FAILURE#`, as CPython tells it; nothing else is said why).
                 Err(_) => drop(authenticating.remove(index)),
                 Ok(Progress::Done(request)) => {
                     let Authenticating { conn, .. } = authenticating.remove(index);
@@ -173,7 +174,7 @@ fn report_exits(children: &mut Vec<Served>) {
     });
 }
 
-/// Takes a new connection from this user and sends it HELLO.
+/// Takes a new connection from this user and sends it the server's challenge.
 fn accept(py: Python<'_>, listener: &OwnedFd, authenticating: &mut Vec<Authenticating>) {
     let conn = match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
         // SAFETY: accept4 returned a new descriptor that nothing else owns.

@@ -273,7 +273,8 @@ def module_is_target():
 @contextlib.contextmanager
 def forkserver_is_target():
     """While active, ``multiprocessing.forkserver._forkserver`` (which ``check_forkserver_death`` imports to find and
-    kill the server) is the target's fork server: procstart's, whose children the test starts."""
+    kill the server, and 3.14's authentication tests to find its address and ``_forkserver_authkey``) is the target's
+    fork server: procstart's, whose children the test starts."""
     if TARGET_IS_STDLIB:
         yield
         return

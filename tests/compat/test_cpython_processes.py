@@ -40,8 +40,9 @@ Tests that run a program in a fresh interpreter get that program rebound, for th
   installs the binding and makes the class's method the default start method (CPython's program uses the
   interpreter's default, fork on Linux; here the grandchild is started with the method under test), and the
   program is bounded by a timeout (it waits for its child without one);
-* ``_TestProcess.test_forkserver_sigint``/``_sigkill`` find the server to kill as
-  ``multiprocessing.forkserver._forkserver``: procstart's server stands there for the test;
+* ``_TestProcess.test_forkserver_sigint``/``_sigkill`` find the server to kill, and (3.14)
+  ``test_forkserver_auth_is_enabled``/``test_forkserver_without_auth_fails`` the server to authenticate with and its
+  ``_forkserver_authkey``, as ``multiprocessing.forkserver._forkserver``: procstart's server stands there for the test;
 * ``MiscTestCase.test__all__`` sees the ``procstart`` module itself as ``multiprocessing`` (it inspects the module
   object: procstart's ``__all__`` must list exactly its public names).
 
@@ -125,6 +126,8 @@ ADAPTERS = {
     ('MiscTestCase', 'test__all__'): lambda method: binding.module_is_target(),
     ('_TestProcess', 'test_forkserver_sigint'): lambda method: binding.forkserver_is_target(),
     ('_TestProcess', 'test_forkserver_sigkill'): lambda method: binding.forkserver_is_target(),
+    ('_TestProcess', 'test_forkserver_auth_is_enabled'): lambda method: binding.forkserver_is_target(),
+    ('_TestProcess', 'test_forkserver_without_auth_fails'): lambda method: binding.forkserver_is_target(),
     ('MiscTestCase', 'test_spawn_sys_executable_none_allows_import'): lambda method: binding.scripts_on_procstart(),
 }
 
