@@ -80,8 +80,8 @@ def run_in_child(ctx, make_pipe, func, *args, **process_kwargs):
 if sys.version_info >= (3, 12):
     from multiprocessing.connection import answer_challenge, deliver_challenge
 else:
-    # Python 3.11 and older speak only CPython's legacy HMAC-MD5 protocol, which procstart's server refuses: here are
-    # CPython 3.12's two functions, for the `{sha256}` digest they use by default.
+    # Python 3.11 and older speak only CPython's legacy HMAC-MD5 protocol, which procstart's server refuses: the
+    # 3.12 protocol's two steps for the `{sha256}` digest it uses by default, written for these tests.
     def deliver_challenge(connection, authkey):
         import hmac
         from multiprocessing import AuthenticationError
