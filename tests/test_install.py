@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.pool
+import multiprocessing.resource_tracker
 import os
 import subprocess
 import sys
@@ -277,7 +278,11 @@ def _stdlib_state():
         ('type(_default_context)', type(default)),
         *((f'_default_context.{name}', value) for name, value in vars(default).items()),
         *((f'{cls.__name__}._Popen', vars(cls)['_Popen']) for cls in STDLIB_PROCESS_CLASSES),
+        *((f'resource_tracker.{name}', getattr(multiprocessing.resource_tracker, name)) for name in TRACKER_NAMES),
     ]
+
+
+TRACKER_NAMES = ('_resource_tracker', 'ensure_running', 'register', 'unregister', 'getfd')
 
 
 def test_install_uninstall_round_trip(mp):
@@ -296,6 +301,10 @@ def test_install_uninstall_round_trip(mp):
             assert multiprocessing.context._concrete_contexts[method].get_context(method) is mp.get_context(method)
         assert default.get_start_method(allow_none=True) == mp.get_start_method(allow_none=True)
         assert default.Process is mp.Process
+        from procstart import resource_tracker
+
+        for name in TRACKER_NAMES:
+            assert getattr(multiprocessing.resource_tracker, name) is getattr(resource_tracker, name)
     finally:
         mp.uninstall()
     mp.uninstall()
@@ -392,3 +401,35 @@ def test_stdlib_objects_from_before_install(run_py, tmp_path, start_method):
     assert report['uninstalled'] == ['worker', 'Worker', 'multiprocessing.process', 'multiprocessing.context', True]
     # procstart children of an uninstalled parent leave stdlib alone.
     assert report['procstart child'][2:] == ['procstart.process', 'multiprocessing.context']
+
+
+_SHARED_MEMORY_LEAK = """
+import multiprocessing
+from multiprocessing import resource_tracker, shared_memory
+mp.install()
+assert resource_tracker._resource_tracker is mp.resource_tracker._resource_tracker
+
+
+def leak(name):
+    shared_memory.SharedMemory(name=name, create=True, size=16)
+    os._exit(0)  # without unlinking it
+
+
+if __name__ == '__main__':
+    p = multiprocessing.get_context(sys.argv[1]).Process(target=leak, args=(sys.argv[2],))
+    p.start()
+    p.join()
+    print(p.exitcode)
+"""
+
+
+def test_stdlib_shared_memory_registers_with_procstarts_tracker(run_py, tmp_path, start_method):
+    # Under install(), stdlib's shared memory registers with the one tracker of the tree: what a child leaks is
+    # unlinked when the tree has ended, and only one tracker runs.
+    name = f'psm-install-{os.getpid()}-{start_method}'
+    script = tmp_path / 'leak.py'
+    script.write_text('import os, sys\nimport procstart as mp\n' + _SHARED_MEMORY_LEAK)
+    proc = run_py(f'import runpy; runpy.run_path({str(script)!r}, run_name="__main__")', start_method, name)
+    assert proc.stdout.split() == ['0']
+    assert 'leaked shared_memory' in proc.stderr, proc.stderr
+    assert not os.path.exists(f'/dev/shm/{name}')

@@ -13,7 +13,9 @@ install() replaces, and uninstall() puts back (the very objects it replaced):
 - `_Popen` of stdlib's `Process`, `ForkProcess`, `SpawnProcess` and `ForkServerProcess`: a stdlib
   process object (of a subclass defined before install(), or from a stdlib context kept from before)
   is started by procstart's launcher for its class's start method (or the default one), and is the
-  current process in its child.
+  current process in its child;
+- the tracker of `multiprocessing.resource_tracker` (its `_resource_tracker` and module functions)
+  by procstart's: stdlib's semaphores and shared memory register with the one tracker of the tree.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ def install():
         _replace(multiprocessing, name, value)
     _replace(stdlib_context, '_concrete_contexts', context._concrete_contexts)
     _replace(stdlib_context._default_context, '__class__', _InstalledDefaultContext)
+    from multiprocessing import resource_tracker as stdlib_tracker
+
+    from . import resource_tracker
+
+    for name in ('_resource_tracker', 'ensure_running', 'register', 'unregister', 'getfd'):
+        _replace(stdlib_tracker, name, getattr(resource_tracker, name))
     for cls in (
         stdlib_context.Process,
         stdlib_context.ForkProcess,

@@ -362,8 +362,13 @@ def _marshalled(prep, process_obj):
 def _share_stdlib_tracker(prep, popen):
     """Pass stdlib's resource tracker, when this process runs one, as CPython's spawn does:
     the child's stdlib semaphores and shared memory then register with the same tracker."""
-    resource_tracker = sys.modules.get('multiprocessing.resource_tracker')
-    fd = getattr(getattr(resource_tracker, '_resource_tracker', None), '_fd', None)
+    from . import resource_tracker as ours
+
+    tracker = getattr(sys.modules.get('multiprocessing.resource_tracker'), '_resource_tracker', None)
+    if tracker is None or tracker is ours._resource_tracker:
+        # Under install() stdlib's tracker is procstart's, which every child receives anyway.
+        return
+    fd = tracker._fd
     if fd is not None:
         prep['stdlib_tracker_fd'] = popen.duplicate_for_child(fd)
 
