@@ -59,21 +59,31 @@ def _import_target():
     return procstart
 
 
+_run_tmpdir = None
+
+
 def pytest_configure(config):
     # A temporary directory of this run's own (TMPDIR, which procstart's fork server and stdlib's read at each use),
     # so that what a test finds there -- socket directories left behind -- is what this run made, not what another
     # session on the same machine has.
-    run_tmpdir = tempfile.mkdtemp(prefix='pstests-')
-    os.environ['TMPDIR'] = run_tmpdir
+    global _run_tmpdir
+    _run_tmpdir = tempfile.mkdtemp(prefix='pstests-')
+    os.environ['TMPDIR'] = _run_tmpdir
     tempfile.tempdir = None
-    # Removed at exit after stdlib's own temporary directory inside it (a finalizer of priority -100).
-    multiprocessing.util.Finalize(
-        None, shutil.rmtree, args=(run_tmpdir,), kwargs={'ignore_errors': True}, exitpriority=-200
-    )
     # Started in the background of a shell (`cmd &`, nohup), pytest inherits SIGINT ignored, and so would every
     # child and program the tests start: the tests of Ctrl-C and Process.interrupt() need it as a terminal has it.
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_unconfigure(config):
+    if _run_tmpdir is None:
+        return
+    # Stdlib's temporary directory lives inside ours: its finalizer (priority -100, run at exit otherwise) first, so
+    # that it does not fail on a directory already removed. Not a finalizer of our own: CPython's tests run them all
+    # (util._cleanup_tests) in the middle of the run.
+    multiprocessing.util._run_finalizers(-100)
+    shutil.rmtree(_run_tmpdir, ignore_errors=True)
 
 
 def pytest_report_header(config):
