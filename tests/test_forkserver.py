@@ -496,6 +496,9 @@ def test_other_users_are_refused(mp, fs):
     """SO_PEERCRED: even with the directory opened up, another user's connection gets nothing."""
     address, _, _, pid = server_info(mp)
     directory = os.path.dirname(address)
+    # The server's directory, and the run's own temporary directory above it (conftest.py), opened up.
+    opened = [(path, os.stat(path).st_mode & 0o7777) for path in (os.path.dirname(directory), directory, address)]
+    os.chmod(os.path.dirname(directory), 0o711)
     os.chmod(directory, 0o711)
     os.chmod(address, 0o777)
     r, w = os.pipe()
@@ -517,8 +520,8 @@ def test_other_users_are_refused(mp, fs):
     finally:
         os.close(r)
         os.waitpid(child, 0)
-        os.chmod(directory, 0o700)
-        os.chmod(address, 0o600)
+        for path, mode in opened:
+            os.chmod(path, mode)
     assert answer == b'EOF'
     assert mp._procstart._forkserver_pid() == pid
 
