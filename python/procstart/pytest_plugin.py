@@ -89,7 +89,7 @@ class ProcessSnapshot:
         out += [
             f'file descriptor {fd} -> {target}'
             for fd, target in sorted(fds.items())
-            if self.fds.get(fd) != target and fd not in helper_fds and target not in arenas
+            if self.fds.get(fd) != target and fd not in helper_fds and target not in arenas and not _is_libffi(target)
         ]
         new = semaphores - self.semaphores
         out += [f'named semaphore /dev/shm/{name}' for name in sorted(new - _not_this_trees(new, processes))]
@@ -248,6 +248,12 @@ def _helpers() -> tuple[set[int], set[int]]:
     fds.discard(None)
     pids.discard(None)
     return fds, pids
+
+
+def _is_libffi(target: str) -> bool:
+    """libffi's own library file, which libffi (3.4+, static trampolines) opens at the first ctypes callback a
+    process makes and keeps open to map its trampoline tables from (ctypes behind `Value` on 3.14, for instance)."""
+    return os.path.basename(target).startswith('libffi.so')
 
 
 def _arena_targets() -> set[str]:
