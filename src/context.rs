@@ -103,6 +103,24 @@ fn version_at_least(py: Python<'_>, minor: u8) -> bool {
     py.version_info() >= (3, minor)
 }
 
+/// The running interpreter's `(minor, patch)`, for changes CPython made in a patch release.
+fn minor_patch(py: Python<'_>) -> (u8, u8) {
+    let version = py.version_info();
+    (version.minor, version.patch)
+}
+
+/// Whether the running CPython's `freeze_support()` reads the start method with
+/// `get_start_method()`, locking the default in: 3.14.0 to 3.14.3 (gh-80334); 3.14.4 and 3.15
+/// pass `allow_none=True` instead (gh-140814), and before 3.14 it is a no-op outside Windows.
+fn freeze_support_locks_in(py: Python<'_>) -> bool {
+    let (minor, patch) = minor_patch(py);
+    minor == 14 && patch < 4
+}
+
+/// `on_error` of `set_forkserver_preload` (Python 3.15): how the fork server treats a preload
+/// module that fails to import.
+pub const PRELOAD_ON_ERROR: [&str; 3] = ["ignore", "warn", "fail"];
+
 #[pyclass(subclass, frozen, module = "procstart._procstart")]
 pub struct BaseContext;
 
@@ -171,8 +189,28 @@ impl BaseContext {
         executable::set(executable)
     }
 
-    fn set_forkserver_preload(&self, module_names: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// `module_names` must be strings (CPython's check, 3.11 on). `on_error` (keyword-only)
+    /// exists from Python 3.15 on, as in CPython: `'ignore'` (the default), `'warn'` or `'fail'`.
+    #[pyo3(signature = (module_names, **kwargs))]
+    fn set_forkserver_preload(
+        &self,
+        module_names: &Bound<'_, PyAny>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
         let py = module_names.py();
+        let mut on_error = None;
+        if let Some(kwargs) = kwargs {
+            for (key, value) in kwargs.iter() {
+                if version_at_least(py, 15) && key.eq("on_error")? {
+                    on_error = Some(value);
+                    continue;
+                }
+                return Err(PyTypeError::new_err(format!(
+                    "BaseContext.set_forkserver_preload() got an unexpected keyword argument {}",
+                    key.repr()?
+                )));
+            }
+        }
         let mut names = Vec::new();
         for name in module_names.try_iter()? {
             let name = name?;
@@ -183,15 +221,33 @@ impl BaseContext {
             }
             names.push(name.extract::<String>()?);
         }
-        forkserver::set_preload(names);
+        let on_error = match on_error {
+            None => PRELOAD_ON_ERROR[0],
+            Some(value) => {
+                let known = PRELOAD_ON_ERROR.iter().find(|policy| {
+                    value.is_exact_instance_of::<PyString>() && value.eq(**policy).unwrap_or(false)
+                });
+                match known {
+                    Some(policy) => policy,
+                    None => {
+                        return Err(PyValueError::new_err(format!(
+                            "on_error must be 'ignore', 'warn', or 'fail', not {}",
+                            value.repr()?
+                        )))
+                    }
+                }
+            }
+        };
+        forkserver::set_preload(names, on_error);
         Ok(())
     }
 
-    /// A no-op on POSIX up to Python 3.13, as CPython. From 3.14 CPython reads the start
-    /// method first (locking the default in), and so does procstart.
+    /// As CPython on POSIX: a no-op up to Python 3.13; 3.14.0 to 3.14.3 read the start method
+    /// first, locking the default in (gh-80334), which 3.14.4 undid (gh-140814: it asks with
+    /// `allow_none=True`, and only in a frozen executable, which procstart does not support).
     fn freeze_support(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        if version_at_least(py, 14) {
+        if freeze_support_locks_in(py) {
             slf.call_method0(intern!(py, "get_start_method"))?;
         }
         Ok(())
@@ -202,20 +258,43 @@ impl BaseContext {
 #[pyclass(extends = BaseContext, subclass, frozen, module = "procstart._procstart")]
 pub struct DefaultContext {
     /// The context used until a start method is set: the platform's, or `run --start-method`'s.
-    default: Mutex<Py<PyAny>>,
+    /// `None` until first needed when the platform's is determined lazily (Python 3.14,
+    /// CPython's `_default_context` cached property: `procstart.context._platform_default`).
+    default: Mutex<Option<Py<PyAny>>>,
     actual: Mutex<Option<Py<PyAny>>>,
 }
 
 impl DefaultContext {
-    fn default_context(&self, py: Python<'_>) -> Py<PyAny> {
-        self.default.lock().unwrap().clone_ref(py)
+    fn default_context(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        if let Some(ctx) = self.default.lock().unwrap().as_ref() {
+            return Ok(ctx.clone_ref(py));
+        }
+        // Determined without the lock held (it runs Python code); the first answer stays.
+        let ctx = py
+            .import(intern!(py, "procstart.context"))?
+            .call_method0(intern!(py, "_platform_default"))?
+            .unbind();
+        let mut default = self.default.lock().unwrap();
+        Ok(default.get_or_insert(ctx).clone_ref(py))
+    }
+
+    /// The context in use, locking the default in if none is set yet (CPython's
+    /// `get_context()`).
+    fn lock_in<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(ctx) = self.actual.lock().unwrap().as_ref() {
+            return Ok(ctx.bind(py).clone());
+        }
+        let default = self.default_context(py)?;
+        let mut actual = self.actual.lock().unwrap();
+        Ok(actual.get_or_insert(default).bind(py).clone())
     }
 }
 
 #[pymethods]
 impl DefaultContext {
     #[new]
-    fn new(context: Py<PyAny>) -> PyClassInitializer<Self> {
+    #[pyo3(signature = (context=None))]
+    fn new(context: Option<Py<PyAny>>) -> PyClassInitializer<Self> {
         PyClassInitializer::from(BaseContext).add_subclass(DefaultContext {
             default: Mutex::new(context),
             actual: Mutex::new(None),
@@ -230,14 +309,7 @@ impl DefaultContext {
         let py = slf.py();
         match method.filter(|m| !m.is_none()) {
             Some(method) => concrete_context(py, method),
-            None => {
-                let this = slf.get();
-                let mut actual = this.actual.lock().unwrap();
-                Ok(actual
-                    .get_or_insert_with(|| this.default_context(py))
-                    .bind(py)
-                    .clone())
-            }
+            None => slf.get().lock_in(py),
         }
     }
 
@@ -260,7 +332,7 @@ impl DefaultContext {
                 *this.actual.lock().unwrap() = None;
                 return Ok(());
             }
-            None => this.default_context(slf.py()),
+            None => this.default_context(slf.py())?,
         };
         let mut actual = this.actual.lock().unwrap();
         if actual.is_some() && !force {
@@ -277,24 +349,24 @@ impl DefaultContext {
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let py = slf.py();
         let this = slf.get();
-        let mut actual = this.actual.lock().unwrap();
-        if actual.is_none() && allow_none {
+        if allow_none && this.actual.lock().unwrap().is_none() {
             return Ok(None);
         }
-        let ctx = actual
-            .get_or_insert_with(|| this.default_context(py))
-            .bind(py)
-            .clone();
-        drop(actual);
-        ctx.getattr(intern!(py, "_name")).map(Some)
+        this.lock_in(py)?.getattr(intern!(py, "_name")).map(Some)
     }
 
     /// Makes `method` the default: the start method until one is set (procstart's `run
     /// --start-method`; a program may still set its own).
     fn _set_default(&self, method: &Bound<'_, PyAny>) -> PyResult<()> {
         let ctx = concrete_context(method.py(), method)?.unbind();
-        *self.default.lock().unwrap() = ctx;
+        *self.default.lock().unwrap() = Some(ctx);
         Ok(())
+    }
+
+    /// The context used until a start method is set (CPython's `_default_context` attribute),
+    /// determining the platform's if not done yet; locks nothing in.
+    fn _get_default(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.default_context(py)
     }
 
     /// Python <= 3.13 lists CPython's fixed order; 3.14 lists the default first.
@@ -303,7 +375,7 @@ impl DefaultContext {
             return PyList::new(py, METHODS);
         }
         let default: String = self
-            .default_context(py)
+            .default_context(py)?
             .bind(py)
             .getattr(intern!(py, "_name"))?
             .extract()?;

@@ -57,6 +57,7 @@ fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(context::_register_contexts, m)?)?;
     m.add_function(wrap_pyfunction!(executable::get_executable, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::get_preload, m)?)?;
+    m.add_function(wrap_pyfunction!(forkserver::get_preload_on_error, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_alive, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_start, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_info, m)?)?;

@@ -1,4 +1,4 @@
-"""Context API (get_context / set_start_method / ...) -- pinned to CPython 3.11.
+"""Context API (get_context / set_start_method / ...) -- pinned to the running CPython (3.10 to 3.15).
 
 The default context is process-global state, so everything that reads or sets it runs in a fresh interpreter
 (``run_py``); concrete contexts are singletons without mutable state and are checked in-process.
@@ -13,7 +13,19 @@ import textwrap
 import pytest
 from _support import IS_STDLIB
 
-DEFAULT_METHOD = 'fork' if sys.version_info < (3, 14) else 'forkserver'
+V = sys.version_info
+# The default start method: fork, forkserver from 3.14 (gh-84559) -- but spawn where no temporary directory is
+# writeable (gh-155717, 3.14.9 and 3.15.1).
+DEFAULT_METHOD = 'fork' if V < (3, 14) else 'forkserver'
+DEFAULT_NEEDS_TEMPDIR = (3, 14, 9) <= V < (3, 15) or V >= (3, 15, 1)
+# gh-109263 (3.13.12, 3.14.3): starting a spawn or forkserver process no longer locks the default start method in.
+SPAWN_LOCKS_IN = not (V >= (3, 14, 3) or (3, 13, 12) <= V < (3, 14))
+# freeze_support() locks the default in on 3.14.0 to 3.14.3 only (gh-80334; gh-140814 undid it in 3.14.4); before
+# 3.14 it is a no-op outside Windows.
+FREEZE_SUPPORT_LOCKS_IN = (3, 14) <= V < (3, 14, 4)
+# set_forkserver_preload(..., on_error=...): 3.15 (gh-141860)
+PRELOAD_ON_ERROR = V >= (3, 15)
+CONTEXT_CLASS = {'fork': 'ForkContext', 'spawn': 'SpawnContext', 'forkserver': 'ForkServerContext'}
 
 
 # Script prelude: ``check(func, *args)`` -> ['ok', result] or [exception type, message]
@@ -141,7 +153,43 @@ def test_default_start_method(run_json):
         print(json.dumps(out))
         """
     )
-    assert res == [None, DEFAULT_METHOD, DEFAULT_METHOD, f'{DEFAULT_METHOD.capitalize()}Context', True]
+    assert res == [None, DEFAULT_METHOD, DEFAULT_METHOD, CONTEXT_CLASS[DEFAULT_METHOD], True]
+
+
+def test_default_start_method_without_writeable_tempdir(run_json):
+    # The default is determined when first needed (3.14), not at import: a temporary directory made unusable after
+    # the import still counts. /proc takes no new file, not even from root.
+    res = run_json(
+        """
+        import tempfile
+        tempfile.tempdir = '/proc'
+        print(json.dumps([mp.get_start_method(allow_none=True), mp.get_all_start_methods(), mp.get_start_method()]))
+        """
+    )
+    if V < (3, 14):
+        assert res == [None, ['fork', 'spawn', 'forkserver'], 'fork']
+    elif DEFAULT_NEEDS_TEMPDIR:
+        assert res == [None, ['spawn', 'fork', 'forkserver'], 'spawn']
+    else:
+        assert res == [None, ['forkserver', 'fork', 'spawn'], 'forkserver']
+
+
+def test_starting_a_process_of_a_context_does_not_lock_in(run_json, start_method):
+    # CPython's TestStartMethod.test_spawn_dont_set_context: preparing a spawn or forkserver child reads the start
+    # method (it goes to the child), which locked the default in before gh-109263.
+    res = run_json(
+        """
+        p = mp.get_context(sys.argv[1]).Process(target=_targets.noop)
+        p.start()
+        p.join()
+        print(json.dumps([p.exitcode, mp.get_start_method(allow_none=True), check(mp.set_start_method, 'spawn')]))
+        """,
+        start_method,
+    )
+    if start_method != 'fork' and SPAWN_LOCKS_IN:
+        assert res == [0, DEFAULT_METHOD, ['RuntimeError', 'context has already been set']]
+    else:
+        assert res == [0, None, ['ok', None]]
 
 
 def test_process_names_and_repr_fresh_interpreter(run_json):
@@ -201,10 +249,20 @@ def test_freeze_support(run_json):
         print(json.dumps([mp.freeze_support(), mp.get_start_method(allow_none=True)]))
         """
     )
-    if sys.version_info < (3, 14):
-        assert res == [None, None]  # a no-op that does not lock in the default
+    assert res == [None, DEFAULT_METHOD if FREEZE_SUPPORT_LOCKS_IN else None]
+
+
+def test_freeze_support_then_set_start_method(run_json):
+    # CPython's TestStartMethod.test_freeze_support_dont_set_context (gh-140814)
+    res = run_json(
+        """
+        print(json.dumps([check(mp.freeze_support), check(mp.set_start_method, 'spawn'), mp.get_start_method()]))
+        """
+    )
+    if FREEZE_SUPPORT_LOCKS_IN:
+        assert res == [['ok', None], ['RuntimeError', 'context has already been set'], DEFAULT_METHOD]
     else:
-        assert res[0] is None
+        assert res == [['ok', None], ['ok', None], 'spawn']
 
 
 def test_child_start_method_with_default_context(run_json, start_method):
@@ -278,7 +336,8 @@ def test_get_context_singletons(mp, start_method):
 
 
 def test_get_all_start_methods(mp):
-    expected = ['fork', 'spawn', 'forkserver'] if sys.version_info < (3, 14) else ['forkserver', 'fork', 'spawn']
+    # 3.14: the default first, then the others in CPython's order (fork, spawn, forkserver)
+    expected = ['fork', 'spawn', 'forkserver'] if V < (3, 14) else ['forkserver', 'fork', 'spawn']
     assert mp.get_all_start_methods() == expected
 
 
@@ -286,6 +345,36 @@ def test_get_all_start_methods(mp):
 def test_set_forkserver_preload_type(mp, names):
     with pytest.raises(TypeError) as excinfo:
         mp.set_forkserver_preload(names)
+    assert str(excinfo.value) == 'module_names must be a list of strings'
+
+
+@pytest.mark.parametrize('on_error', ['ignore', 'warn', 'fail'])
+def test_set_forkserver_preload_on_error(mp, on_error):
+    # 3.15 (gh-141860): on_error, keyword-only; unknown to earlier versions' set_forkserver_preload
+    try:
+        if PRELOAD_ON_ERROR:
+            assert mp.set_forkserver_preload(['os'], on_error=on_error) is None
+        else:
+            with pytest.raises(TypeError) as excinfo:
+                mp.set_forkserver_preload(['os'], on_error=on_error)
+            message = "BaseContext.set_forkserver_preload() got an unexpected keyword argument 'on_error'"
+            assert str(excinfo.value) == message
+        with pytest.raises(TypeError):
+            mp.set_forkserver_preload(['os'], on_error)  # keyword-only
+    finally:
+        mp.set_forkserver_preload(['__main__'])
+
+
+@pytest.mark.parametrize('on_error', ['invalid', 'IGNORE', None, 1], ids=repr)
+def test_set_forkserver_preload_on_error_unknown(mp, on_error):
+    if not PRELOAD_ON_ERROR:
+        pytest.skip('on_error is new in 3.15')
+    with pytest.raises(ValueError) as excinfo:
+        mp.set_forkserver_preload(['os'], on_error=on_error)
+    assert str(excinfo.value) == f"on_error must be 'ignore', 'warn', or 'fail', not {on_error!r}"
+    # checked after the module names, as CPython
+    with pytest.raises(TypeError) as excinfo:
+        mp.set_forkserver_preload([1], on_error=on_error)
     assert str(excinfo.value) == 'module_names must be a list of strings'
 
 

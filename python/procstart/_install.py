@@ -99,7 +99,7 @@ class _InstalledDefaultContext(stdlib_context.DefaultContext):
 
     @property
     def _default_context(self):
-        return context._concrete_contexts[context._default_method]
+        return context._default_context._get_default()
 
     @property
     def _actual_context(self):

@@ -202,15 +202,31 @@ _concrete_contexts = {
     'forkserver': ForkServerContext(),
 }
 
-# The running CPython's default: forkserver from 3.14 (gh-84559), fork before.
-_default_method = 'forkserver' if sys.version_info >= (3, 14) else 'fork'
-_default_context = DefaultContext(_concrete_contexts[_default_method])
+
+
+def _platform_default():
+    """The platform's default context, determined when first needed (CPython 3.14's
+    `_get_platform_default_context`, behind its `_default_context` cached property): forkserver
+    from 3.14 on (gh-84559), but spawn where there is no writeable temporary directory for the
+    fork server's socket (gh-155717, 3.14.9 and 3.15.1: as the running stdlib decides, with
+    `multiprocessing.util._has_writeable_tempdir`, imported only then); fork before 3.14."""
+    if sys.version_info < (3, 14):
+        return _concrete_contexts['fork']
+    from multiprocessing import util
+
+    has_writeable_tempdir = getattr(util, '_has_writeable_tempdir', None)
+    if has_writeable_tempdir is not None and not has_writeable_tempdir():
+        return _concrete_contexts['spawn']
+    return _concrete_contexts['forkserver']
+
+
+# Before 3.14 the default is fixed (fork); from 3.14 on it is determined when first needed, so
+# that importing procstart stays cheap and does not probe the temporary directory.
+_default_context = DefaultContext(_concrete_contexts['fork'] if sys.version_info < (3, 14) else None)
 _procstart._register_contexts(_concrete_contexts, _default_context)
 
 
 def _set_default_method(method):
     """Make `method` the start method used until one is set (`python -m procstart run
     --start-method`): unlike `set_start_method`, the program may still set its own."""
-    global _default_method
     _default_context._set_default(method)
-    _default_method = method

@@ -122,6 +122,11 @@ def _check_not_importing_main():
         raise RuntimeError(_BOOTSTRAP_ERROR)
 
 
+# gh-109263 (3.13.12, 3.14.3): preparing a spawn or fork-server child reads the start method with
+# allow_none=True, so that starting one through a concrete context does not lock the default in.
+_PREPARE_ALLOW_NONE = sys.version_info >= (3, 14, 3) or (3, 13, 12) <= sys.version_info < (3, 14)
+
+
 def get_preparation_data(name):
     """What a spawned child needs to look like its parent: CPython's `spawn.get_preparation_data`,
     and `install` while `procstart.install()` is in effect (`payload` adds `stdlib_tracker_fd` when
@@ -145,7 +150,7 @@ def get_preparation_data(name):
         sys_argv=sys.argv,
         orig_dir=process.ORIGINAL_DIR,
         dir=os.getcwd(),
-        start_method=_default_context.get_start_method(),
+        start_method=_default_context.get_start_method(allow_none=_PREPARE_ALLOW_NONE),
     )
     install = sys.modules.get('procstart._install')
     if install is not None and install.installed():

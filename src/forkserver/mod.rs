@@ -17,6 +17,8 @@ use std::sync::Mutex;
 use pyo3::prelude::*;
 
 static PRELOAD: Mutex<Option<Vec<String>>> = Mutex::new(None);
+/// `set_forkserver_preload(..., on_error=...)` (Python 3.15): `ignore`, `warn` or `fail`.
+static PRELOAD_ON_ERROR: Mutex<&'static str> = Mutex::new("ignore");
 
 /// Removes a server's socket and the private directory it is in (`client::private_dir`).
 pub fn remove_socket(address: &std::path::Path) {
@@ -26,8 +28,16 @@ pub fn remove_socket(address: &std::path::Path) {
     }
 }
 
-pub fn set_preload(modules: Vec<String>) {
+pub fn set_preload(modules: Vec<String>, on_error: &'static str) {
     *PRELOAD.lock().unwrap() = Some(modules);
+    *PRELOAD_ON_ERROR.lock().unwrap() = on_error;
+}
+
+/// What a new server does when a preload module fails to import (`set_forkserver_preload`'s
+/// `on_error`, Python 3.15): `'ignore'` unless configured.
+#[pyfunction]
+pub fn get_preload_on_error() -> &'static str {
+    *PRELOAD_ON_ERROR.lock().unwrap()
 }
 
 /// The modules a new server imports before forking: `['__main__']` unless configured.
