@@ -26,6 +26,21 @@ static PARENT: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
 /// Started and not yet known to be finished: CPython's `process._children`.
 static CHILDREN: Mutex<Vec<Py<Process>>> = Mutex::new(Vec::new());
 
+/// An argument that may be left out, told apart from one given as `None`: CPython's `Process`
+/// defaults `args` to `()` (so `args=None` is a `TypeError`) and, before 3.14.1, `kwargs` to `{}`.
+pub enum Given<'py> {
+    Omitted,
+    Value(Bound<'py, PyAny>),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Given<'py> {
+    type Error = PyErr;
+
+    fn extract(obj: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(Given::Value(obj.to_owned()))
+    }
+}
+
 #[pyclass(subclass, dict, weakref, frozen, module = "procstart._procstart")]
 pub struct Process {
     popen: Mutex<Option<Py<Popen>>>,
@@ -201,16 +216,16 @@ impl Process {
 
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (
-        group=None, target=None, name=None, args=None, kwargs=None, *, daemon=None,
-        die_with_parent=None, new_process_group=None, env=None
+        group=None, target=None, name=None, args=Given::Omitted, kwargs=Given::Omitted, *,
+        daemon=None, die_with_parent=None, new_process_group=None, env=None
     ))]
-    fn __init__(
-        slf: &Bound<'_, Self>,
-        group: Option<&Bound<'_, PyAny>>,
-        target: Option<&Bound<'_, PyAny>>,
-        name: Option<&Bound<'_, PyAny>>,
-        args: Option<&Bound<'_, PyAny>>,
-        kwargs: Option<&Bound<'_, PyAny>>,
+    fn __init__<'py>(
+        slf: &Bound<'py, Self>,
+        group: Option<&Bound<'py, PyAny>>,
+        target: Option<&Bound<'py, PyAny>>,
+        name: Option<&Bound<'py, PyAny>>,
+        args: Given<'py>,
+        kwargs: Given<'py>,
         daemon: Option<&Bound<'_, PyAny>>,
         die_with_parent: Option<&Bound<'_, PyAny>>,
         new_process_group: Option<&Bound<'_, PyAny>>,
@@ -240,14 +255,20 @@ impl Process {
             current.getattr(intern!(py, "name"))?,
         )?;
         obj.setattr(intern!(py, "_target"), target)?;
+        // `tuple(args)`, `dict(kwargs)`, as CPython: `args=None` is a TypeError on every version.
         let args = match args {
-            Some(a) => PyTuple::type_object(py).call1((a,))?,
-            None => PyTuple::empty(py).into_any(),
+            Given::Value(a) => PyTuple::type_object(py).call1((a,))?,
+            Given::Omitted => PyTuple::empty(py).into_any(),
         };
         obj.setattr(intern!(py, "_args"), args)?;
         let kwargs = match kwargs {
-            Some(k) => PyDict::type_object(py).call1((k,))?,
-            None => PyDict::new(py).into_any(),
+            // gh-138813 (3.14.1): `dict(kwargs) if kwargs else {}`, so that `kwargs=None` (the new
+            // default) is no keyword arguments; before, `dict(None)` is a TypeError.
+            Given::Value(k) if !k.is_truthy()? && falsy_kwargs_mean_none(py)? => {
+                PyDict::new(py).into_any()
+            }
+            Given::Value(k) => PyDict::type_object(py).call1((k,))?,
+            Given::Omitted => PyDict::new(py).into_any(),
         };
         obj.setattr(intern!(py, "_kwargs"), kwargs)?;
         let name = match name {
@@ -647,6 +668,20 @@ impl Process {
             ))),
         }
     }
+}
+
+/// Whether the running CPython's `Process` takes a falsy `kwargs` (`None`, its default from
+/// 3.14.1 on, gh-138813) as no keyword arguments: read from the running stdlib (its
+/// `BaseProcess.__init__` defaults), so that a patch release carrying the change is followed too.
+/// Asked only for a falsy `kwargs`, where the two behaviours differ.
+fn falsy_kwargs_mean_none(py: Python<'_>) -> PyResult<bool> {
+    let defaults = py
+        .import(intern!(py, "multiprocessing.process"))?
+        .getattr(intern!(py, "BaseProcess"))?
+        .getattr(intern!(py, "__init__"))?
+        .getattr(intern!(py, "__defaults__"))?;
+    let defaults = defaults.cast::<PyTuple>()?;
+    Ok(defaults.len() > 0 && defaults.get_item(defaults.len() - 1)?.is_none())
 }
 
 /// The name of `obj`'s type, for error messages.

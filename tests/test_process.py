@@ -136,6 +136,33 @@ def test_args_and_kwargs_reach_child(ctx, make_pipe):
         assert p.exitcode == 0
 
 
+# gh-138813 (3.14.1): kwargs defaults to None, and a falsy kwargs is no keyword arguments; before, dict(kwargs).
+KWARGS_NONE = sys.version_info >= (3, 14, 1)
+
+
+@pytest.mark.parametrize('kwargs', [None, 0, (), ''], ids=repr)
+def test_falsy_kwargs(ctx, make_pipe, kwargs):
+    if not KWARGS_NONE and kwargs in (None, 0):
+        with pytest.raises(TypeError) as excinfo:
+            ctx.Process(target=_targets.noop, kwargs=kwargs)
+        assert str(excinfo.value) == f"'{type(kwargs).__name__}' object is not iterable"
+        return
+    r, w = make_pipe()
+    p = ctx.Process(target=_targets.send_args, args=(w, 1), kwargs=kwargs)
+    p.start()
+    w.close()
+    assert recv(r) == [[1], {}]
+    finish(p)
+    assert p.exitcode == 0
+
+
+def test_args_none(ctx):
+    # args defaults to () on every version: tuple(None) fails
+    with pytest.raises(TypeError) as excinfo:
+        ctx.Process(target=_targets.noop, args=None)
+    assert str(excinfo.value) == "'NoneType' object is not iterable"
+
+
 def test_run_in_parent_before_start(ctx):
     seen = []
     ctx.Process(target=seen.append, args=(1,)).run()
@@ -603,10 +630,22 @@ def test_pickle_process(ctx):
     # a Process carries the authkey, which refuses to be pickled outside of Process.start()
     message = 'Pickling an AuthenticationString object is disallowed for security reasons'
     p = ctx.Process(target=_targets.noop, name='pickled')
-    with raises_exact(TypeError, message):
+    with pytest.raises(TypeError) as excinfo:
         pickle.dumps(p)
-    with raises_exact(TypeError, message):
+    assert str(excinfo.value) == message
+    # 3.14 notes where pickling failed (gh-122213); the class is the one under test, stdlib's or procstart's
+    cls = f'{type(p).__module__}.{type(p).__qualname__}'
+    notes = [
+        "when serializing dict item 'authkey'",
+        "when serializing dict item '_config'",
+        f'when serializing {cls} state',
+        f'when serializing {cls} object',
+    ]
+    assert getattr(excinfo.value, '__notes__', None) == (notes if sys.version_info >= (3, 14) else None)
+    with pytest.raises(TypeError) as excinfo:
         pickle.dumps(p.authkey)
+    assert str(excinfo.value) == message
+    assert getattr(excinfo.value, '__notes__', None) is None
 
 
 # -- 1+4. subclassing ----------------------------------------------------------------------------------------------
