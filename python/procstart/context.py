@@ -203,7 +203,6 @@ _concrete_contexts = {
 }
 
 
-
 def _platform_default():
     """The platform's default context, determined when first needed (CPython 3.14's
     `_get_platform_default_context`, behind its `_default_context` cached property): forkserver

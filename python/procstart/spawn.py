@@ -237,8 +237,8 @@ def _culprit(pickler_class, obj, path, depth=0):
     return path
 
 
-def _explain(pickler_class, process_obj, error, method):
-    """`error` again, its message naming the part of `process_obj` that cannot be pickled."""
+def _explanation(pickler_class, process_obj, method):
+    """Where in `process_obj` the part that cannot be pickled sits, as a note for the error."""
     state = dict(vars(process_obj))
     where = None
     for name in ('_target', '_args', '_kwargs'):
@@ -251,12 +251,19 @@ def _explain(pickler_class, process_obj, error, method):
                 break
     if where is None:
         where = _culprit(pickler_class, {k: v for k, v in state.items() if k != '_config'}, 'process')
-    message = f'{error} (in {where} of {process_obj!r}, pickled for the {method} start method)'
+    return f'procstart: {where} of {process_obj!r} cannot be pickled for the {method} start method'
+
+
+def _explain(pickler_class, process_obj, error, method):
+    """Add to `error`, pickle's own (type, message and notes as CPython's), a note naming the part of
+    `process_obj` that cannot be pickled. Python 3.10 has no notes: the error stays as it is."""
+    if not hasattr(error, 'add_note'):
+        return
     try:
-        explained = type(error)(message)
+        note = _explanation(pickler_class, process_obj, method)
     except Exception:
-        return error
-    return explained
+        return
+    error.add_note(note)
 
 
 class _NotPlain(Exception):
@@ -435,10 +442,8 @@ def payload(process_obj, method='spawn', parent_death=None):
         try:
             process_bytes = _dumps(pickler_class, process_obj)
         except Exception as error:
-            explained = _explain(pickler_class, process_obj, error, method)
-            if explained is error:
-                raise
-            raise explained from error
+            _explain(pickler_class, process_obj, error, method)
+            raise
     finally:
         _spawning.popen = None
         if mp_context is not None:
