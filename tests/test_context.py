@@ -378,6 +378,53 @@ def test_set_forkserver_preload_on_error_unknown(mp, on_error):
     assert str(excinfo.value) == 'module_names must be a list of strings'
 
 
+_PRELOAD_RUN = """
+import multiprocessing
+mp.set_forkserver_preload(json.loads(sys.argv[1]), **json.loads(sys.argv[2]))
+r, w = multiprocessing.Pipe(duplex=False)
+p = mp.get_context('forkserver').Process(target=_targets.send_args, args=(w, 42))
+try:
+    p.start()
+except Exception as e:
+    out = ['error', isinstance(e, (EOFError, ConnectionError)), getattr(e, '__notes__', None)]
+else:
+    w.close()
+    out = ['ok', r.recv(), p.join(), p.exitcode]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize(
+    ('modules', 'on_error'),
+    [
+        (['no_such_module_xyz'], None),
+        (['no_such_module_xyz'], 'ignore'),
+        (['no_such_module_xyz'], 'warn'),
+        (['no_such_module_xyz'], 'fail'),
+        (['os', 'json'], 'fail'),
+    ],
+    ids=['default', 'ignore', 'warn', 'fail', 'fail_valid'],
+)
+def test_forkserver_preload_on_error(run_py, modules, on_error):
+    # 3.15 (gh-141860), CPython's test_multiprocessing_forkserver.test_preload: a preload module that cannot be
+    # imported is skipped (ignore, before 3.15 always), skipped with an ImportWarning on the server's stderr (warn),
+    # or ends the server, so that start() fails with a note saying so (fail).
+    if on_error is not None and not PRELOAD_ON_ERROR:
+        pytest.skip('on_error is new in 3.15')
+    kwargs = {} if on_error is None else {'on_error': on_error}
+    proc = run_py(_PRELOAD_RUN, json.dumps(modules), json.dumps(kwargs), flags=('-W', 'always::ImportWarning'))
+    res = json.loads(proc.stdout.splitlines()[-1])
+    failing = 'no_such_module_xyz' in modules
+    if on_error == 'fail' and failing:
+        assert res == ['error', True, ['Forkserver process may have crashed during module preloading. Check stderr.']]
+        assert "ModuleNotFoundError: No module named 'no_such_module_xyz'" in proc.stderr
+        return
+    assert res == ['ok', [[42], {}], None, 0]
+    warning = "ImportWarning: Failed to preload module 'no_such_module_xyz': No module named 'no_such_module_xyz'"
+    assert (warning in proc.stderr) == (on_error == 'warn' and failing), proc.stderr
+    assert ('Traceback' in proc.stderr) is False, proc.stderr
+
+
 def test_cpu_count(mp):
     n = mp.cpu_count()
     assert type(n) is int

@@ -76,10 +76,11 @@ class ForkServer:
     def _forkserver_authkey(self):
         _procstart._forkserver_use_key(None)
 
-    def set_forkserver_preload(self, modules_names):
+    def set_forkserver_preload(self, modules_names, **kwargs):
+        """`on_error=` (keyword-only) from Python 3.15 on, as CPython's."""
         from . import _default_context
 
-        _default_context.set_forkserver_preload(modules_names)
+        _default_context.set_forkserver_preload(modules_names, **kwargs)
 
     def ensure_running(self):
         """Start the server unless it runs (CPython's `ensure_running`); a server that died is
@@ -93,6 +94,7 @@ class ForkServer:
             # The server's own authkey is never used: each child gets its parent's in its payload.
             del prep['authkey']
             prep['preload'] = _procstart.get_preload()
+            prep['preload_on_error'] = _procstart.get_preload_on_error()
             _procstart._forkserver_start(spawn.command_line(SERVER_CODE), pickle.dumps(prep))
 
     def _stop(self):
@@ -167,8 +169,16 @@ def _preload(prep):
     """Import the preload modules once, in the parent's `sys.path`, `sys.argv` and directory, so
     that every child finds them imported; `__main__` as the parent's main module, as
     `__mp_main__` (a main module that starts processes unguarded fails here, as in a spawned
-    child)."""
+    child).
+
+    A module that fails to import is skipped; from Python 3.15 on, as `set_forkserver_preload`'s
+    `on_error` says (CPython's `forkserver._handle_preload`, gh-141860): skipped silently
+    (`'ignore'`), with an `ImportWarning` (`'warn'`), or the error ends the server (`'fail'`: its
+    traceback on stderr, and starting a process fails). Before 3.15, a main module that fails is
+    reported on stderr and each child then runs it itself, reporting the error where it starts
+    (CPython's server dies of it)."""
     preload = prep.pop('preload')
+    on_error = prep.pop('preload_on_error', 'ignore') if sys.version_info >= (3, 15) else None
     if not preload:
         return
     for key in ('sys_path', 'sys_argv', 'dir', 'orig_dir'):
@@ -182,19 +192,40 @@ def _preload(prep):
                 spawn._fixup_main_from_name(prep['init_main_from_name'])
             elif 'init_main_from_path' in prep:
                 spawn._fixup_main_from_path(prep['init_main_from_path'])
+        except Exception as error:
+            if on_error is None:
+                _report_main_error()
+            else:
+                main_from = prep.get('init_main_from_path', prep.get('init_main_from_name'))
+                _preload_failed(on_error, f'__main__ from {main_from!r}', error)
         except BaseException:
-            # Each child then runs the main module itself and reports the error where it starts.
-            import traceback
-
-            traceback.print_exc()
+            _report_main_error()
         finally:
             del main._inheriting
     for name in preload:
         if name != '__main__':
             try:
                 __import__(name)
-            except ImportError:
-                pass
+            except ImportError as error:
+                if on_error is not None:
+                    _preload_failed(on_error, f'module {name!r}', error)
+
+
+def _report_main_error():
+    # Each child then runs the main module itself and reports the error where it starts.
+    import traceback
+
+    traceback.print_exc()
+
+
+def _preload_failed(on_error, what, error):
+    """A preload import failed: what `on_error` says to do (Python 3.15), with CPython's warning."""
+    if on_error == 'fail':
+        raise error
+    if on_error == 'warn':
+        import warnings
+
+        warnings.warn(f'Failed to preload {what}: {error}', ImportWarning, stacklevel=3)
 
 
 # -- a child -------------------------------------------------------------------------------------

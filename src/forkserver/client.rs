@@ -372,6 +372,21 @@ fn authentication_error(py: Python<'_>, message: &str) -> PyErr {
     }
 }
 
+/// With `set_forkserver_preload(..., on_error='fail')` (Python 3.15), a server that cannot be
+/// reached, or that hangs up during the handshake, may have died of a preload import: CPython's
+/// note on the error (an `EOFError` or a `ConnectionError`) says so.
+fn preload_crash_note(py: Python<'_>, err: PyErr) -> PyErr {
+    let lost = err.is_instance_of::<pyo3::exceptions::PyEOFError>(py)
+        || err.is_instance_of::<pyo3::exceptions::PyConnectionError>(py);
+    if lost && super::get_preload_on_error() == "fail" && !super::get_preload().is_empty() {
+        let note = "Forkserver process may have crashed during module preloading. Check stderr.";
+        if let Err(e) = err.value(py).call_method1(intern!(py, "add_note"), (note,)) {
+            return e;
+        }
+    }
+    err
+}
+
 pub fn launch(
     py: Python<'_>,
     process: &Bound<'_, PyAny>,
@@ -418,14 +433,18 @@ pub fn launch(
                 forget(&server);
                 continue;
             }
-            Err(Failure::Unreachable) => return Err(os_error(Errno::ECONNREFUSED)),
+            Err(Failure::Unreachable) => {
+                return Err(preload_crash_note(py, os_error(Errno::ECONNREFUSED)))
+            }
             Err(Failure::Refused(Refused::Os(Errno::EINTR))) => {
                 // Ctrl-C (or another signal) while waiting for the server: its handler runs
                 // now; a request left half-way makes at most a child that finds no payload.
                 py.check_signals()?;
                 continue;
             }
-            Err(Failure::Refused(refused)) => return Err(refused_error(py, refused)),
+            Err(Failure::Refused(refused)) => {
+                return Err(preload_crash_note(py, refused_error(py, refused)))
+            }
         };
         let popen = match reply {
             Reply::Child(pid, pidfd) => link
