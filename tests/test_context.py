@@ -439,6 +439,41 @@ def test_forkserver_preload_on_error(run_py, modules, on_error):
     assert ('Traceback' in proc.stderr) is False, proc.stderr
 
 
+_FAILING_MAIN = """
+import sys
+if __name__ == '__mp_main__':
+    raise RuntimeError('boom in main')
+if __name__ == '__main__':
+    import json
+    import _targets
+    import {modname} as mp
+    mp.set_forkserver_preload(['__main__'], **json.loads(sys.argv[1]))
+    p = mp.get_context('forkserver').Process(target=_targets.noop)
+    p.start()
+    p.join()
+    print(json.dumps(p.exitcode))
+"""
+
+
+@pytest.mark.parametrize('on_error', [None, 'warn'], ids=['default', 'warn'])
+def test_forkserver_preload_failing_main(run_py, tmp_path, modname, on_error):
+    # 3.15 (gh-141860): a main module that fails in the server is skipped silently, or with an ImportWarning; the
+    # child then runs it itself and fails. (Before 3.15, CPython's server dies of it and procstart reports it.)
+    if not PRELOAD_ON_ERROR:
+        pytest.skip('on_error is new in 3.15')
+    script = tmp_path / 'failing_main.py'
+    script.write_text(_FAILING_MAIN.format(modname=modname))
+    kwargs = {} if on_error is None else {'on_error': on_error}
+    proc = run_py(
+        f'import runpy; sys.argv = [{str(script)!r}, {json.dumps(kwargs)!r}]; runpy.run_path(sys.argv[0], run_name="__main__")',
+        flags=('-W', 'always::ImportWarning'),
+    )
+    assert json.loads(proc.stdout.splitlines()[-1]) == 1
+    assert proc.stderr.count('RuntimeError: boom in main') == 1, proc.stderr
+    warning = f'ImportWarning: Failed to preload __main__ from {str(script)!r}: boom in main'
+    assert (warning in proc.stderr) == (on_error == 'warn'), proc.stderr
+
+
 def test_cpu_count(mp):
     n = mp.cpu_count()
     assert type(n) is int
