@@ -388,10 +388,10 @@ def test_dash_c_target_child_fails_stdlib(run_py):
     proc = run_py('import pickle\n' + _DASH_C_TARGET)
     res = _last_json(proc)
     assert res['res'] == [['started', 1]]
-    # 3.13 names a built-in module by its loader in its repr; 3.14 raises the plain AttributeError
+    # 3.12 names a built-in module by its loader in its repr; 3.14 raises the plain AttributeError
     if sys.version_info >= (3, 14):
         message = "AttributeError: module '__main__' has no attribute 'f'\n"
-    elif sys.version_info >= (3, 13):
+    elif sys.version_info >= (3, 12):
         message = "AttributeError: Can't get attribute 'f' on <module '__main__' (<class '_frozen_importlib.BuiltinImporter'>)>\n"
     else:
         message = "AttributeError: Can't get attribute 'f' on <module '__main__' (built-in)>\n"
