@@ -18,11 +18,8 @@ class _Finder:
         self.waiting = {}  # module name -> callbacks, in registration order
 
     def find_spec(self, name, path=None, target=None):
-        callbacks = self.waiting.pop(name, None)
-        if callbacks is None:
+        if name not in self.waiting:
             return None
-        if not self.waiting:
-            self._remove()
         from _frozen_importlib_external import PathFinder
 
         spec = PathFinder.find_spec(name, path, target)
@@ -32,6 +29,11 @@ class _Finder:
 
         def exec_and_call(module):
             exec_module(module)
+            # Taken when the module is executed, not found: a spec found but never executed
+            # (`importlib.util.find_spec`) leaves the callbacks waiting.
+            callbacks = self.waiting.pop(name, ())
+            if not self.waiting:
+                self._remove()
             for callback in callbacks:
                 callback(module)
 
