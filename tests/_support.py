@@ -127,3 +127,14 @@ def fork_server_client(address, authkey):
         conn.close()
         raise
     return conn
+
+
+def stdlib_owned_names(cls):
+    """The names `cls` resolves through a stdlib `multiprocessing` class of its MRO rather than its own classes
+    (procstart's classes take stdlib's as last bases for isinstance only, so there should be none)."""
+    owners = {name: next(k for k in cls.__mro__ if name in vars(k)) for name in dir(cls)}
+    return sorted(
+        name
+        for name, owner in owners.items()
+        if owner.__module__.startswith('multiprocessing') and name not in ('__dict__', '__weakref__')
+    )

@@ -789,3 +789,15 @@ def hold_proxy_until_told(proxy, conn):
     conn.send('ready')
     conn.recv()
     conn.close()
+
+
+def process_classes_subclass_stdlib_classes():
+    """Exit code 0 if this child's Process classes subclass stdlib's, once it imports stdlib ``multiprocessing``."""
+    import multiprocessing.context
+
+    mp = target_mp()
+    ok = issubclass(mp.Process, multiprocessing.context.Process) and all(
+        issubclass(mp.get_context(method).Process, multiprocessing.process.BaseProcess)
+        for method in ('fork', 'spawn', 'forkserver')
+    )
+    sys.exit(0 if ok else 1)

@@ -11,7 +11,7 @@ import sys
 import textwrap
 
 import pytest
-from _support import IS_STDLIB, skip_if_stdlib
+from _support import IS_STDLIB, skip_if_stdlib, skip_on_stdlib
 
 V = sys.version_info
 # The default start method: fork, forkserver from 3.14 (gh-84559) -- but spawn where no temporary directory is
@@ -328,10 +328,10 @@ def test_context_process_class(mp, ctx):
         assert not issubclass(ctx.Process, mp.Process)
         assert not issubclass(mp.Process, ctx.Process)
     else:
-        # procstart (by design): every context's Process is a subclass of procstart.Process, which is the Rust
-        # class procstart._procstart.Process.
+        # procstart (by design): every context's Process is a subclass of procstart.Process, a Python subclass of
+        # the Rust class procstart._procstart.Process (so that stdlib's classes can be appended to its bases).
         assert issubclass(ctx.Process, mp.Process)
-        assert mp.Process is mp._procstart.Process
+        assert mp.Process.__bases__[0] is mp._procstart.Process
     common = (set(ctx.Process.__mro__) & set(mp.Process.__mro__)) - {object}
     assert common
     assert all(hasattr(base, 'start') and hasattr(base, 'join') for base in common)
@@ -491,3 +491,64 @@ def test_context_factories(ctx, start_method):
 def test_module_api(mp):
     missing = [name for name in multiprocessing.__all__ if not hasattr(mp, name)]
     assert missing == []
+
+
+# -- isinstance parity with stdlib's context classes (issue 13) ------------------------------------------------------
+
+# Checks, as (label, bool) pairs, that the module under test's contexts are instances of stdlib's context classes, and
+# that a library's `isinstance(ctx, BaseContext)` idiom takes them as they are.
+CONTEXT_ISINSTANCE = """
+import multiprocessing.context as stdlib_context
+
+def resolve(ctx):  # as libraries take a context or a start method name
+    if not isinstance(ctx, stdlib_context.BaseContext):
+        ctx = stdlib_context._default_context.get_context(ctx)
+    return ctx
+
+def context_checks():
+    checks = []
+    for method, cls in {'fork': 'ForkContext', 'spawn': 'SpawnContext', 'forkserver': 'ForkServerContext'}.items():
+        ctx = mp.get_context(method)
+        checks.append((method + ' BaseContext', isinstance(ctx, stdlib_context.BaseContext)))
+        checks.append((method + ' ' + cls, isinstance(ctx, getattr(stdlib_context, cls))))
+        checks.append((method + ' idiom', resolve(ctx) is ctx and resolve(method) is not None))
+    default = mp.context._default_context
+    checks.append(('default BaseContext', isinstance(default, stdlib_context.BaseContext)))
+    checks.append(('default DefaultContext', isinstance(default, stdlib_context.DefaultContext)))
+    checks.append(('default idiom', resolve(default) is default))
+    return checks
+"""
+
+
+def test_contexts_are_stdlib_context_instances(mp):
+    # Here stdlib multiprocessing was imported before the module under test.
+    namespace = {'mp': mp}
+    exec(CONTEXT_ISINSTANCE, namespace)  # noqa: S102 -- the checks the fresh-interpreter test runs too
+    assert [label for label, ok in namespace['context_checks']() if not ok] == []
+
+
+def test_contexts_are_stdlib_context_instances_stdlib_imported_after(run_py):
+    # procstart imports no stdlib multiprocessing: its classes take stdlib's as bases when stdlib's are imported.
+    proc = run_py(
+        f"""
+        imported_before = 'multiprocessing.context' in sys.modules
+        {textwrap.indent(CONTEXT_ISINSTANCE, '        ').strip()}
+        print(json.dumps([imported_before, [label for label, ok in context_checks() if not ok]]))
+        """
+    )
+    imported_before, failed = json.loads(proc.stdout.splitlines()[-1])
+    assert failed == []
+    if not IS_STDLIB:
+        assert imported_before is False
+
+
+@skip_on_stdlib('procstart context classes with stdlib bases')
+def test_context_names_are_procstart_own(mp):
+    # The stdlib bases are for isinstance only: no name of a context class resolves through them (DefaultContext's
+    # __init__, 3.14's _default_context …), so no behaviour of stdlib's comes in.
+    from _support import stdlib_owned_names
+
+    classes = [type(mp.get_context(method)) for method in ('fork', 'spawn', 'forkserver')]
+    for cls in [*classes, type(mp.context._default_context)]:
+        assert stdlib_owned_names(cls) == [], cls
+    assert type(mp.context._default_context).__init__ is object.__init__

@@ -22,7 +22,8 @@ from _support import skip_on_stdlib
 
 pytestmark = skip_on_stdlib('install() and `python -m procstart run` are procstart extensions')
 
-BY_PROCSTART = ['procstart.process', 'procstart._procstart']
+# (parent process's module, multiprocessing.Process's module): procstart's Process is procstart.process.Process.
+BY_PROCSTART = ['procstart.process', 'procstart.process']
 STDLIB_PROCESS_CLASSES = (
     multiprocessing.context.Process,
     multiprocessing.context.ForkProcess,
@@ -142,7 +143,7 @@ def test_run_stdlib_program(python, tmp_path, start_method):
     assert report['path0'] == str((tmp_path / 'prog').resolve())
     assert report['file'] == os.path.join(str(tmp_path / 'cwd'), script)
     assert report['method'] == start_method
-    assert report['main'] == ['main', 'builtins', 'procstart._procstart', '__main__']
+    assert report['main'] == ['main', 'builtins', 'procstart.process', '__main__']
     # A spawn or forkserver child re-imports the script as __mp_main__; a fork child has the parent's __main__.
     main = '__main__' if start_method == 'fork' else '__mp_main__'
     assert report['pool'] == [[x * x, ['pool', *BY_PROCSTART, main]] for x in range(4)]

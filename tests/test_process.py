@@ -12,6 +12,7 @@ import pickle
 import re
 import signal
 import sys
+import textwrap
 import threading
 import time
 import weakref
@@ -931,3 +932,88 @@ def test_interrupt(ctx, make_pipe, default_handler, expected):
             p.kill()
             p.join()
     assert p.exitcode == expected
+
+
+# -- issubclass parity with stdlib's process classes (issue 13) ------------------------------------------------------
+
+# Checks, as (label, bool) pairs, that the module under test's Process classes subclass stdlib's.
+PROCESS_SUBCLASS = """
+import multiprocessing.context as stdlib_context
+import multiprocessing.process as stdlib_process
+
+def process_checks():
+    checks = [
+        ('Process BaseProcess', issubclass(mp.Process, stdlib_process.BaseProcess)),
+        ('Process context.Process', issubclass(mp.Process, stdlib_context.Process)),
+        ('Process instance', isinstance(mp.Process(), stdlib_process.BaseProcess)),
+        ('current_process', isinstance(mp.current_process(), stdlib_process.BaseProcess)),
+    ]
+    for method, cls in {'fork': 'ForkProcess', 'spawn': 'SpawnProcess', 'forkserver': 'ForkServerProcess'}.items():
+        process_cls = mp.get_context(method).Process
+        checks.append((method + ' BaseProcess', issubclass(process_cls, stdlib_process.BaseProcess)))
+        checks.append((method + ' ' + cls, issubclass(process_cls, getattr(stdlib_context, cls))))
+        checks.append((method + ' instance', isinstance(process_cls(), getattr(stdlib_context, cls))))
+    return checks
+"""
+
+
+def test_process_classes_subclass_stdlib_classes(mp):
+    # Here stdlib multiprocessing was imported before the module under test.
+    namespace = {'mp': mp}
+    exec(PROCESS_SUBCLASS, namespace)  # noqa: S102 -- the checks the fresh-interpreter test runs too
+    assert [label for label, ok in namespace['process_checks']() if not ok] == []
+
+
+def test_process_classes_subclass_stdlib_classes_stdlib_imported_after(run_py):
+    # Also a subclass defined before stdlib is imported, and a spawn child's Process classes.
+    proc = run_py(
+        f"""
+        imported_before = 'multiprocessing.process' in sys.modules
+        class Early(mp.get_context('spawn').Process):
+            pass
+        {textwrap.indent(PROCESS_SUBCLASS, '        ').strip()}
+        early = issubclass(Early, stdlib_context.SpawnProcess)
+        p = mp.get_context('spawn').Process(target=_targets.process_classes_subclass_stdlib_classes)
+        p.start()
+        p.join()
+        print(json.dumps([imported_before, [label for label, ok in process_checks() if not ok], early, p.exitcode]))
+        """
+    )
+    imported_before, failed, early, exitcode = json.loads(proc.stdout.splitlines()[-1])
+    assert failed == []
+    assert early is True
+    assert exitcode == 0
+    if not IS_STDLIB:
+        assert imported_before is False
+
+
+@skip_on_stdlib('procstart does not import stdlib multiprocessing (a stdlib spawn child is bootstrapped by it)')
+def test_stdlib_multiprocessing_stays_unimported(run_py):
+    # `import procstart` does not import it (the stdlib bases wait for it), nor does a spawn child through its start,
+    # run and join. (The parent imports multiprocessing.process with its first Process, to share the main process's
+    # authkey with stdlib's: process._main_config.)
+    proc = run_py(
+        """
+        after_import = sorted(name for name in sys.modules if name.startswith('multiprocessing'))
+        p = mp.get_context('spawn').Process(target=_targets.exit_if_multiprocessing_imported)
+        p.start()
+        p.join()
+        print(json.dumps([after_import, p.exitcode]))
+        """
+    )
+    assert json.loads(proc.stdout.splitlines()[-1]) == [[], 0]
+
+
+@skip_on_stdlib('procstart Process classes with stdlib bases')
+def test_process_names_are_procstart_own(mp):
+    # The stdlib bases are for isinstance only: BaseProcess's _Popen, _bootstrap, _check_closed … stay missing, and
+    # no other name resolves through them.
+    from _support import stdlib_owned_names
+
+    classes = [mp.Process, type(mp.current_process()), mp.process._ParentProcess]
+    classes += [mp.get_context(method).Process for method in ('fork', 'spawn', 'forkserver')]
+    for cls in classes:
+        assert stdlib_owned_names(cls) == [], cls
+        for name in ('_Popen', '_bootstrap', '_check_closed', '_after_fork'):
+            assert not hasattr(cls, name), (cls, name)
+            assert not hasattr(cls.__new__(cls), name), (cls, name)

@@ -1,6 +1,8 @@
 """Locks, semaphores, conditions, events, barriers and the IPC built on them, shared between processes, for every
 start method: procstart's primitives behave as stdlib's (the reference run checks these same tests against stdlib)."""
 
+import json
+
 import _targets
 import pytest
 from _support import CHILD_TIMEOUT, finish, recv, skip_on_stdlib
@@ -195,3 +197,43 @@ def test_flags_may_be_ints(ctx):
 def test_semlock_is_rebuilt_only_by_name(mp):
     with pytest.raises(ValueError, match='^a SemLock can only be rebuilt from its name$'):
         mp._procstart.SemLock._rebuild(12345, 1, 1, None)
+
+
+# -- isinstance parity with stdlib's classes (issue 13) ---------------------------------------------------------------
+
+SYNC_CLASSES = {'Lock': (), 'RLock': (), 'Semaphore': (2,), 'BoundedSemaphore': (2,)}
+
+
+def test_locks_are_stdlib_synchronize_instances(ctx):
+    import multiprocessing.synchronize as stdlib_sync
+
+    for name, args in SYNC_CLASSES.items():
+        obj = getattr(ctx, name)(*args)
+        assert isinstance(obj, getattr(stdlib_sync, name)), name
+        assert isinstance(obj, stdlib_sync.SemLock), name
+
+
+def test_locks_are_stdlib_synchronize_instances_stdlib_imported_after(run_py, start_method):
+    proc = run_py(
+        f"""
+        ctx = mp.get_context({start_method!r})
+        objects = {{name: getattr(ctx, name)(*args) for name, args in {SYNC_CLASSES!r}.items()}}
+        import multiprocessing.synchronize as stdlib_sync
+        print(json.dumps(sorted(
+            name for name, obj in objects.items()
+            if not (isinstance(obj, getattr(stdlib_sync, name)) and isinstance(obj, stdlib_sync.SemLock))
+        )))
+        """
+    )
+    assert json.loads(proc.stdout.splitlines()[-1]) == []
+
+
+@skip_on_stdlib("procstart's locks with stdlib bases")
+def test_lock_names_are_procstart_own(mp):
+    # The stdlib bases are for isinstance only: no name resolves through them (SemLock's _rand stays missing).
+    from _support import stdlib_owned_names
+    from procstart import synchronize
+
+    for name in ('SemLock', *SYNC_CLASSES):
+        assert stdlib_owned_names(getattr(synchronize, name)) == [], name
+    assert not hasattr(synchronize.SemLock, '_rand')

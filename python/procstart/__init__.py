@@ -10,12 +10,12 @@ from __future__ import annotations
 import atexit
 
 from . import process as _process
-from ._procstart import Process
 from ._procstart import __version__ as __version__
 
 # procstart's extensions, beside (not in) multiprocessing's __all__.
 from ._procstart import get_fork_thread_check as get_fork_thread_check
 from ._procstart import set_fork_thread_check as set_fork_thread_check
+from .process import Process
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # for type checkers; at run time ResourceUsage is made on first use (__getattr__)

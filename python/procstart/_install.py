@@ -95,7 +95,7 @@ class _InstalledDefaultContext(stdlib_context.DefaultContext):
     `_default_context` and `_actual_context` attributes, which its methods read and write) is
     procstart's default context's."""
 
-    Process = _procstart.Process
+    Process = procstart.Process
 
     @property
     def _default_context(self):

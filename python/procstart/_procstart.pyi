@@ -28,7 +28,9 @@ class Popen:
     def duplicate_for_child(self, fd: int) -> int: ...
 
 class Process:
-    """`multiprocessing.Process`: same constructor, methods, properties and errors."""
+    """`multiprocessing.Process`: same constructor, methods, properties and errors. Public as
+    `procstart.Process` (`procstart.process.Process`), a Python subclass that takes stdlib's
+    classes as bases once stdlib `multiprocessing` is imported; the extension works on any subclass."""
 
     _start_method: ClassVar[Optional[str]]
     _identity: tuple[int, ...]

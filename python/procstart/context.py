@@ -12,7 +12,9 @@ from __future__ import annotations
 import sys
 
 from . import _procstart
-from ._procstart import BaseContext, Process
+from ._on_import import on_import
+from ._procstart import BaseContext
+from .process import Process
 
 __all__ = [
     'DefaultContext',
@@ -223,6 +225,60 @@ def _platform_default():
 # that importing procstart stays cheap and does not probe the temporary directory.
 _default_context = DefaultContext(_concrete_contexts['fork'] if sys.version_info < (3, 14) else None)
 _procstart._register_contexts(_concrete_contexts, _default_context)
+
+
+class _Absent:
+    """What `_adopt_base` puts over a name only a stdlib base class has: it reads as missing, as it
+    did before the base was added (a non-data descriptor: an instance's own attribute still wins)."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            raise AttributeError(f'type object {objtype.__name__!r} has no attribute {self._name!r}')
+        raise AttributeError(f'{type(obj).__name__!r} object has no attribute {self._name!r}')
+
+
+def _keep_own_names(cls):
+    """Make a procstart class with stdlib base classes resolve every name as it would without them:
+    a name that now comes from a stdlib class is pinned to what procstart's classes (or `object`)
+    give, as DefaultContext's `__init__`, or made to read as missing when only stdlib has it
+    (BaseProcess's `_Popen`, `_bootstrap` …). The stdlib bases are for isinstance/issubclass only."""
+    mro = cls.__mro__
+    own = [k for k in mro if not k.__module__.startswith('multiprocessing')]
+    for name in dir(cls):
+        if name in ('__dict__', '__weakref__'):
+            continue
+        owner = next(k for k in mro if name in vars(k))
+        if owner in own:
+            continue
+        previous = next((vars(k)[name] for k in own if name in vars(k)), _Absent)
+        setattr(cls, name, _Absent(name) if previous is _Absent else previous)
+
+
+def _adopt_base(cls, stdlib_cls):
+    """Append `stdlib_cls` to the bases of procstart's `cls`, names unchanged (`_keep_own_names`)."""
+    if stdlib_cls is None or issubclass(cls, stdlib_cls):
+        return
+    cls.__bases__ += (stdlib_cls,)
+    _keep_own_names(cls)
+
+
+def _adopt_stdlib_bases(stdlib_context):
+    """Make procstart's `Process` and context classes subclasses of stdlib's, once
+    `multiprocessing.context` is executed (it defines the concrete classes, and imports `process`
+    first): `isinstance(ctx, multiprocessing.context.BaseContext)` and `issubclass(ctx.Process,
+    multiprocessing.process.BaseProcess)` then hold, as libraries check, without procstart importing
+    stdlib `multiprocessing` itself (a spawned child does not)."""
+    _adopt_base(Process, stdlib_context.Process)
+    _adopt_base(DefaultContext, stdlib_context.DefaultContext)
+    for name in ('Fork', 'Spawn', 'ForkServer'):
+        _adopt_base(globals()[f'{name}Process'], getattr(stdlib_context, f'{name}Process', None))
+        _adopt_base(globals()[f'{name}Context'], getattr(stdlib_context, f'{name}Context', None))
+
+
+on_import('multiprocessing.context', _adopt_stdlib_bases)
 
 
 def _set_default_method(method):

@@ -1,8 +1,10 @@
 """The Python half of procstart's process model: the main and parent process objects,
 authentication keys, exit-code names, and what a process does at exit.
 
-`Process` itself lives in the Rust extension; the classes here subclass it, as CPython's
-`_MainProcess` and `_ParentProcess` subclass `BaseProcess` (multiprocessing/process.py).
+`Process` is the Rust extension's class (`_procstart.Process`) under a Python subclass, so that
+stdlib's classes can become its bases when stdlib `multiprocessing` is imported (`context.py`: an
+extension class cannot take new bases). The main and parent process classes subclass it, as
+CPython's `_MainProcess` and `_ParentProcess` subclass `BaseProcess` (multiprocessing/process.py).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import os
 import sys
 
-from ._procstart import Process, active_children, wait_sentinel
+from . import _procstart
+from ._procstart import active_children, wait_sentinel
 
 __all__ = ['AuthenticationString', 'Process', 'ResourceUsage']
 
@@ -24,6 +27,12 @@ class AuthenticationString(bytes):
         if not spawn.is_spawning():
             raise TypeError('Pickling an AuthenticationString object is disallowed for security reasons')
         return AuthenticationString, (bytes(self),)
+
+
+class Process(_procstart.Process):
+    """`multiprocessing.Process` (CPython's `context.Process`): the extension's `Process`, under a
+    Python class. Once stdlib `multiprocessing` is imported, `multiprocessing.context.Process` is its
+    last base (`context._adopt_stdlib_bases`)."""
 
 
 class _MainProcess(Process):

@@ -30,6 +30,7 @@ import os
 import sys
 
 from . import _procstart, process
+from ._on_import import on_import
 
 PAYLOAD_FD = 3
 PARENT_SENTINEL_FD = 4
@@ -589,48 +590,6 @@ def prepare(data):
         _fixup_main_from_name(data['init_main_from_name'])
     elif 'init_main_from_path' in data:
         _fixup_main_from_path(data['init_main_from_path'])
-
-
-class _OnImport:
-    """Runs `callback(module)` once `name` is imported, if it ever is: what this child must set in
-    stdlib `multiprocessing` modules is set without importing them for it."""
-
-    def __init__(self, name, callback):
-        self.name = name
-        self.callback = callback
-
-    def find_spec(self, name, path=None, target=None):
-        if name != self.name:
-            return None
-        from _frozen_importlib_external import PathFinder
-
-        sys.meta_path.remove(self)
-        spec = PathFinder.find_spec(name, path, target)
-        if spec is None or spec.loader is None:
-            return spec
-        exec_module, callback = spec.loader.exec_module, self.callback
-
-        def exec_and_call(module):
-            exec_module(module)
-            callback(module)
-
-        spec.loader.exec_module = exec_and_call
-        return spec
-
-    def cancel(self):
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-
-
-def on_import(name, callback):
-    """`callback(module)` now if `name` is loaded, else when it is imported; the waiting hook, or None."""
-    module = sys.modules.get(name)
-    if module is not None:
-        callback(module)
-        return None
-    hook = _OnImport(name, callback)
-    sys.meta_path.insert(0, hook)
-    return hook
 
 
 def _share_stdlib_tracker_fd(fd):

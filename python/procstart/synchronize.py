@@ -15,6 +15,7 @@ import multiprocessing.synchronize as _stdlib
 from multiprocessing import util
 
 from . import _procstart, resource_tracker, spawn
+from .context import _keep_own_names
 
 __all__ = ['BoundedSemaphore', 'Lock', 'RLock', 'SemLock', 'Semaphore']
 
@@ -31,7 +32,7 @@ def _after_fork(obj):
     obj._semlock._after_fork()
 
 
-class SemLock:
+class SemLock(_stdlib.SemLock):
     """CPython's `synchronize.SemLock`, with procstart's semaphore and tracker."""
 
     _make_methods = _stdlib.SemLock._make_methods
@@ -82,7 +83,7 @@ class SemLock:
         self._is_fork_ctx = False
 
 
-class Semaphore(SemLock):
+class Semaphore(SemLock, _stdlib.Semaphore):
     def __init__(self, value=1, *, ctx):
         SemLock.__init__(self, SEMAPHORE, value, SEM_VALUE_MAX, ctx=ctx)
 
@@ -90,22 +91,28 @@ class Semaphore(SemLock):
     __repr__ = _stdlib.Semaphore.__repr__
 
 
-class BoundedSemaphore(Semaphore):
+class BoundedSemaphore(Semaphore, _stdlib.BoundedSemaphore):
     def __init__(self, value=1, *, ctx):
         SemLock.__init__(self, SEMAPHORE, value, value, ctx=ctx)
 
     __repr__ = _stdlib.BoundedSemaphore.__repr__
 
 
-class Lock(SemLock):
+class Lock(SemLock, _stdlib.Lock):
     def __init__(self, *, ctx):
         SemLock.__init__(self, SEMAPHORE, 1, 1, ctx=ctx)
 
     __repr__ = _stdlib.Lock.__repr__
 
 
-class RLock(SemLock):
+class RLock(SemLock, _stdlib.RLock):
     def __init__(self, *, ctx):
         SemLock.__init__(self, RECURSIVE_MUTEX, 1, 1, ctx=ctx)
 
     __repr__ = _stdlib.RLock.__repr__
+
+
+# The stdlib bases are for isinstance only: every name resolves as it would without them.
+for _cls in (SemLock, Semaphore, BoundedSemaphore, Lock, RLock):
+    _keep_own_names(_cls)
+del _cls
