@@ -2,12 +2,59 @@
 
 from collections.abc import Iterable, Mapping
 from os import PathLike
-from typing import Any, Callable, ClassVar, Final, Literal, Optional, Union
+from types import TracebackType
+from typing import Any, Callable, ClassVar, Final, Literal, Optional, Union, final
+
+from typing_extensions import Self, disjoint_base
 
 from .process import ResourceUsage
 
+__all__ = [
+    'BaseContext',
+    'DefaultContext',
+    'Popen',
+    'Process',
+    'SemLock',
+    '__version__',
+    '_die_with_parent',
+    '_forkserver_adopt',
+    '_forkserver_alive',
+    '_forkserver_fds',
+    '_forkserver_info',
+    '_forkserver_key',
+    '_forkserver_pid',
+    '_forkserver_serve',
+    '_forkserver_start',
+    '_forkserver_stop',
+    '_forkserver_use_key',
+    '_launch',
+    '_prepare_forked_children',
+    '_register_contexts',
+    '_run_child',
+    '_set_current_process',
+    '_tracker_adopt',
+    '_tracker_fd',
+    '_tracker_fds',
+    '_tracker_forget',
+    '_tracker_pid',
+    '_tracker_start',
+    '_tracker_stop',
+    '_tracker_write',
+    'active_children',
+    'current_process',
+    'get_executable',
+    'get_fork_thread_check',
+    'get_preload',
+    'get_preload_on_error',
+    'parent_process',
+    'sem_unlink',
+    'set_fork_thread_check',
+    'wait_sentinel',
+]
+
 __version__: Final[str]
 
+@final
 class Popen:
     """Handle on a started child: CPython's `popen_fork.Popen` protocol."""
 
@@ -27,6 +74,7 @@ class Popen:
     def close(self) -> None: ...
     def duplicate_for_child(self, fd: int) -> int: ...
 
+@disjoint_base
 class Process:
     """`multiprocessing.Process`: same constructor, methods, properties and errors. Public as
     `procstart.Process` (`procstart.process.Process`), a Python subclass that takes stdlib's
@@ -55,9 +103,10 @@ class Process:
     ) -> None: ...
     def run(self) -> None: ...
     def start(self) -> None: ...
-    def terminate(self, *, tree: bool = False) -> None: ...
-    def kill(self, *, tree: bool = False) -> None: ...
-    def interrupt(self, *, tree: bool = False) -> None: ...
+    # tree: None or False signals the child alone, True its descendants too.
+    def terminate(self, *, tree: Optional[bool] = None) -> None: ...
+    def kill(self, *, tree: Optional[bool] = None) -> None: ...
+    def interrupt(self, *, tree: Optional[bool] = None) -> None: ...
     def join(self, timeout: Optional[float] = None) -> None: ...
     def is_alive(self) -> bool: ...
     def close(self) -> None: ...
@@ -83,6 +132,8 @@ class Process:
 
 class BaseContext:
     _name: ClassVar[str]
+    # Accepts anything: the Python subclasses (procstart.context) define their own constructors.
+    def __new__(cls, *_args: Any, **_kwargs: Any) -> Self: ...
     def get_context(self, method: Optional[str] = None) -> BaseContext: ...
     def get_start_method(self, allow_none: bool = False) -> str: ...
     def set_start_method(self, method: Optional[str], force: bool = False) -> None: ...
@@ -97,9 +148,10 @@ class BaseContext:
     ) -> None: ...
     def freeze_support(self) -> None: ...
 
+@disjoint_base
 class DefaultContext(BaseContext):
     # None: the platform's default, determined when first needed (procstart.context._platform_default).
-    def __init__(self, context: Optional[BaseContext] = None) -> None: ...
+    def __new__(cls, context: Optional[BaseContext] = None) -> Self: ...
     def get_start_method(self, allow_none: bool = False) -> Optional[str]: ...  # type: ignore[override]
     def get_all_start_methods(self) -> list[str]: ...
     def _set_default(self, method: str) -> None: ...
@@ -135,19 +187,27 @@ def _forkserver_stop() -> None: ...
 def _forkserver_serve(listener: int, alive: int, key: bytes, address: bytes) -> None: ...
 
 # Named POSIX semaphores (src/semlock.rs): CPython's _multiprocessing.SemLock.
+@final
 class SemLock:
     SEM_VALUE_MAX: ClassVar[int]
     kind: Final[int]
     maxvalue: Final[int]
     name: Final[Optional[str]]
     handle: Final[int]
-    def __init__(self, kind: int, value: int, maxvalue: int, name: str, unlink: bool) -> None: ...
+    def __new__(cls, kind: int, value: int, maxvalue: int, name: str, unlink: bool) -> Self: ...
+    # _handle is ignored: the semaphore is reopened by name (None: a ValueError).
     @classmethod
-    def _rebuild(cls, handle: int, kind: int, maxvalue: int, name: Optional[str]) -> SemLock: ...
-    def acquire(self, block: bool = True, timeout: Optional[float] = None) -> bool: ...
+    def _rebuild(cls, _handle: int, kind: int, maxvalue: int, name: Optional[str]) -> SemLock: ...
+    # block: None blocks, as True does.
+    def acquire(self, block: Optional[bool] = None, timeout: Optional[float] = None) -> bool: ...
     def release(self) -> None: ...
     def __enter__(self) -> bool: ...
-    def __exit__(self, *args: object) -> None: ...
+    def __exit__(
+        self,
+        _exc_type: Optional[type[BaseException]] = None,
+        _exc_value: Optional[BaseException] = None,
+        _traceback: Optional[TracebackType] = None,
+    ) -> None: ...
     def _count(self) -> int: ...
     def _is_mine(self) -> bool: ...
     def _get_value(self) -> int: ...
