@@ -29,7 +29,10 @@ pub fn launch(
     // PyOS_AfterFork_Child() nothing else runs.
     let setup = ChildSetup::new(process, "fork")?.forked_with(options);
     let link = ChildLink::new().map_err(os_error)?;
-    match fork(py).map_err(os_error)? {
+    // SAFETY: the GIL is held and no procstart mutex is (they are never held across a call
+    // into this function); the child takes only those mutexes, and re-enters Python through
+    // PyOS_AfterFork_Child before running anything else.
+    match unsafe { fork(py) }.map_err(os_error)? {
         Forked::Child => {
             if options.new_group {
                 let _ = lead_new_group(Pid::from_raw(0));

@@ -206,7 +206,10 @@ fn fork_for(
     request: Request,
     children: &mut Vec<Served>,
 ) -> Option<Request> {
-    match fork(py) {
+    // SAFETY: the GIL is held; the server's loop runs on its main thread and procstart starts
+    // no other thread in it, so no procstart mutex is held elsewhere (a preloaded module that
+    // starts threads is as unsafe here as in CPython's server, which forks the same way).
+    match unsafe { fork(py) } {
         Err(e) => {
             let _ = protocol::send_failed(conn.as_fd(), e);
             None

@@ -14,15 +14,22 @@ pub enum Forked {
 
 /// Forks the interpreter. The `Python` token proves the GIL is held, which
 /// `PyOS_BeforeFork` requires.
-pub fn fork(_py: Python<'_>) -> nix::Result<Forked> {
+///
+/// # Safety
+///
+/// The child is a copy with only the calling thread: every lock another thread held stays
+/// held there for ever. The caller must hold no lock that the child will take, and no other
+/// thread may hold one either: procstart's Rust mutexes are taken only with the GIL held and
+/// never across a GIL release or a call into Python, so while the caller holds the GIL none
+/// of them is held elsewhere. In the child, the caller does nothing that needs another thread.
+pub unsafe fn fork(_py: Python<'_>) -> nix::Result<Forked> {
     // SAFETY: called with the GIL held, as PyOS_BeforeFork requires; it takes the import lock
     // and runs the before-fork hooks.
     unsafe { ffi::PyOS_BeforeFork() };
     // SAFETY: fork has no memory-safety preconditions of its own; in the child the only thing
     // done before re-entering Python is PyOS_AfterFork_Child, which CPython's own os.fork calls
-    // at the same point. After it the child also uses procstart's Rust mutexes, which is sound
-    // because they are only ever taken with the GIL held (which this thread holds now) and
-    // never across a GIL release or a call into Python: no other thread can be holding one.
+    // at the same point. The locks the child may take afterwards are this function's caller's
+    // to vouch for (# Safety).
     let pid = unsafe { libc::fork() };
     match pid {
         0 => {
