@@ -17,9 +17,9 @@ use std::os::fd::{BorrowedFd, RawFd};
 
 use nix::unistd::Pid;
 
+use crate::errors::os_error;
 use crate::imports::{atexit, loaded, py_bootstrap, py_process, sys};
 use crate::launch::{LaunchOptions, ParentDeath};
-use crate::popen::os_error;
 use crate::stdlib::Stdlib;
 use crate::sys::pdeath;
 use crate::{context, process};

@@ -12,9 +12,10 @@ use pyo3::prelude::*;
 use nix::unistd::Pid;
 
 use crate::bootstrap::{self, ChildSetup};
+use crate::errors::os_error;
 use crate::imports::{loaded, py_bootstrap};
 use crate::launch::LaunchOptions;
-use crate::popen::{self, os_error, ChildLink, Popen};
+use crate::popen::{self, ChildLink, Popen};
 use crate::sys::fork::{fork, Forked};
 use crate::sys::proctree::lead_new_group;
 

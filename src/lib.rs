@@ -4,6 +4,7 @@
 
 mod bootstrap;
 mod context;
+mod errors;
 mod executable;
 mod fork;
 mod forkserver;

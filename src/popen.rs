@@ -18,9 +18,10 @@ use nix::sys::signal::Signal;
 use nix::sys::socket::MsgFlags;
 use nix::sys::wait::{Id, WaitPidFlag};
 use nix::unistd::{pipe2, Pid};
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
+use crate::errors::os_error;
 use crate::sys::pidfd;
 use crate::sys::poll::{deadline_after, wait_readable, Readiness};
 use crate::sys::wait::{self, Usage};
@@ -462,10 +463,6 @@ pub fn wait_fd_readable(py: Python<'_>, fd: RawFd, timeout: f64) -> PyResult<boo
             Err(e) => return Err(os_error(e)),
         }
     }
-}
-
-pub fn os_error(e: Errno) -> PyErr {
-    PyOSError::new_err((e as i32, e.desc()))
 }
 
 /// `Process.close()`'s and `Popen.close()`'s refusal, CPython's text.

@@ -14,7 +14,7 @@ use pyo3::exceptions::{PyAssertionError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 
-use crate::popen::os_error;
+use crate::errors::os_error;
 
 const RECURSIVE_MUTEX: i32 = 0;
 const SEMAPHORE: i32 = 1;

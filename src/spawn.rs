@@ -16,9 +16,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::bootstrap::{self, ChildSetup};
+use crate::errors::os_error;
 use crate::imports::py_spawn;
 use crate::launch::{LaunchOptions, ParentDeath};
-use crate::popen::{os_error, ChildLink, Popen};
+use crate::popen::{ChildLink, Popen};
 use crate::sys::spawn::spawn;
 
 fn c_string(bytes: &[u8]) -> PyResult<CString> {

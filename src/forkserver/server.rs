@@ -21,8 +21,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 
 use super::protocol::{self, Handshake, Key, Progress, Request, FLAG_EXIT_PIPE, FLAG_NEW_GROUP};
+use crate::errors::os_error;
 use crate::imports::py_forkserver;
-use crate::popen::os_error;
 use crate::sys::fork::{fork, Forked};
 use crate::sys::pidfd;
 use crate::sys::proctree::lead_new_group;

@@ -18,7 +18,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::{pipe2, Pid};
 use pyo3::prelude::*;
 
-use crate::popen::{os_error, reap};
+use crate::errors::os_error;
+use crate::popen::reap;
 use crate::spawn::start_program;
 use crate::sys::pidfd;
 
