@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use crate::errors::os_error;
 use crate::imports::{atexit, loaded, py_bootstrap, py_process, sys};
 use crate::launch::{LaunchOptions, ParentDeath};
+use crate::start_method::StartMethod;
 use crate::stdlib::Stdlib;
 use crate::sys::pdeath;
 use crate::{context, process};
@@ -47,10 +48,10 @@ pub struct ChildSetup {
     process: Py<PyAny>,
     /// The start method that made the child: "spawn" children start from a fresh
     /// interpreter, the others from a copy of one.
-    launcher: &'static str,
+    launcher: StartMethod,
     /// The process class's own start method, which becomes the child's default
     /// (`None` for `procstart.Process`: the child keeps the default it was given).
-    start_method: Option<&'static str>,
+    start_method: Option<StartMethod>,
     parent_name: Py<PyAny>,
     parent_pid: i32,
     /// Every child's `sys.stdin`: one devnull reader made once in the parent.
@@ -91,7 +92,7 @@ pub fn _prepare_forked_children(py: Python<'_>) -> PyResult<Py<PyAny>> {
 }
 
 impl ChildSetup {
-    pub fn new(process: &Bound<'_, PyAny>, launcher: &'static str) -> PyResult<Self> {
+    pub fn new(process: &Bound<'_, PyAny>, launcher: StartMethod) -> PyResult<Self> {
         let py = process.py();
         let stdin = prepare_children(py)?;
         Ok(ChildSetup {
@@ -133,7 +134,7 @@ impl ChildSetup {
             arm_parent_death(mode, Pid::from_raw(self.parent_pid), parent_sentinel)?;
         }
         let atexit = atexit(py)?;
-        let forked = self.launcher != "spawn";
+        let forked = self.launcher != StartMethod::Spawn;
         if !self.env.is_empty() {
             let environ = crate::imports::os(py)?.getattr(intern!(py, "environ"))?;
             for (key, value) in &self.env {
@@ -168,8 +169,13 @@ impl ChildSetup {
         if self.stdlib.is_loaded() {
             let parent = process::parent_process(py)?.unwrap_or_else(|| py.None());
             let method = context::default_start_method(py)?;
-            self.stdlib
-                .enter_child(py, self.process.bind(py), parent.bind(py), method, forked)?;
+            self.stdlib.enter_child(
+                py,
+                self.process.bind(py),
+                parent.bind(py),
+                method.name(),
+                forked,
+            )?;
         }
         let code = self.run_process(py)?;
         atexit.call_method0(intern!(py, "_run_exitfuncs"))?;

@@ -11,15 +11,13 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString};
 
+use crate::start_method::StartMethod;
 use crate::{executable, forkserver, process};
 
 /// `{'fork': ForkContext(), ...}` and the `DefaultContext`, registered once by
 /// `procstart.context` at import.
 static CONCRETE: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
 static DEFAULT: PyOnceLock<Py<DefaultContext>> = PyOnceLock::new();
-
-/// The method names in CPython's order (`context._concrete_contexts`).
-pub const METHODS: [&str; 3] = ["fork", "spawn", "forkserver"];
 
 fn registry(py: Python<'_>) -> PyResult<&Bound<'_, PyDict>> {
     CONCRETE
@@ -63,7 +61,7 @@ fn concrete_context<'py>(
 
 /// The start method a `Process` of this type launches with: its class's `_start_method`, or
 /// for `procstart.Process` the default context's (which locks the default in, as CPython).
-pub fn start_method_for(process: &Bound<'_, PyAny>) -> PyResult<&'static str> {
+pub fn start_method_for(process: &Bound<'_, PyAny>) -> PyResult<StartMethod> {
     match class_start_method(process)? {
         Some(method) => Ok(method),
         None => default_start_method(process.py()),
@@ -71,32 +69,20 @@ pub fn start_method_for(process: &Bound<'_, PyAny>) -> PyResult<&'static str> {
 }
 
 /// The `_start_method` of the process's class (`None` for `procstart.Process`).
-pub fn class_start_method(process: &Bound<'_, PyAny>) -> PyResult<Option<&'static str>> {
+pub fn class_start_method(process: &Bound<'_, PyAny>) -> PyResult<Option<StartMethod>> {
     let method = process
         .get_type()
         .getattr(intern!(process.py(), "_start_method"))?;
     if method.is_none() {
         return Ok(None);
     }
-    method_name(&method).map(Some)
+    StartMethod::named(&method).map(Some)
 }
 
 /// The default context's start method, locking the default in as CPython does.
-pub fn default_start_method(py: Python<'_>) -> PyResult<&'static str> {
+pub fn default_start_method(py: Python<'_>) -> PyResult<StartMethod> {
     let ctx = DefaultContext::get_context(default_context(py)?, None)?;
-    method_name(&ctx.getattr(intern!(py, "_name"))?)
-}
-
-fn method_name(method: &Bound<'_, PyAny>) -> PyResult<&'static str> {
-    for name in METHODS {
-        if method.eq(name)? {
-            return Ok(name);
-        }
-    }
-    Err(PyValueError::new_err(format!(
-        "cannot find context for {}",
-        method.repr()?
-    )))
+    StartMethod::named(&ctx.getattr(intern!(py, "_name"))?)
 }
 
 fn version_at_least(py: Python<'_>, minor: u8) -> bool {
@@ -372,7 +358,7 @@ impl DefaultContext {
     /// Python <= 3.13 lists CPython's fixed order; 3.14 lists the default first.
     fn get_all_start_methods<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         if !version_at_least(py, 14) {
-            return PyList::new(py, METHODS);
+            return PyList::new(py, StartMethod::ALL.map(StartMethod::name));
         }
         let default: String = self
             .default_context(py)?
@@ -381,10 +367,11 @@ impl DefaultContext {
             .extract()?;
         let mut methods = vec![default.clone()];
         methods.extend(
-            METHODS
-                .iter()
-                .filter(|m| **m != default)
-                .map(|m| m.to_string()),
+            StartMethod::ALL
+                .map(StartMethod::name)
+                .into_iter()
+                .filter(|m| *m != default)
+                .map(str::to_string),
         );
         PyList::new(py, methods)
     }
@@ -393,10 +380,10 @@ impl DefaultContext {
 /// Forces the default context of this process to `method`: a child's default is the method
 /// that started it. A no-op when it already is (the usual fork case), which spares a fork
 /// child the copy of the pages the assignment would write.
-pub fn force_start_method(py: Python<'_>, method: &str) -> PyResult<()> {
-    let ctx = registry(py)?
-        .get_item(method)?
-        .ok_or_else(|| PyValueError::new_err(format!("cannot find context for {method:?}")))?;
+pub fn force_start_method(py: Python<'_>, method: StartMethod) -> PyResult<()> {
+    let ctx = registry(py)?.get_item(method.name())?.ok_or_else(|| {
+        PyValueError::new_err(format!("cannot find context for {:?}", method.name()))
+    })?;
     let default = default_context(py)?.get();
     let mut actual = default.actual.lock().unwrap();
     if actual.as_ref().is_some_and(|a| a.is(&ctx)) {

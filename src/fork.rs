@@ -16,6 +16,7 @@ use crate::errors::os_error;
 use crate::imports::{loaded, py_bootstrap};
 use crate::launch::LaunchOptions;
 use crate::popen::{self, ChildLink, Popen};
+use crate::start_method::StartMethod;
 use crate::sys::fork::{fork, Forked};
 use crate::sys::proctree::lead_new_group;
 
@@ -28,7 +29,7 @@ pub fn launch(
     bootstrap::flush_std_streams(py)?;
     // Everything the child needs exists before fork(): between fork() and
     // PyOS_AfterFork_Child() nothing else runs.
-    let setup = ChildSetup::new(process, "fork")?.forked_with(options);
+    let setup = ChildSetup::new(process, StartMethod::Fork)?.forked_with(options);
     let link = ChildLink::new().map_err(os_error)?;
     // SAFETY: the GIL is held and no procstart mutex is (they are never held across a call
     // into this function); the child takes only those mutexes, and re-enters Python through
@@ -50,7 +51,7 @@ pub fn launch(
         }
         Forked::Parent(pid) => {
             drop(setup);
-            let popen = link.into_popen(py, pid, "fork")?;
+            let popen = link.into_popen(py, pid, StartMethod::Fork)?;
             if options.new_group {
                 // Whichever of the child and this runs first makes the group; should both fail
                 // (a fork hook moved the child elsewhere), `leading_group` sees it.

@@ -8,17 +8,15 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::popen::Popen;
+use crate::start_method::StartMethod;
 use crate::{fork, forkserver, spawn};
 
-pub fn launch(py: Python<'_>, method: &'static str, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
+pub fn launch(py: Python<'_>, method: StartMethod, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
     let options = LaunchOptions::of(process, method)?;
     let popen = match method {
-        "fork" => fork::launch(py, process, &options),
-        "spawn" => spawn::launch(py, process, &options),
-        "forkserver" => forkserver::client::launch(py, process, &options),
-        other => Err(PyValueError::new_err(format!(
-            "cannot find context for {other:?}"
-        ))),
+        StartMethod::Fork => fork::launch(py, process, &options),
+        StartMethod::Spawn => spawn::launch(py, process, &options),
+        StartMethod::ForkServer => forkserver::client::launch(py, process, &options),
     }?;
     Ok(if options.new_group {
         popen.leading_group()
@@ -82,7 +80,7 @@ pub struct LaunchOptions {
 }
 
 impl LaunchOptions {
-    pub fn of(process: &Bound<'_, PyAny>, method: &str) -> PyResult<Self> {
+    pub fn of(process: &Bound<'_, PyAny>, method: StartMethod) -> PyResult<Self> {
         let py = process.py();
         let flag = |name: &Bound<'_, pyo3::types::PyString>| -> PyResult<bool> {
             match process.getattr_opt(name)? {
@@ -93,7 +91,7 @@ impl LaunchOptions {
         let dies = flag(intern!(py, "_die_with_parent"))?
             || process.getattr(intern!(py, "daemon"))?.is_truthy()?;
         let parent_death = dies.then(|| {
-            if method != "forkserver" && crate::sys::pdeath::on_main_thread() {
+            if method != StartMethod::ForkServer && crate::sys::pdeath::on_main_thread() {
                 ParentDeath::Signal
             } else {
                 ParentDeath::Watch

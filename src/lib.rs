@@ -15,6 +15,7 @@ mod process;
 mod resource_tracker;
 mod semlock;
 mod spawn;
+mod start_method;
 mod stdlib;
 mod sys;
 

@@ -22,6 +22,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::errors::os_error;
+use crate::start_method::StartMethod;
 use crate::sys::pidfd;
 use crate::sys::poll::{deadline_after, wait_readable, Readiness};
 use crate::sys::wait::{self, Usage};
@@ -112,7 +113,7 @@ fn exit_code_of(status: i32) -> i32 {
 #[pyclass(frozen, module = "procstart._procstart")]
 pub struct Popen {
     pid: Pid,
-    method: &'static str,
+    method: StartMethod,
     sentinel_fd: RawFd,
     /// `None` after `close()`. Shared so a wait in progress keeps the fd open.
     sentinel: Mutex<Option<Arc<OwnedFd>>>,
@@ -134,7 +135,7 @@ pub struct Popen {
 impl Popen {
     pub fn new(
         pid: Pid,
-        method: &'static str,
+        method: StartMethod,
         sentinel: OwnedFd,
         is_pidfd: bool,
         parent_alive_w: Option<AliveWriteEnd>,
@@ -162,14 +163,20 @@ impl Popen {
         parent_alive_w: Option<AliveWriteEnd>,
         status: OwnedFd,
     ) -> Self {
-        let mut popen = Popen::new(pid, "forkserver", sentinel, is_pidfd, parent_alive_w);
+        let mut popen = Popen::new(
+            pid,
+            StartMethod::ForkServer,
+            sentinel,
+            is_pidfd,
+            parent_alive_w,
+        );
         popen.server_status = Some(status);
         popen
     }
 
     /// A child that ended and was reaped by someone else before we had a handle on it: its
     /// status is lost, its sentinel (a pipe with no writer) is ready at once.
-    pub fn lost(pid: Pid, method: &'static str) -> nix::Result<Self> {
+    pub fn lost(pid: Pid, method: StartMethod) -> nix::Result<Self> {
         let (r, w) = pipe2(OFlag::O_CLOEXEC)?;
         drop(w);
         let popen = Popen::new(pid, method, r, false, None);
@@ -590,7 +597,7 @@ impl ChildLink {
 
     /// In the parent once the child `pid` exists: the handle on it. The child's ends are
     /// closed here.
-    pub fn into_popen(self, py: Python<'_>, pid: Pid, method: &'static str) -> PyResult<Popen> {
+    pub fn into_popen(self, py: Python<'_>, pid: Pid, method: StartMethod) -> PyResult<Popen> {
         let (exit_r, parent_alive_w) = self.into_parent_ends();
         if let Some(r) = exit_r {
             return Ok(Popen::new(pid, method, r, false, parent_alive_w));
@@ -640,7 +647,7 @@ impl Popen {
 
     #[getter]
     fn method(&self) -> &'static str {
-        self.method
+        self.method.name()
     }
 
     #[getter(returncode)]
@@ -683,7 +690,7 @@ impl Popen {
     fn __repr__(&self) -> String {
         format!(
             "<procstart Popen method={} pid={} returncode={:?}>",
-            self.method,
+            self.method.name(),
             self.pid,
             self.returncode()
         )

@@ -20,6 +20,7 @@ use crate::errors::os_error;
 use crate::imports::py_spawn;
 use crate::launch::{LaunchOptions, ParentDeath};
 use crate::popen::{ChildLink, Popen};
+use crate::start_method::StartMethod;
 use crate::sys::spawn::spawn;
 
 fn c_string(bytes: &[u8]) -> PyResult<CString> {
@@ -116,7 +117,7 @@ pub fn launch(
     let pid = start_program(py, &argv, &child_fds, Some(options), &[])?;
     drop(child_fds);
     drop(payload_r);
-    let popen = link.into_popen(py, pid, "spawn")?;
+    let popen = link.into_popen(py, pid, StartMethod::Spawn)?;
     send_payload(py, payload_w, payload.as_bytes())?;
     Ok(popen)
 }
@@ -141,6 +142,10 @@ pub fn _run_child(
     parent_sentinel: i32,
     forked: bool,
 ) -> PyResult<()> {
-    let launcher = if forked { "forkserver" } else { "spawn" };
+    let launcher = if forked {
+        StartMethod::ForkServer
+    } else {
+        StartMethod::Spawn
+    };
     ChildSetup::new(process, launcher)?.run(py, parent_sentinel)
 }
