@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning, PyValueError};
 use pyo3::intern;
@@ -62,9 +62,32 @@ pub fn launch(
     }
 }
 
-const CHECK_MODES: [&str; 3] = ["warn", "error", "ignore"];
-/// What starting a fork child does while other Python threads run: an index in CHECK_MODES.
-static THREAD_CHECK: AtomicUsize = AtomicUsize::new(0);
+/// What starting a fork child does while other Python threads run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ThreadCheck {
+    Warn = 0,
+    Error = 1,
+    Ignore = 2,
+}
+
+impl ThreadCheck {
+    const ALL: [ThreadCheck; 3] = [ThreadCheck::Warn, ThreadCheck::Error, ThreadCheck::Ignore];
+
+    fn name(self) -> &'static str {
+        match self {
+            ThreadCheck::Warn => "warn",
+            ThreadCheck::Error => "error",
+            ThreadCheck::Ignore => "ignore",
+        }
+    }
+
+    fn current() -> Self {
+        Self::ALL[usize::from(THREAD_CHECK.load(Ordering::SeqCst))]
+    }
+}
+
+/// The current `ThreadCheck`, as its discriminant.
+static THREAD_CHECK: AtomicU8 = AtomicU8::new(ThreadCheck::Warn as u8);
 /// The warning is given once per process.
 static WARNED: AtomicBool = AtomicBool::new(false);
 
@@ -72,13 +95,13 @@ static WARNED: AtomicBool = AtomicBool::new(false);
 /// fork method does when other threads are running. Setting it re-arms the one warning.
 #[pyfunction]
 pub fn set_fork_thread_check(mode: &Bound<'_, PyAny>) -> PyResult<()> {
-    let index = mode
+    let chosen = mode
         .extract::<String>()
         .ok()
-        .and_then(|m| CHECK_MODES.iter().position(|known| *known == m));
-    match index {
-        Some(index) => {
-            THREAD_CHECK.store(index, Ordering::SeqCst);
+        .and_then(|m| ThreadCheck::ALL.into_iter().find(|known| known.name() == m));
+    match chosen {
+        Some(check) => {
+            THREAD_CHECK.store(check as u8, Ordering::SeqCst);
             forget_thread_warning();
             Ok(())
         }
@@ -91,7 +114,7 @@ pub fn set_fork_thread_check(mode: &Bound<'_, PyAny>) -> PyResult<()> {
 
 #[pyfunction]
 pub fn get_fork_thread_check() -> &'static str {
-    CHECK_MODES[THREAD_CHECK.load(Ordering::SeqCst)]
+    ThreadCheck::current().name()
 }
 
 /// Warn again at the next fork with threads (a new fork child, or a new setting).
@@ -103,8 +126,8 @@ pub fn forget_thread_warning() {
 /// Queue's) that stay locked for ever in the child, which has only the forking thread. Names
 /// them in a warning (once) or an error, as `set_fork_thread_check` says.
 fn check_threads(py: Python<'_>) -> PyResult<()> {
-    let mode = CHECK_MODES[THREAD_CHECK.load(Ordering::SeqCst)];
-    if mode == "ignore" || (mode == "warn" && WARNED.load(Ordering::SeqCst)) {
+    let mode = ThreadCheck::current();
+    if mode == ThreadCheck::Ignore || (mode == ThreadCheck::Warn && WARNED.load(Ordering::SeqCst)) {
         return Ok(());
     }
     // Without threading imported, no Python thread was ever started.
@@ -124,7 +147,7 @@ fn check_threads(py: Python<'_>) -> PyResult<()> {
          procstart.set_fork_thread_check('ignore') if these threads are fork-safe.",
         names.join(", ")
     );
-    if mode == "error" {
+    if mode == ThreadCheck::Error {
         return Err(PyRuntimeError::new_err(message));
     }
     WARNED.store(true, Ordering::SeqCst);
