@@ -215,7 +215,7 @@ mod tests {
 
     use super::*;
     use crate::sys::poll::deadline_after;
-    use crate::sys::testutil::{pipe, read_to_string};
+    use crate::sys::testutil::{no_new_processes, pipe, read_to_string};
 
     fn soon() -> Option<Instant> {
         deadline_after(10.0)
@@ -223,6 +223,8 @@ mod tests {
 
     #[test]
     fn fds_round_trip() {
+        // Reads to end of file: no child may hold a copy of the write ends meanwhile.
+        let _quiet = no_new_processes();
         let (a, b) = UnixStream::pair().unwrap();
         let (r1, w1) = pipe();
         let (r2, w2) = pipe();
@@ -275,6 +277,8 @@ mod tests {
     /// A message longer than the socket buffer still arrives whole, its descriptors with it.
     #[test]
     fn large_message_with_fds() {
+        // Reads to end of file: no child may hold a copy of the write ends meanwhile.
+        let _quiet = no_new_processes();
         let (a, b) = UnixStream::pair().unwrap();
         let (r, w) = pipe();
         let data: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();

@@ -3,7 +3,7 @@
 use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
@@ -12,14 +12,23 @@ use nix::unistd::{pipe2, Pid};
 
 use crate::sys::{spawn, wait};
 
-/// Taken by every test that starts a process, as nix's test suite does: no two of them create
-/// children at once, so no descriptor of one test leaks into another's child and no `waitid`
-/// of one test can see another's child.
-static FORK: Mutex<()> = Mutex::new(());
+/// Held exclusively by every test that starts a process, as nix's test suite does its `FORK`
+/// mutex: no two of them create children at once, so no descriptor of one test leaks into
+/// another's child and no `waitid` of one test can see another's child. Held shared by tests
+/// that check that every copy of a descriptor is closed (the fork server's probes): a child
+/// created meanwhile holds copies of all of them, if only until it execs.
+static FORK: RwLock<()> = RwLock::new(());
 
-pub fn fork_lock() -> MutexGuard<'static, ()> {
+/// For a test that starts processes.
+pub fn fork_lock() -> RwLockWriteGuard<'static, ()> {
     // A test that failed while holding it poisons it; the next ones still run.
-    FORK.lock().unwrap_or_else(|e| e.into_inner())
+    FORK.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// For a test that needs no process to be started while it runs. Take it once per test: a
+/// thread that takes a shared lock twice may deadlock against a waiting writer.
+pub fn no_new_processes() -> RwLockReadGuard<'static, ()> {
+    FORK.read().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A close-on-exec pipe: (read end, write end).
