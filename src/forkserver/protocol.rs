@@ -944,6 +944,8 @@ mod tests {
             tail in tail(),
             (plan, straddle) in plan(),
         ) {
+            // Its probes see every copy of what they sent closed only if no child holds one.
+            let _quiet = crate::sys::testutil::no_new_processes();
             let (server, client) = socket_pair();
             let mut handshake = Handshake::start(server.as_fd()).unwrap();
             let (first, _) = drain(client.as_fd());
@@ -1071,6 +1073,8 @@ mod tests {
             flags in flags(),
             count in 0..6usize,
         ) {
+            // Its probes see every copy of what they sent closed only if no child holds one.
+            let _quiet = crate::sys::testutil::no_new_processes();
             let sent = probes(count);
             let (asked, received) = exchange(&key, &key, flags, &sent);
             prop_assert!(asked.is_ok(), "{:?}", asked);
@@ -1103,6 +1107,8 @@ mod tests {
             ],
             count in 0..4usize,
         ) {
+            // Its probes see every copy of what they sent closed only if no child holds one.
+            let _quiet = crate::sys::testutil::no_new_processes();
             prop_assume!(server_key[..] != client_key[..]);
             let sent = probes(count);
             let (asked, received) = exchange(&server_key, &client_key, 0, &sent);
@@ -1133,6 +1139,8 @@ mod tests {
             cut_at in any::<proptest::sample::Index>(),
             count in 0..4usize,
         ) {
+            // Its probes see every copy of what they sent closed only if no child holds one.
+            let _quiet = crate::sys::testutil::no_new_processes();
             let mut stream = challenge.bytes(&key, b"");
             stream.extend(verdict.bytes(&key, b""));
             stream.extend(answer.bytes(&key, b"never this"));
@@ -1220,6 +1228,8 @@ mod tests {
             with_fd in any::<bool>(),
             cut_at in 0..=16usize,
         ) {
+            // Its probes see every copy of what they sent closed only if no child holds one.
+            let _quiet = crate::sys::testutil::no_new_processes();
             bytes[..4].copy_from_slice(&tag.to_le_bytes());
             bytes[8..].copy_from_slice(&value.to_le_bytes());
             let (server, client) = socket_pair();

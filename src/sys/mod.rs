@@ -9,3 +9,6 @@ pub mod proctree;
 pub mod socket;
 pub mod spawn;
 pub mod wait;
+
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -93,3 +93,161 @@ pub fn exit_status(fd: BorrowedFd<'_>) -> Option<i32> {
     }
     Some((info[7] >> 32) as u32 as i32)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use nix::sys::signal::Signal;
+
+    use super::*;
+    use crate::sys::poll::{deadline_after, wait_readable, Readiness};
+    use crate::sys::testutil::{fork_lock, sh, sleeper, wait_code};
+    use crate::sys::wait;
+
+    fn readable_within(fd: BorrowedFd<'_>, seconds: f64) -> bool {
+        let deadline = deadline_after(seconds);
+        loop {
+            match wait_readable(fd.as_raw_fd(), deadline).unwrap() {
+                Readiness::Ready => return true,
+                Readiness::TimedOut => return false,
+                Readiness::Interrupted => {}
+            }
+        }
+    }
+
+    #[test]
+    fn supported_on_this_kernel() {
+        // The test machines run Linux >= 5.4; the fallback is exercised through
+        // PROCSTART_DISABLE_PIDFD by the Python tests.
+        if std::env::var_os("PROCSTART_DISABLE_PIDFD").is_none() {
+            assert!(supported());
+        }
+    }
+
+    #[test]
+    fn open_is_close_on_exec() {
+        let fd = open(Pid::this()).unwrap();
+        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(flags & libc::FD_CLOEXEC, 0);
+    }
+
+    #[test]
+    fn open_of_no_process_is_esrch() {
+        // Above the largest pid_max Linux allows (2^22).
+        assert_eq!(open(Pid::from_raw(1 << 23)).map(drop), Err(Errno::ESRCH));
+    }
+
+    #[test]
+    fn readable_exactly_when_the_child_has_exited() {
+        let _fork = fork_lock();
+        let (pid, hold) = sleeper(false);
+        let fd = open(pid).unwrap();
+        assert!(!readable_within(fd.as_fd(), 0.05), "readable while running");
+        drop(hold);
+        assert!(readable_within(fd.as_fd(), 10.0), "not readable after exit");
+        // Readable before being reaped, and still after.
+        assert_eq!(wait_code(pid), 0);
+        assert!(readable_within(fd.as_fd(), 0.0));
+    }
+
+    #[test]
+    fn own_child_and_not() {
+        let _fork = fork_lock();
+        let (pid, hold) = sleeper(false);
+        let fd = open(pid).unwrap();
+        assert!(is_own_child(fd.as_fd()), "running child");
+        drop(hold);
+        assert!(readable_within(fd.as_fd(), 10.0));
+        assert!(is_own_child(fd.as_fd()), "exited, unreaped child");
+        assert_eq!(wait_code(pid), 0);
+        assert!(!is_own_child(fd.as_fd()), "reaped child");
+        let me = open(Pid::this()).unwrap();
+        assert!(!is_own_child(me.as_fd()), "this process");
+    }
+
+    #[test]
+    fn send_signal_reaches_exactly_that_child() {
+        let _fork = fork_lock();
+        let (target, hold_target) = sleeper(false);
+        let (bystander, hold_bystander) = sleeper(false);
+        let target_fd = open(target).unwrap();
+        let bystander_fd = open(bystander).unwrap();
+        send_signal(target_fd.as_fd(), Signal::SIGTERM as i32).unwrap();
+        assert_eq!(wait_code(target), -(Signal::SIGTERM as i32));
+        // The bystander runs on.
+        assert!(!readable_within(bystander_fd.as_fd(), 0.1));
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
+        assert_eq!(wait::waitid(Id::Pid(bystander), flags), Ok(None));
+        drop(hold_bystander);
+        assert_eq!(wait_code(bystander), 0);
+        // Once the target is reaped, its pidfd names no process: never a PID's next owner.
+        assert_eq!(
+            send_signal(target_fd.as_fd(), Signal::SIGTERM as i32),
+            Err(Errno::ESRCH)
+        );
+        drop(hold_target);
+    }
+
+    #[test]
+    fn signal_zero_probes() {
+        let _fork = fork_lock();
+        let (pid, hold) = sleeper(false);
+        let fd = open(pid).unwrap();
+        assert_eq!(send_signal(fd.as_fd(), 0), Ok(()));
+        drop(hold);
+        assert_eq!(wait_code(pid), 0);
+        assert_eq!(send_signal(fd.as_fd(), 0), Err(Errno::ESRCH));
+    }
+
+    #[test]
+    fn wait_id_prefers_the_pidfd() {
+        let fd = open(Pid::this()).unwrap();
+        assert!(
+            matches!(wait_id(Pid::this(), Some(&fd)), Id::PIDFd(f) if f.as_raw_fd() == fd.as_raw_fd())
+        );
+        assert!(matches!(wait_id(Pid::from_raw(42), None), Id::Pid(p) if p.as_raw() == 42));
+    }
+
+    /// The ioctl (PIDFD_GET_INFO, Linux >= 6.15): nothing while the child runs or is unreaped,
+    /// its raw wait status once reaped. On older kernels it answers nothing at all.
+    #[test]
+    fn exit_status_after_reaping() {
+        let _fork = fork_lock();
+        let (pid, hold) = sleeper(false);
+        let fd = open(pid).unwrap();
+        assert_eq!(exit_status(fd.as_fd()), None, "running");
+        drop(hold);
+        assert_eq!(wait_code(pid), 0);
+        let exited = exit_status(fd.as_fd());
+
+        let pid = sh("exit 3", &[], false, &[]);
+        let fd3 = open(pid).unwrap();
+        assert_eq!(wait_code(pid), 3);
+        let status3 = exit_status(fd3.as_fd());
+
+        let (pid, hold) = sleeper(false);
+        let killed_fd = open(pid).unwrap();
+        send_signal(killed_fd.as_fd(), Signal::SIGKILL as i32).unwrap();
+        assert_eq!(wait_code(pid), -(Signal::SIGKILL as i32));
+        drop(hold);
+        let killed = exit_status(killed_fd.as_fd());
+
+        if kernel_at_least(6, 15) {
+            assert_eq!(exited, Some(0));
+            assert_eq!(status3, Some(3 << 8));
+            assert_eq!(killed, Some(Signal::SIGKILL as i32));
+        } else {
+            assert_eq!((exited, status3, killed), (None, None, None));
+        }
+    }
+
+    fn kernel_at_least(major: u32, minor: u32) -> bool {
+        let release = nix::sys::utsname::uname().unwrap();
+        let release = release.release().to_string_lossy().into_owned();
+        let mut parts = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+    }
+}

@@ -51,3 +51,87 @@ pub fn wait_readable(fd: RawFd, deadline: Option<Instant>) -> nix::Result<Readin
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+    use crate::sys::testutil::pipe;
+
+    #[test]
+    fn deadline_after_clamps_and_saturates() {
+        let before = Instant::now();
+        let d = deadline_after(0.5).unwrap();
+        assert!(d >= before + Duration::from_millis(500));
+        assert!(d <= Instant::now() + Duration::from_millis(500));
+        // Negative means now.
+        assert!(deadline_after(-3.0).unwrap() <= Instant::now());
+        // Too far: no deadline.
+        assert_eq!(deadline_after(f64::INFINITY), None);
+        assert_eq!(deadline_after(1e30), None);
+        // NaN is not a number of seconds; `f64::max` turns it into 0: now.
+        assert!(deadline_after(f64::NAN).unwrap() <= Instant::now());
+    }
+
+    #[test]
+    fn times_out_not_early() {
+        let (r, _w) = pipe();
+        let start = Instant::now();
+        let res = wait_readable(r.as_raw_fd(), Some(start + Duration::from_millis(30))).unwrap();
+        assert!(matches!(res, Readiness::TimedOut));
+        assert!(start.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn past_deadline_polls_once() {
+        let (r, w) = pipe();
+        let past = Some(Instant::now());
+        assert!(matches!(
+            wait_readable(r.as_raw_fd(), past),
+            Ok(Readiness::TimedOut)
+        ));
+        nix::unistd::write(&w, b"x").unwrap();
+        assert!(matches!(
+            wait_readable(r.as_raw_fd(), past),
+            Ok(Readiness::Ready)
+        ));
+    }
+
+    #[test]
+    fn ready_with_data_and_at_end_of_stream() {
+        let (r, w) = pipe();
+        nix::unistd::write(&w, b"x").unwrap();
+        assert!(matches!(
+            wait_readable(r.as_raw_fd(), None),
+            Ok(Readiness::Ready)
+        ));
+        let (r2, w2) = pipe();
+        drop(w2);
+        assert!(matches!(
+            wait_readable(r2.as_raw_fd(), None),
+            Ok(Readiness::Ready)
+        ));
+        drop((r, w));
+    }
+
+    #[test]
+    fn ready_when_written_from_another_thread() {
+        let (r, w) = pipe();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            nix::unistd::write(&w, b"x").unwrap();
+        });
+        let res = wait_readable(r.as_raw_fd(), deadline_after(10.0)).unwrap();
+        assert!(matches!(res, Readiness::Ready));
+        writer.join().unwrap();
+    }
+
+    /// A descriptor number that is not open is readable (POLLNVAL), as for `select`.
+    #[test]
+    fn closed_descriptor_counts_as_readable() {
+        // Far above any descriptor this process opens.
+        let res = wait_readable(1 << 20, deadline_after(5.0)).unwrap();
+        assert!(matches!(res, Readiness::Ready));
+    }
+}

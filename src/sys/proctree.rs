@@ -204,3 +204,152 @@ pub fn lead_new_group(pid: Pid) -> nix::Result<()> {
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+    use crate::sys::poll::{deadline_after, wait_readable, Readiness};
+    use crate::sys::testutil::{fork_lock, pipe, read_to_string, sh, sleeper, wait_code};
+
+    #[test]
+    fn parent_of_parses_awkward_names() {
+        assert_eq!(parent_of("123 (sh) S 45 123 123 0"), Some(45));
+        assert_eq!(parent_of("123 (a) b) (c) R 7 1 1"), Some(7));
+        assert_eq!(parent_of("123 (x y z) Z 0 0 0"), Some(0));
+        assert_eq!(parent_of("123 (sh"), None);
+        assert_eq!(parent_of("123 (sh) S"), None);
+    }
+
+    #[test]
+    fn this_process_is_its_parents_child() {
+        let parent = nix::unistd::getppid().as_raw();
+        assert_eq!(read_parent(std::process::id() as i32), Some(parent));
+        assert!(children_by_parent()[&parent].contains(&(std::process::id() as i32)));
+    }
+
+    /// Whether the process behind `fd` ends within ten seconds.
+    fn ends(fd: BorrowedFd<'_>) -> bool {
+        ends_within(fd, 10.0)
+    }
+
+    fn ends_within(fd: BorrowedFd<'_>, seconds: f64) -> bool {
+        let deadline = deadline_after(seconds);
+        loop {
+            match wait_readable(fd.as_raw_fd(), deadline).unwrap() {
+                Readiness::Ready => return true,
+                Readiness::TimedOut => return false,
+                Readiness::Interrupted => {}
+            }
+        }
+    }
+
+    /// Starts `script` (new group or not) with fd 3 a pipe on which it writes PIDs, one a
+    /// line, then closes; returns the child, its pidfd, and pidfds of the PIDs written.
+    /// Any `more` descriptors follow from fd 4.
+    fn tree(
+        script: &str,
+        new_group: bool,
+        more: &[BorrowedFd<'_>],
+    ) -> (Pid, OwnedFd, Vec<OwnedFd>) {
+        let (r, w) = pipe();
+        let fds: Vec<_> = std::iter::once(w.as_fd())
+            .chain(more.iter().copied())
+            .collect();
+        let root = sh(script, &fds, new_group, &[]);
+        let root_fd = pidfd::open(root).unwrap();
+        drop(w);
+        let out = read_to_string(r);
+        let members = out
+            .split_whitespace()
+            .map(|pid| pidfd::open(Pid::from_raw(pid.parse().unwrap())).unwrap())
+            .collect();
+        (root, root_fd, members)
+    }
+
+    /// Two levels below the root: a shell and its sleep, each below the one before.
+    const TWO_LEVELS: &str = "/bin/sh -c '/bin/sleep 100 3>&- & echo $! >&3; exec 3>&-; wait' & \
+                              echo $! >&3; exec 3>&-; wait";
+
+    #[test]
+    fn kill_reaches_every_descendant() {
+        let _fork = fork_lock();
+        let (root, root_fd, members) = tree(TWO_LEVELS, false, &[]);
+        assert_eq!(members.len(), 2);
+        signal_tree(root, Some(root_fd.as_fd()), None, Signal::SIGKILL);
+        assert_eq!(wait_code(root), -(Signal::SIGKILL as i32));
+        for member in &members {
+            assert!(ends(member.as_fd()));
+        }
+    }
+
+    #[test]
+    fn term_reaches_every_descendant_without_pidfd() {
+        let _fork = fork_lock();
+        let (root, _root_fd, members) = tree(TWO_LEVELS, false, &[]);
+        signal_tree(root, None, None, Signal::SIGTERM);
+        assert_eq!(wait_code(root), -(Signal::SIGTERM as i32));
+        for member in &members {
+            assert!(ends(member.as_fd()));
+        }
+    }
+
+    /// A member whose parent already exited (adopted elsewhere) is reached through the group.
+    #[test]
+    fn group_reaches_orphans() {
+        let _fork = fork_lock();
+        let script = "(/bin/sleep 100 3>&- 4<&- & echo $! >&3); exec 3>&-; read x <&4";
+        let (hold_r, _hold_w) = pipe();
+        let (root, root_fd, orphans) = tree(script, true, &[hold_r.as_fd()]);
+        assert_eq!(orphans.len(), 1);
+        // Not a descendant any more: without the group it is left alone.
+        signal_tree(root, Some(root_fd.as_fd()), None, Signal::SIGUSR1);
+        assert_eq!(wait_code(root), -(Signal::SIGUSR1 as i32));
+        assert!(
+            !ends_within(orphans[0].as_fd(), 0.1),
+            "the orphan was signalled"
+        );
+        pidfd::send_signal(orphans[0].as_fd(), Signal::SIGKILL as i32).unwrap();
+        assert!(ends(orphans[0].as_fd()));
+
+        let (root, root_fd, orphans) = tree(script, true, &[hold_r.as_fd()]);
+        signal_tree(root, Some(root_fd.as_fd()), Some(root), Signal::SIGKILL);
+        assert_eq!(wait_code(root), -(Signal::SIGKILL as i32));
+        assert!(ends(orphans[0].as_fd()));
+    }
+
+    /// A member that ignores the signal is not left stopped: SIGCONT follows.
+    #[test]
+    fn members_that_ignore_it_run_on() {
+        let _fork = fork_lock();
+        let (r, w) = pipe();
+        let (ready_r, ready_w) = pipe();
+        let root = sh(
+            "trap '' TERM; exec 4>&-; read x <&3; exit 6",
+            &[r.as_fd(), ready_w.as_fd()],
+            true,
+            &[],
+        );
+        // Until its `trap` has run, a TERM would kill it: wait until it closes fd 4.
+        drop(ready_w);
+        assert_eq!(read_to_string(ready_r), "");
+        signal_tree(root, None, Some(root), Signal::SIGTERM);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!settled(root), "left stopped");
+        drop(w);
+        assert_eq!(wait_code(root), 6);
+    }
+
+    #[test]
+    fn lead_new_group_after_exec_or_exit_is_fine() {
+        let _fork = fork_lock();
+        let (pid, hold) = sleeper(false);
+        // The child has exec'd (posix_spawn returns after the exec): EACCES, taken as done.
+        assert_eq!(lead_new_group(pid), Ok(()));
+        drop(hold);
+        assert_eq!(wait_code(pid), 0);
+        // No such process: ESRCH, taken as done.
+        assert_eq!(lead_new_group(Pid::from_raw(1 << 23)), Ok(()));
+    }
+}

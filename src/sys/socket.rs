@@ -205,3 +205,173 @@ pub fn random_bytes(buf: &mut [u8]) -> nix::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    use nix::fcntl::{fcntl, FcntlArg};
+
+    use super::*;
+    use crate::sys::poll::deadline_after;
+    use crate::sys::testutil::{no_new_processes, pipe, read_to_string};
+
+    fn soon() -> Option<Instant> {
+        deadline_after(10.0)
+    }
+
+    #[test]
+    fn fds_round_trip() {
+        // Reads to end of file: no child may hold a copy of the write ends meanwhile.
+        let _quiet = no_new_processes();
+        let (a, b) = UnixStream::pair().unwrap();
+        let (r1, w1) = pipe();
+        let (r2, w2) = pipe();
+        send_with_fds(a.as_fd(), b"hello", &[w1.as_fd(), w2.as_fd()]).unwrap();
+        let mut buf = [0u8; 5];
+        let fds = recv_with_fds(b.as_fd(), &mut buf, soon()).unwrap();
+        assert_eq!(&buf, b"hello");
+        assert_eq!(fds.len(), 2);
+        // New descriptors, close-on-exec, for the same pipes, in order.
+        for fd in &fds {
+            assert_ne!(fcntl(fd, FcntlArg::F_GETFD).unwrap() & libc::FD_CLOEXEC, 0);
+            assert!(![w1.as_raw_fd(), w2.as_raw_fd()].contains(&fd.as_raw_fd()));
+        }
+        nix::unistd::write(&fds[0], b"one").unwrap();
+        nix::unistd::write(&fds[1], b"two").unwrap();
+        drop((fds, w1, w2));
+        assert_eq!(read_to_string(r1), "one");
+        assert_eq!(read_to_string(r2), "two");
+    }
+
+    #[test]
+    fn without_fds() {
+        let (a, b) = UnixStream::pair().unwrap();
+        send_with_fds(a.as_fd(), b"plain", &[]).unwrap();
+        let mut buf = [0u8; 5];
+        assert!(recv_with_fds(b.as_fd(), &mut buf, soon())
+            .unwrap()
+            .is_empty());
+        assert_eq!(&buf, b"plain");
+    }
+
+    #[test]
+    fn as_many_fds_as_one_message_carries() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (_r, w) = pipe();
+        let many = vec![w.as_fd(); MAX_FDS];
+        send_with_fds(a.as_fd(), b"m", &many).unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            recv_with_fds(b.as_fd(), &mut buf, soon()).unwrap().len(),
+            MAX_FDS
+        );
+        let too_many = vec![w.as_fd(); MAX_FDS + 1];
+        assert_eq!(
+            send_with_fds(a.as_fd(), b"m", &too_many),
+            Err(Errno::EINVAL)
+        );
+    }
+
+    /// A message longer than the socket buffer still arrives whole, its descriptors with it.
+    #[test]
+    fn large_message_with_fds() {
+        // Reads to end of file: no child may hold a copy of the write ends meanwhile.
+        let _quiet = no_new_processes();
+        let (a, b) = UnixStream::pair().unwrap();
+        let (r, w) = pipe();
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
+        let sender = {
+            let data = data.clone();
+            std::thread::spawn(move || send_with_fds(a.as_fd(), &data, &[w.as_fd()]))
+        };
+        let mut buf = vec![0u8; data.len()];
+        let fds = recv_with_fds(b.as_fd(), &mut buf, soon()).unwrap();
+        sender.join().unwrap().unwrap();
+        assert_eq!(buf, data);
+        assert_eq!(fds.len(), 1);
+        drop(fds);
+        assert_eq!(read_to_string(r), "");
+    }
+
+    #[test]
+    fn recv_some_nothing_yet_and_end_of_stream() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            recv_some_with_fds(b.as_fd(), &mut buf).map(drop),
+            Err(Errno::EAGAIN)
+        );
+        assert_eq!(read_some(b.as_fd(), &mut buf), Err(Errno::EAGAIN));
+        drop(a);
+        assert_eq!(
+            recv_some_with_fds(b.as_fd(), &mut buf).map(drop),
+            Err(Errno::ECONNRESET)
+        );
+        assert_eq!(read_some(b.as_fd(), &mut buf), Err(Errno::ECONNRESET));
+    }
+
+    #[test]
+    fn read_exact_deadline_and_short_stream() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut buf = [0u8; 4];
+        let start = Instant::now();
+        let deadline = Some(start + Duration::from_millis(20));
+        assert_eq!(
+            read_exact(b.as_fd(), &mut buf, deadline),
+            Err(Errno::ETIMEDOUT)
+        );
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        write_all(a.as_fd(), b"ab").unwrap();
+        drop(a);
+        assert_eq!(
+            read_exact(b.as_fd(), &mut buf, soon()),
+            Err(Errno::ECONNRESET)
+        );
+    }
+
+    #[test]
+    fn recv_with_fds_times_out() {
+        let (_a, b) = UnixStream::pair().unwrap();
+        let mut buf = [0u8; 1];
+        let deadline = Some(Instant::now() + Duration::from_millis(20));
+        assert_eq!(
+            recv_with_fds(b.as_fd(), &mut buf, deadline).map(drop),
+            Err(Errno::ETIMEDOUT)
+        );
+    }
+
+    /// A peer that went away is EPIPE, and no SIGPIPE kills the test.
+    #[test]
+    fn write_to_closed_peer_is_epipe() {
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        assert_eq!(write_all(a.as_fd(), b"x"), Err(Errno::EPIPE));
+        let (_r, w) = pipe();
+        assert_eq!(
+            send_with_fds(a.as_fd(), b"x", &[w.as_fd()]),
+            Err(Errno::EPIPE)
+        );
+    }
+
+    #[test]
+    fn peer_is_this_process() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let creds = peer_credentials(a.as_fd()).unwrap();
+        assert_eq!(creds.pid(), std::process::id() as i32);
+        assert_eq!(creds.uid(), nix::unistd::getuid().as_raw());
+        assert_eq!(creds.gid(), nix::unistd::getgid().as_raw());
+    }
+
+    #[test]
+    fn random_bytes_fill() {
+        let mut a = [0u8; 64];
+        let mut b = [0u8; 64];
+        random_bytes(&mut a).unwrap();
+        random_bytes(&mut b).unwrap();
+        assert_ne!(a, [0u8; 64]);
+        assert_ne!(a, b);
+        random_bytes(&mut []).unwrap();
+    }
+}

@@ -182,3 +182,201 @@ pub fn spawn(
     }
     Ok(Pid::from_raw(pid))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsFd, AsRawFd, IntoRawFd};
+
+    use nix::errno::Errno;
+    use nix::fcntl::{fcntl, FcntlArg};
+    use nix::sys::signal::Signal;
+    use nix::unistd::{getpgrp, Pid};
+
+    use super::*;
+    use crate::sys::testutil::{fork_lock, pipe, read_to_string, sh, wait_code};
+
+    /// Descriptor `3 + i` in the child is `child_fds[i]`: each is the write end of its own
+    /// pipe, and what the child writes to `3 + i` comes out of pipe `i`.
+    #[test]
+    fn child_fds_land_in_order() {
+        let _fork = fork_lock();
+        let pipes: Vec<_> = (0..4).map(|_| pipe()).collect();
+        // Given in reverse order of creation, so that most sources are numbered above or
+        // among the targets.
+        let fds: Vec<BorrowedFd<'_>> = pipes.iter().rev().map(|(_, w)| w.as_fd()).collect();
+        let pid = sh(
+            "echo 0 >&3 && echo 1 >&4 && echo 2 >&5 && echo 3 >&6",
+            &fds,
+            false,
+            &[],
+        );
+        assert_eq!(wait_code(pid), 0);
+        let outs: Vec<String> = pipes
+            .into_iter()
+            .rev()
+            .map(|(r, w)| {
+                drop(w);
+                read_to_string(r)
+            })
+            .collect();
+        assert_eq!(outs, ["0\n", "1\n", "2\n", "3\n"]);
+    }
+
+    /// The same descriptor may be given twice; it then appears at both numbers.
+    #[test]
+    fn child_fds_may_repeat() {
+        let _fork = fork_lock();
+        let (r, w) = pipe();
+        let pid = sh(
+            "echo a >&3 && echo b >&4",
+            &[w.as_fd(), w.as_fd()],
+            false,
+            &[],
+        );
+        assert_eq!(wait_code(pid), 0);
+        drop(w);
+        assert_eq!(read_to_string(r), "a\nb\n");
+    }
+
+    /// Nothing above the placed descriptors is open in the child, not even a descriptor the
+    /// parent left inheritable (no close-on-exec).
+    #[test]
+    fn nothing_else_is_inherited() {
+        let _fork = fork_lock();
+        let (r, w) = pipe();
+        let (leak_r, leak_w) = nix::unistd::pipe().expect("pipe");
+        assert_eq!(
+            fcntl(&leak_w, FcntlArg::F_GETFD),
+            Ok(0),
+            "the parent's copy is inheritable"
+        );
+        let leak = leak_w.as_raw_fd();
+        let top = leak.max(64);
+        let script = format!(
+            "[ -e /proc/self/fd/3 ] || exit 10; \
+             n=4; while [ $n -le {top} ]; do \
+               [ -e /proc/self/fd/$n ] && exit $((n % 200 + 11)); n=$((n + 1)); \
+             done; \
+             for n in 0 1 2; do [ -e /proc/self/fd/$n ] || exit 9; done; exit 0"
+        );
+        let pid = sh(&script, &[w.as_fd()], false, &[]);
+        assert_eq!(wait_code(pid), 0, "descriptor {leak} leaked or 3 missing");
+        drop((r, leak_r));
+    }
+
+    /// With no descriptors to place, everything from 3 up is closed.
+    #[test]
+    fn no_child_fds_closes_from_three() {
+        let _fork = fork_lock();
+        let pid = sh(
+            "n=3; while [ $n -le 64 ]; do [ -e /proc/self/fd/$n ] && exit 1; n=$((n + 1)); done",
+            &[],
+            false,
+            &[],
+        );
+        assert_eq!(wait_code(pid), 0);
+    }
+
+    /// The parent's descriptors are untouched: spawn placed copies, not the originals.
+    #[test]
+    fn parent_fds_stay_open_and_unchanged() {
+        let _fork = fork_lock();
+        let (r, w) = pipe();
+        let before = fcntl(&w, FcntlArg::F_GETFD).unwrap();
+        let pid = sh("exit 0", &[w.as_fd()], false, &[]);
+        assert_eq!(wait_code(pid), 0);
+        assert_eq!(fcntl(&w, FcntlArg::F_GETFD), Ok(before));
+        nix::unistd::write(&w, b"x").unwrap();
+        drop(w);
+        assert_eq!(read_to_string(r), "x");
+    }
+
+    /// The child's `SigBlk` (from /proc/self/status), as the hex mask, through a pipe.
+    fn child_blocked_mask(blocked: &[Signal]) -> u64 {
+        let (r, w) = pipe();
+        let pid = sh(
+            "while read k v; do [ \"$k\" = SigBlk: ] && echo $v >&3; done < /proc/self/status; exit 0",
+            &[w.as_fd()],
+            false,
+            blocked,
+        );
+        assert_eq!(wait_code(pid), 0);
+        drop(w);
+        u64::from_str_radix(read_to_string(r).trim(), 16).expect("a hex mask")
+    }
+
+    fn bit(signal: Signal) -> u64 {
+        1 << (signal as u32 - 1)
+    }
+
+    #[test]
+    fn blocked_signals_are_blocked_in_the_child() {
+        let _fork = fork_lock();
+        let mask = child_blocked_mask(&[Signal::SIGUSR1, Signal::SIGTERM, Signal::SIGCHLD]);
+        for signal in [Signal::SIGUSR1, Signal::SIGTERM, Signal::SIGCHLD] {
+            assert_ne!(mask & bit(signal), 0, "{signal} not blocked: {mask:#x}");
+        }
+        assert_eq!(mask & bit(Signal::SIGUSR2), 0, "{mask:#x}");
+    }
+
+    #[test]
+    fn nothing_blocked_by_default() {
+        let _fork = fork_lock();
+        // The test thread blocks nothing, and spawn leaves the mask alone when given nothing.
+        assert_eq!(child_blocked_mask(&[]), 0);
+    }
+
+    /// Fields 1 (pid) and 5 (process group) of the child's /proc/self/stat.
+    fn child_pid_and_group(new_group: bool) -> (Pid, String) {
+        let (r, w) = pipe();
+        let pid = sh(
+            "read pid comm state ppid pgrp rest < /proc/self/stat; echo $pid $pgrp >&3",
+            &[w.as_fd()],
+            new_group,
+            &[],
+        );
+        assert_eq!(wait_code(pid), 0);
+        drop(w);
+        (pid, read_to_string(r))
+    }
+
+    #[test]
+    fn new_group_makes_a_group_leader() {
+        let _fork = fork_lock();
+        let (pid, out) = child_pid_and_group(true);
+        assert_eq!(out, format!("{pid} {pid}\n"));
+    }
+
+    #[test]
+    fn without_new_group_the_child_stays_in_ours() {
+        let _fork = fork_lock();
+        let (pid, out) = child_pid_and_group(false);
+        assert_eq!(out, format!("{pid} {}\n", getpgrp()));
+    }
+
+    /// An exec failure is reported to the caller, not left to a child.
+    #[test]
+    fn exec_failure_is_an_error() {
+        let _fork = fork_lock();
+        let argv = [c"nonexistent".to_owned()];
+        let res = spawn(c"/nonexistent/procstart-test", &argv, &[], &[], false, &[]);
+        assert_eq!(res, Err(Errno::ENOENT));
+    }
+
+    /// A descriptor that is not open cannot be placed: spawn fails before starting anything.
+    #[test]
+    fn closed_child_fd_is_an_error() {
+        let _fork = fork_lock();
+        let (r, w) = pipe();
+        let raw = w.into_raw_fd();
+        // SAFETY: `raw` is open (just released by `w`) and closed right after being borrowed.
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        // SAFETY: nothing else owns `raw`; `fd` is not used after this close until the spawn
+        // below, which must fail on it with EBADF.
+        unsafe { libc::close(raw) };
+        let argv = [c"sh".to_owned()];
+        let res = spawn(c"/bin/sh", &argv, &[], &[fd], false, &[]);
+        assert_eq!(res, Err(Errno::EBADF));
+        drop(r);
+    }
+}

@@ -68,3 +68,128 @@ pub fn waitid(id: Id<'_>, flags: WaitPidFlag) -> nix::Result<Option<(i32, Usage)
         },
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    use super::*;
+    use crate::sys::pidfd;
+    use crate::sys::testutil::{fork_lock, sh, sleeper, wait_code};
+
+    #[test]
+    fn exit_codes() {
+        let _fork = fork_lock();
+        for code in [0, 1, 7, 255] {
+            assert_eq!(
+                wait_code(sh(&format!("exit {code}"), &[], false, &[])),
+                code
+            );
+        }
+    }
+
+    #[test]
+    fn signal_deaths_are_negative() {
+        let _fork = fork_lock();
+        for signal in [Signal::SIGTERM, Signal::SIGKILL, Signal::SIGUSR1] {
+            let pid = sh(
+                &format!("kill -{} $$; sleep 5", signal as i32),
+                &[],
+                false,
+                &[],
+            );
+            assert_eq!(wait_code(pid), -(signal as i32), "{signal}");
+        }
+    }
+
+    /// A signal whose default action dumps core is reported as the signal, whether the
+    /// kernel says CLD_DUMPED or (core files being off here) CLD_KILLED.
+    #[test]
+    fn core_signal_is_negative() {
+        let _fork = fork_lock();
+        let pid = sh("ulimit -c 0; kill -QUIT $$; sleep 5", &[], false, &[]);
+        assert_eq!(wait_code(pid), -(Signal::SIGQUIT as i32));
+    }
+
+    #[test]
+    fn wnohang_on_a_running_child_is_none() {
+        let _fork = fork_lock();
+        let (pid, hold) = sleeper(false);
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
+        assert_eq!(waitid(Id::Pid(pid), flags), Ok(None));
+        drop(hold);
+        assert_eq!(wait_code(pid), 0);
+        // Reaped: there is nothing left to wait for.
+        assert_eq!(waitid(Id::Pid(pid), flags), Err(Errno::ECHILD));
+    }
+
+    /// WNOWAIT reports the child but leaves it to be reaped again.
+    #[test]
+    fn wnowait_leaves_the_child() {
+        let _fork = fork_lock();
+        let pid = sh("exit 3", &[], false, &[]);
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+        assert_eq!(waitid(Id::Pid(pid), flags).unwrap().map(|r| r.0), Some(3));
+        assert_eq!(wait_code(pid), 3);
+    }
+
+    #[test]
+    fn usage_is_reported() {
+        let _fork = fork_lock();
+        // Busy for a while in user space, so that some CPU time is accounted.
+        let pid = sh(
+            "i=0; while [ $i -lt 200000 ]; do i=$((i + 1)); done; exit 4",
+            &[],
+            false,
+            &[],
+        );
+        let (code, usage) = waitid(Id::Pid(pid), WaitPidFlag::WEXITED).unwrap().unwrap();
+        assert_eq!(code, 4);
+        assert!(usage.max_rss_kib > 0, "{usage:?}");
+        assert!(usage.user_us + usage.system_us > 0, "{usage:?}");
+    }
+
+    #[test]
+    fn by_pidfd() {
+        let _fork = fork_lock();
+        let pid = sh("exit 5", &[], false, &[]);
+        let fd = pidfd::open(pid).unwrap();
+        let res = waitid(Id::PIDFd(fd.as_fd()), WaitPidFlag::WEXITED).unwrap();
+        assert_eq!(res.map(|r| r.0), Some(5));
+    }
+
+    #[test]
+    fn by_process_group() {
+        let _fork = fork_lock();
+        let (pid, hold) = sleeper(true);
+        kill(pid, Signal::SIGTERM).unwrap();
+        let res = waitid(Id::PGid(pid), WaitPidFlag::WEXITED).unwrap();
+        assert_eq!(res.map(|r| r.0), Some(-(Signal::SIGTERM as i32)));
+        drop(hold);
+    }
+
+    #[test]
+    fn not_our_child() {
+        let _fork = fork_lock();
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG;
+        assert_eq!(waitid(Id::Pid(Pid::from_raw(1)), flags), Err(Errno::ECHILD));
+        assert_eq!(waitid(Id::Pid(Pid::this()), flags), Err(Errno::ECHILD));
+    }
+
+    #[test]
+    fn micros_adds_seconds() {
+        let tv = libc::timeval {
+            tv_sec: 3,
+            tv_usec: 250,
+        };
+        assert_eq!(micros(tv), 3_000_250);
+        let negative = libc::timeval {
+            tv_sec: -1,
+            tv_usec: -1,
+        };
+        assert_eq!(micros(negative), 0);
+    }
+}
