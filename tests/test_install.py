@@ -234,6 +234,52 @@ def test_run_ends_as_python_does(python, tmp_path, source):
     assert (ours.returncode, ours.stdout, ours.stderr) == (theirs.returncode, theirs.stdout, theirs.stderr)
 
 
+_MAIN_SOURCE = """
+import multiprocessing, sys
+print(__name__, __spec__ and __spec__.name, sys.argv[1:], sys.path[0] == sys.argv[0])
+print(type(multiprocessing.get_context('fork').Process(target=print)).__module__)
+"""
+
+
+def _program_as(kind, tmp_path):
+    """The program `_MAIN_SOURCE` as Python can run it: a directory or zip archive with `__main__.py`, a compiled
+    file, or an empty directory (which Python refuses)."""
+    import py_compile
+    import zipfile
+
+    if kind == 'directory':
+        _write(tmp_path / 'app' / '__main__.py', _MAIN_SOURCE)
+        return 'app'
+    if kind == 'zip':
+        with zipfile.ZipFile(tmp_path / 'app.zip', 'w') as archive:
+            archive.writestr('__main__.py', _MAIN_SOURCE)
+        return 'app.zip'
+    if kind == 'compiled':
+        source = _write(tmp_path / 'app.py', _MAIN_SOURCE)
+        py_compile.compile(str(source), cfile=str(tmp_path / 'app.pyc'), doraise=True)
+        source.unlink()
+        return 'app.pyc'
+    (tmp_path / 'empty').mkdir()
+    return 'empty'
+
+
+@pytest.mark.parametrize('kind', ['directory', 'zip', 'compiled', 'no-main'])
+def test_run_what_python_runs(python, tmp_path, kind):
+    # Python runs a directory or zip archive by its __main__ module (first on sys.path) and a compiled file by its
+    # code; `run` does the same, the program's processes being procstart's.
+    program = _program_as(kind, tmp_path)
+    ours = python('-m', 'procstart', 'run', program, 'arg', cwd=tmp_path)
+    theirs = python(program, 'arg', cwd=tmp_path)
+    assert (ours.returncode, ours.stdout.splitlines()[:1]) == (theirs.returncode, theirs.stdout.splitlines()[:1])
+    if kind == 'no-main':
+        assert ours.returncode == 1
+        assert ours.stderr.split(': ', 1)[1] == theirs.stderr.split(': ', 1)[1]
+    else:
+        assert ours.returncode == 0, ours.stderr
+        assert ours.stdout.splitlines()[1] == 'procstart.context'
+        assert theirs.stdout.splitlines()[1] == 'multiprocessing.context'
+
+
 @pytest.mark.parametrize('args', [['missing.py'], ['-m', 'no_such_module']], ids=['missing-script', 'missing-module'])
 def test_run_missing_program_as_python(python, tmp_path, args):
     ours = python('-m', 'procstart', 'run', *args, cwd=tmp_path)

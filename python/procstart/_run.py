@@ -65,20 +65,52 @@ def main(argv):
 def _run_script(path, args):
     # As Python: relative to the working directory, not normalised.
     file = os.path.join(os.getcwd(), path)
+    sys.argv = [path, *args]
+    import pkgutil
+
+    if pkgutil.get_importer(path) is not None:
+        # A directory or zip archive: Python runs the `__main__` module in it, with it first on sys.path.
+        return _run_main_of_path_entry(file)
     try:
         with io.open_code(file) as f:
             source = f.read()
     except OSError as error:
         print(f"{sys.executable}: can't open file {file!r}: [Errno {error.errno}] {error.strerror}", file=sys.stderr)
         return 2
-    sys.argv = [path, *args]
     if not (sys.flags.isolated or getattr(sys.flags, 'safe_path', False)):
         # `python -m procstart` put the working directory first.
         sys.path[0] = os.path.dirname(os.path.realpath(file))
-    from importlib.machinery import SourceFileLoader
+    from importlib.machinery import SourceFileLoader, SourcelessFileLoader
+    from importlib.util import MAGIC_NUMBER
 
+    if source.startswith(MAGIC_NUMBER):
+        # A compiled file, which Python runs too: its code follows the 16-byte header.
+        import marshal
+
+        attrs = {'__file__': file, '__cached__': None, '__loader__': SourcelessFileLoader('__main__', file)}
+        return _run_main(lambda: marshal.loads(source[16:]), attrs)
     attrs = {'__file__': file, '__cached__': None, '__loader__': SourceFileLoader('__main__', file)}
     return _run_main(lambda: compile(source, file, 'exec', dont_inherit=True), attrs)
+
+
+def _run_main_of_path_entry(path):
+    import runpy
+
+    # As Python: the entry made absolute, not normalised.
+    sys.path[0] = path
+    try:
+        _, spec, code = runpy._get_main_module_details(_NoModule)
+    except _NoModule as error:
+        # As Python: "can't find '__main__' module in <path>", exit status 1.
+        return f'{sys.executable}: {error}'
+    attrs = {
+        '__file__': spec.origin,
+        '__cached__': spec.cached,
+        '__loader__': spec.loader,
+        '__package__': '',
+        '__spec__': spec,
+    }
+    return _run_main(lambda: code, attrs)
 
 
 def _run_module(name, *args):
