@@ -136,5 +136,6 @@ def stdlib_owned_names(cls):
     return sorted(
         name
         for name, owner in owners.items()
-        if owner.__module__.startswith('multiprocessing') and name not in ('__dict__', '__weakref__')
+        # __slotnames__: copyreg's cache, set on whichever class an object was pickled as.
+        if owner.__module__.startswith('multiprocessing') and name not in ('__dict__', '__weakref__', '__slotnames__')
     )
