@@ -47,7 +47,8 @@ def test_start_method_runs_the_test_once_per_method(pytester, run_session):
         """
     )
     result = run_session('-v')
-    methods = get_all_start_methods()
+    methods = pytest_plugin.START_METHODS
+    assert sorted(methods) == sorted(get_all_start_methods())
     passed = [line.split('::')[1].split()[0] for line in result.stdout.lines if ' PASSED ' in line]
     assert passed == [f'test_method[{method}]' for method in methods] + ['test_spawn_only[spawn]']
     result.assert_outcomes(passed=len(passed))

@@ -3,8 +3,8 @@
 Registered through the ``pytest11`` entry point, so pytest loads it wherever procstart is installed; it changes
 nothing unless a test requests one of its fixtures:
 
-* ``start_method`` -- parametrised over ``procstart.get_all_start_methods()``: the test runs once per method, with
-  the method's name as its id and as the fixture's value.
+* ``start_method`` -- parametrised over procstart's start methods (``START_METHODS``): the test runs once per
+  method, with the method's name as its id and as the fixture's value.
 * ``no_process_leaks`` -- fails the test (at teardown) if it left child processes running, zombies unreaped, file
   descriptors open or named POSIX semaphores in /dev/shm behind, naming each, once they have lasted
   ``procstart_leak_timeout`` seconds (ini option, default 5); then stops and reaps the leaked children.
@@ -31,7 +31,7 @@ import pytest
 
 import procstart
 
-__all__ = ['ProcessSnapshot', 'no_process_leaks', 'start_method']
+__all__ = ['START_METHODS', 'ProcessSnapshot', 'no_process_leaks', 'start_method']
 
 TIMEOUT_INI = 'procstart_leak_timeout'
 # Some cleanup is asynchronous (Queue feeder threads, Pool workers' exit, Finalize callbacks): a leak is one that
@@ -47,7 +47,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@pytest.fixture(params=procstart.get_all_start_methods())
+# procstart's start methods in CPython's fixed order. Not get_all_start_methods(): from 3.14 it lists the default
+# first, and finding the default imports stdlib's multiprocessing (its temporary-directory check), which this plugin
+# must not do to every pytest session at its import.
+START_METHODS = ('fork', 'spawn', 'forkserver')
+
+
+@pytest.fixture(params=START_METHODS)
 def start_method(request: pytest.FixtureRequest) -> str:
     """Each start method available here, in turn: the test runs once per method (test id: its name)."""
     return request.param
