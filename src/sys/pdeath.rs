@@ -78,20 +78,12 @@ mod tests {
 
     use super::*;
     use crate::sys::pidfd;
-    use crate::sys::poll::deadline_after;
-    use crate::sys::testutil::{fork_lock, pipe, read_to_string, sh, wait_code};
+    use crate::sys::testutil::{fork_lock, pipe, read_to_string, readable_within, sh, wait_code};
     use crate::sys::wait;
 
     /// Whether the process behind `fd` ends within ten seconds.
     fn ends(fd: BorrowedFd<'_>) -> bool {
-        let deadline = deadline_after(10.0);
-        loop {
-            match wait_readable(fd.as_raw_fd(), deadline).unwrap() {
-                Readiness::Ready => return true,
-                Readiness::TimedOut => return false,
-                Readiness::Interrupted => {}
-            }
-        }
+        readable_within(fd, 10.0)
     }
 
     #[test]

@@ -101,20 +101,8 @@ mod tests {
     use nix::sys::signal::Signal;
 
     use super::*;
-    use crate::sys::poll::{deadline_after, wait_readable, Readiness};
-    use crate::sys::testutil::{fork_lock, sh, sleeper, wait_code};
+    use crate::sys::testutil::{fork_lock, readable_within, sh, sleeper, wait_code};
     use crate::sys::wait;
-
-    fn readable_within(fd: BorrowedFd<'_>, seconds: f64) -> bool {
-        let deadline = deadline_after(seconds);
-        loop {
-            match wait_readable(fd.as_raw_fd(), deadline).unwrap() {
-                Readiness::Ready => return true,
-                Readiness::TimedOut => return false,
-                Readiness::Interrupted => {}
-            }
-        }
-    }
 
     #[test]
     fn supported_on_this_kernel() {

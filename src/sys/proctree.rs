@@ -207,11 +207,11 @@ pub fn lead_new_group(pid: Pid) -> nix::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::AsRawFd;
 
     use super::*;
-    use crate::sys::poll::{deadline_after, wait_readable, Readiness};
-    use crate::sys::testutil::{fork_lock, pipe, read_to_string, sh, sleeper, wait_code};
+    use crate::sys::testutil::{
+        fork_lock, pipe, read_to_string, readable_within, sh, sleeper, wait_code,
+    };
 
     #[test]
     fn parent_of_parses_awkward_names() {
@@ -231,18 +231,7 @@ mod tests {
 
     /// Whether the process behind `fd` ends within ten seconds.
     fn ends(fd: BorrowedFd<'_>) -> bool {
-        ends_within(fd, 10.0)
-    }
-
-    fn ends_within(fd: BorrowedFd<'_>, seconds: f64) -> bool {
-        let deadline = deadline_after(seconds);
-        loop {
-            match wait_readable(fd.as_raw_fd(), deadline).unwrap() {
-                Readiness::Ready => return true,
-                Readiness::TimedOut => return false,
-                Readiness::Interrupted => {}
-            }
-        }
+        readable_within(fd, 10.0)
     }
 
     /// Starts `script` (new group or not) with fd 3 a pipe on which it writes PIDs, one a
@@ -307,7 +296,7 @@ mod tests {
         signal_tree(root, Some(root_fd.as_fd()), None, Signal::SIGUSR1);
         assert_eq!(wait_code(root), -(Signal::SIGUSR1 as i32));
         assert!(
-            !ends_within(orphans[0].as_fd(), 0.1),
+            !readable_within(orphans[0].as_fd(), 0.1),
             "the orphan was signalled"
         );
         pidfd::send_signal(orphans[0].as_fd(), Signal::SIGKILL as i32).unwrap();

@@ -71,3 +71,17 @@ pub fn sleeper(new_group: bool) -> (Pid, OwnedFd) {
     let pid = sh("read x <&3; exit 0", &[r.as_fd()], new_group, &[]);
     (pid, w)
 }
+
+/// Whether `fd` (a pidfd, a pipe's read end) becomes readable within `seconds`.
+pub fn readable_within(fd: BorrowedFd<'_>, seconds: f64) -> bool {
+    let deadline = crate::sys::poll::deadline_after(seconds);
+    loop {
+        match crate::sys::poll::wait_readable(std::os::fd::AsRawFd::as_raw_fd(&fd), deadline)
+            .unwrap()
+        {
+            crate::sys::poll::Readiness::Ready => return true,
+            crate::sys::poll::Readiness::TimedOut => return false,
+            crate::sys::poll::Readiness::Interrupted => {}
+        }
+    }
+}
