@@ -134,7 +134,13 @@ def server_main():
     # children before it can report their status), and its blocked signals too.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    _preload(prep)
+    try:
+        _preload(prep)
+    except BaseException:
+        # Dying before it serves (a preload that fails with on_error='fail'): the serving loop, which removes the
+        # socket and its directory at its end, never runs, and the directory must not outlive the server.
+        _remove_socket(address)
+        raise
     # CPython's server closes its stdin too; the same devnull reader serves every child.
     sys.stdin = _procstart._prepare_forked_children()
     for stream in (sys.stdout, sys.stderr):
@@ -163,6 +169,14 @@ class _Terminated(BaseException):
 
 def _terminated(signum, frame):
     raise _Terminated
+
+
+def _remove_socket(address):
+    for remove, path in ((os.unlink, address), (os.rmdir, os.path.dirname(address))):
+        try:
+            remove(path)
+        except OSError:
+            pass
 
 
 def _preload(prep):
