@@ -18,7 +18,8 @@ use std::os::fd::{BorrowedFd, RawFd};
 use nix::unistd::Pid;
 
 use crate::errors::os_error;
-use crate::imports::{atexit, loaded, py_bootstrap, py_process, sys};
+use crate::hooks::hooks;
+use crate::imports::{atexit, loaded, sys};
 use crate::launch::{LaunchOptions, ParentDeath};
 use crate::start_method::StartMethod;
 use crate::stdlib::Stdlib;
@@ -65,18 +66,12 @@ pub struct ChildSetup {
 }
 
 /// What every fork child of this process needs, made once here instead of in each child:
-/// the devnull reader that becomes its `sys.stdin`, and the modules its bootstrap calls
-/// (imported now, so that the child finds them kept instead of importing them).
+/// the devnull reader that becomes its `sys.stdin`, and `atexit`, which its bootstrap calls
+/// (imported now, so that the child finds it kept instead of importing it).
 fn prepare_children(py: Python<'_>) -> PyResult<&Py<PyAny>> {
     static STDIN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let stdin = STDIN.get_or_try_init(py, || {
-        py_bootstrap(py)?
-            .call_method0("devnull_stdin")
-            .map(Bound::unbind)
-    })?;
-    for module in [atexit, py_bootstrap, py_process] {
-        module(py)?;
-    }
+    let stdin = STDIN.get_or_try_init(py, || hooks(py)?.devnull_stdin.call0(py))?;
+    atexit(py)?;
     Ok(stdin)
 }
 
@@ -86,8 +81,6 @@ fn prepare_children(py: Python<'_>) -> PyResult<&Py<PyAny>> {
 #[pyfunction]
 pub fn _prepare_forked_children(py: Python<'_>) -> PyResult<Py<PyAny>> {
     crate::sys::pidfd::supported();
-    crate::imports::py_forkserver(py)?;
-    crate::imports::py_spawn(py)?;
     prepare_children(py).map(|stdin| stdin.clone_ref(py))
 }
 
@@ -182,7 +175,7 @@ impl ChildSetup {
         self.stdlib.exit_child(py)?;
         // CPython's util._exit_function, registered first in a child so it runs last.
         if process::has_children() {
-            py_process(py)?.call_method0(intern!(py, "_exit_function"))?;
+            hooks(py)?.exit_function.call0(py)?;
         }
         flush_std_streams(py)?;
         Ok(code)
@@ -194,8 +187,10 @@ impl ChildSetup {
         let process = self.process.bind(py);
         let outcome = match process.call_method0(intern!(py, "run")) {
             Ok(_) => Ok(0),
-            Err(err) => py_bootstrap(py)?
-                .call_method1(intern!(py, "exit_code_for"), (process, err.into_value(py)))
+            Err(err) => hooks(py)?
+                .exit_code_for
+                .bind(py)
+                .call1((process, err.into_value(py)))
                 .and_then(|code| code.extract::<i32>()),
         };
         let shutdown = shutdown_threading(py);

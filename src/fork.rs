@@ -6,14 +6,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
 
 use nix::unistd::Pid;
 
 use crate::bootstrap::{self, ChildSetup};
 use crate::errors::os_error;
-use crate::imports::{loaded, py_bootstrap};
+use crate::hooks::hooks;
+use crate::imports::loaded;
 use crate::launch::LaunchOptions;
 use crate::popen::{self, ChildLink, Popen};
 use crate::start_method::StartMethod;
@@ -134,9 +134,7 @@ fn check_threads(py: Python<'_>) -> PyResult<()> {
     if loaded(py, "threading")?.is_none() {
         return Ok(());
     }
-    let names: Vec<String> = py_bootstrap(py)?
-        .call_method0(intern!(py, "other_threads"))?
-        .extract()?;
+    let names: Vec<String> = hooks(py)?.other_threads.bind(py).call0()?.extract()?;
     if names.is_empty() {
         return Ok(());
     }

@@ -8,6 +8,7 @@ mod errors;
 mod executable;
 mod fork;
 mod forkserver;
+mod hooks;
 mod imports;
 mod launch;
 mod popen;
@@ -56,7 +57,7 @@ fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(launch::_launch, m)?)?;
     m.add_function(wrap_pyfunction!(fork::set_fork_thread_check, m)?)?;
     m.add_function(wrap_pyfunction!(fork::get_fork_thread_check, m)?)?;
-    m.add_function(wrap_pyfunction!(context::_register_contexts, m)?)?;
+    m.add_function(wrap_pyfunction!(hooks::_register_hooks, m)?)?;
     m.add_function(wrap_pyfunction!(executable::get_executable, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::get_preload, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::get_preload_on_error, m)?)?;

@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyMapping, PyString, PyTuple};
 use pyo3::{intern, PyTypeInfo};
 
-use crate::imports::py_process;
+use crate::hooks::hooks;
 use crate::popen::{wait_fd_readable, Popen, STILL_RUNNING};
 use crate::{context, launch};
 
@@ -54,9 +54,7 @@ pub fn current_process(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     if let Some(current) = CURRENT.lock().unwrap().as_ref() {
         return Ok(current.bind(py).clone());
     }
-    let main = py_process(py)?
-        .getattr(intern!(py, "_MainProcess"))?
-        .call0()?;
+    let main = hooks(py)?.main_process.bind(py).call0()?;
     let mut slot = CURRENT.lock().unwrap();
     Ok(slot.get_or_insert_with(|| main.unbind()).bind(py).clone())
 }
@@ -150,8 +148,9 @@ pub fn parent_process(py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
     else {
         return Ok(None);
     };
-    let parent = py_process(py)?
-        .getattr(intern!(py, "_ParentProcess"))?
+    let parent = hooks(py)?
+        .parent_process
+        .bind(py)
         .call1((name, pid, sentinel))?
         .unbind();
     let mut slot = PARENT.lock().unwrap();
@@ -172,7 +171,7 @@ pub fn has_children() -> bool {
 
 /// Name of an exit code as CPython's repr shows it (`-SIGTERM`), else the number.
 fn exitcode_name(py: Python<'_>, code: i32) -> PyResult<String> {
-    let names = py_process(py)?.getattr(intern!(py, "_exitcode_to_name"))?;
+    let names = hooks(py)?.exitcode_to_name.bind(py);
     match names.get_item(code) {
         Ok(name) => name.str().map(|s| s.to_string()),
         Err(_) => Ok(code.to_string()),
@@ -377,9 +376,7 @@ impl Process {
         let Some(usage) = popen.get().ending().and_then(|e| e.usage) else {
             return Ok(None);
         };
-        let usage = py_process(py)?
-            .getattr(intern!(py, "ResourceUsage"))?
-            .call1((
+        let usage = hooks(py)?.resource_usage.bind(py).call1((
                 usage.max_rss_kib * 1024,
                 usage.user_us as f64 / 1e6,
                 usage.system_us as f64 / 1e6,
@@ -407,11 +404,10 @@ impl Process {
             .get()
             .signalled()
             .map(|(signal, by)| (signal as i32, by));
-        py_process(py)?
-            .call_method1(
-                intern!(py, "exit_reason"),
-                (ending.code, ending.lost, signalled, Self::rusage(this, py)?),
-            )?
+        hooks(py)?
+            .exit_reason
+            .bind(py)
+            .call1((ending.code, ending.lost, signalled, Self::rusage(this, py)?))?
             .extract()
             .map(Some)
     }
@@ -503,8 +499,9 @@ impl Process {
     #[setter]
     fn set_authkey(slf: &Bound<'_, Self>, authkey: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        let key = py_process(py)?
-            .getattr(intern!(py, "AuthenticationString"))?
+        let key = hooks(py)?
+            .authentication_string
+            .bind(py)
             .call1((authkey,))?;
         Self::config(slf)?.set_item(intern!(py, "authkey"), key)
     }
@@ -612,8 +609,9 @@ impl Process {
                 let bytes = crate::imports::builtins(py)?
                     .getattr(intern!(py, "bytes"))?
                     .call1((key,))?;
-                let key = py_process(py)?
-                    .getattr(intern!(py, "AuthenticationString"))?
+                let key = hooks(py)?
+                    .authentication_string
+                    .bind(py)
                     .call1((bytes,))?;
                 config.set_item(intern!(py, "authkey"), key)?;
             }

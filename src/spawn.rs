@@ -11,13 +11,12 @@ use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 use nix::unistd::{pipe2, Pid};
 use pyo3::exceptions::{PyOSError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::bootstrap::{self, ChildSetup};
 use crate::errors::os_error;
-use crate::imports::py_spawn;
+use crate::hooks::hooks;
 use crate::launch::{LaunchOptions, ParentDeath};
 use crate::popen::{ChildLink, Popen};
 use crate::start_method::StartMethod;
@@ -89,21 +88,18 @@ pub fn launch(
     process: &Bound<'_, PyAny>,
     options: &LaunchOptions,
 ) -> PyResult<Popen> {
-    let spawn_module = py_spawn(py)?;
+    let hooks = hooks(py)?;
     // Pickled first: an unpicklable target fails here, before anything is started or opened.
-    let (payload, inherited): (Bound<'_, PyBytes>, Vec<i32>) = spawn_module
-        .call_method1(
-            intern!(py, "payload"),
-            (
-                process,
-                "spawn",
-                options.parent_death.map(ParentDeath::name),
-            ),
-        )?
+    let (payload, inherited): (Bound<'_, PyBytes>, Vec<i32>) = hooks
+        .payload
+        .bind(py)
+        .call1((
+            process,
+            StartMethod::Spawn.name(),
+            options.parent_death.map(ParentDeath::name),
+        ))?
         .extract()?;
-    let argv: Vec<Vec<u8>> = spawn_module
-        .call_method0(intern!(py, "command_line"))?
-        .extract()?;
+    let argv: Vec<Vec<u8>> = hooks.spawn_command_line.bind(py).call0()?.extract()?;
     bootstrap::flush_std_streams(py)?;
 
     let (payload_r, payload_w) = pipe2(OFlag::O_CLOEXEC).map_err(os_error)?;

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 
+from . import _hooks  # noqa: F401 (registers the extension's hooks before anything can start a process)
 from . import process as _process
 from ._procstart import __version__ as __version__
 

@@ -224,7 +224,6 @@ def _platform_default():
 # Before 3.14 the default is fixed (fork); from 3.14 on it is determined when first needed, so
 # that importing procstart stays cheap and does not probe the temporary directory.
 _default_context = DefaultContext(_concrete_contexts['fork'] if sys.version_info < (3, 14) else None)
-_procstart._register_contexts(_concrete_contexts, _default_context)
 
 
 class _Absent:

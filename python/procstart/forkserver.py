@@ -107,11 +107,6 @@ _forkserver = ForkServer()
 ensure_running = _forkserver.ensure_running
 
 
-def payload(process_obj, parent_death=None):
-    """What a forked child reads: the same as a spawned child's."""
-    return spawn.payload(process_obj, 'forkserver', parent_death)
-
-
 # -- the server ----------------------------------------------------------------------------------
 
 

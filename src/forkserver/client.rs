@@ -34,9 +34,10 @@ use super::protocol::{self, Key, Refused, Reply, FLAG_EXIT_PIPE, FLAG_NEW_GROUP,
 use super::remove_socket;
 use crate::bootstrap;
 use crate::errors::os_error;
-use crate::imports::py_forkserver;
+use crate::hooks::hooks;
 use crate::launch::{LaunchOptions, ParentDeath};
 use crate::popen::{reap, ChildLink, Popen};
+use crate::start_method::StartMethod;
 use crate::spawn::{borrow_inherited, send_payload, start_program};
 use crate::sys::pidfd;
 use crate::sys::poll::{wait_readable, Readiness};
@@ -393,19 +394,22 @@ pub fn launch(
     process: &Bound<'_, PyAny>,
     options: &LaunchOptions,
 ) -> PyResult<Popen> {
-    let module = py_forkserver(py)?;
+    let hooks = hooks(py)?;
     let mut relaunched = false;
     loop {
-        module.call_method0(intern!(py, "ensure_running"))?;
+        hooks.forkserver_ensure_running.call0(py)?;
         let server =
             current().ok_or_else(|| PyOSError::new_err("the fork server did not start"))?;
         let key = KEY_OVERRIDE.lock().unwrap().clone();
         // Pickled after the server is known: the payload names it for the child.
-        let (payload, inherited): (Bound<'_, PyBytes>, Vec<i32>) = module
-            .call_method1(
-                intern!(py, "payload"),
-                (process, options.parent_death.map(ParentDeath::name)),
-            )?
+        let (payload, inherited): (Bound<'_, PyBytes>, Vec<i32>) = hooks
+            .payload
+            .bind(py)
+            .call1((
+                process,
+                StartMethod::ForkServer.name(),
+                options.parent_death.map(ParentDeath::name),
+            ))?
             .extract()?;
         bootstrap::flush_std_streams(py)?;
         let (payload_r, payload_w) = pipe2(OFlag::O_CLOEXEC).map_err(os_error)?;

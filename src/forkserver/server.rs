@@ -17,12 +17,11 @@ use nix::sys::time::TimeSpec;
 use nix::sys::wait::WaitPidFlag;
 use nix::unistd::{getuid, Pid};
 use pyo3::exceptions::PyValueError;
-use pyo3::intern;
 use pyo3::prelude::*;
 
 use super::protocol::{self, Handshake, Key, Progress, Request, FLAG_EXIT_PIPE, FLAG_NEW_GROUP};
 use crate::errors::os_error;
-use crate::imports::py_forkserver;
+use crate::hooks::hooks;
 use crate::sys::fork::{fork, Forked};
 use crate::sys::pidfd;
 use crate::sys::proctree::lead_new_group;
@@ -260,11 +259,10 @@ fn run_child(py: Python<'_>, request: Request) -> ! {
         fds.next();
     }
     let inherited: Vec<i32> = fds.collect();
-    let outcome = py_forkserver(py).and_then(|module| {
-        module.call_method1(
-            intern!(py, "child_main"),
-            (payload, parent_sentinel, inherited),
-        )
+    let outcome = hooks(py).and_then(|hooks| {
+        hooks
+            .forkserver_child_main
+            .call1(py, (payload, parent_sentinel, inherited))
     });
     if let Err(err) = outcome {
         err.print(py);
