@@ -24,7 +24,7 @@ use crate::launch::{LaunchOptions, ParentDeath};
 use crate::start_method::StartMethod;
 use crate::stdlib::Stdlib;
 use crate::sys::pdeath;
-use crate::{context, process};
+use crate::{context, registry};
 
 /// `util._flush_std_streams()`: flush `sys.stdout`/`sys.stderr`, tolerating `None` and
 /// closed streams, so a child neither loses nor repeats what the parent had buffered.
@@ -142,9 +142,9 @@ impl ChildSetup {
         if let Some(method) = self.start_method {
             context::force_start_method(py, method)?;
         }
-        process::enter_child(
+        registry::enter_child(
             self.process.clone_ref(py),
-            process::ParentInfo {
+            registry::ParentInfo {
                 name: self.parent_name.clone_ref(py),
                 pid: self.parent_pid,
                 sentinel: parent_sentinel,
@@ -160,7 +160,7 @@ impl ChildSetup {
                 .setattr(intern!(py, "_native_id"), native_id)?;
         }
         if self.stdlib.is_loaded() {
-            let parent = process::parent_process(py)?.unwrap_or_else(|| py.None());
+            let parent = registry::parent_process(py)?.unwrap_or_else(|| py.None());
             let method = context::default_start_method(py)?;
             self.stdlib.enter_child(
                 py,
@@ -174,7 +174,7 @@ impl ChildSetup {
         atexit.call_method0(intern!(py, "_run_exitfuncs"))?;
         self.stdlib.exit_child(py)?;
         // CPython's util._exit_function, registered first in a child so it runs last.
-        if process::has_children() {
+        if registry::has_children() {
             hooks(py)?.exit_function.call0(py)?;
         }
         flush_std_streams(py)?;

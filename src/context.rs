@@ -12,7 +12,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::hooks::hooks;
 use crate::start_method::StartMethod;
-use crate::{executable, forkserver, process};
+use crate::{executable, forkserver};
 
 /// `{'fork': ForkContext(), ...}` (`procstart/context.py`).
 fn registry(py: Python<'_>) -> PyResult<&Bound<'_, PyDict>> {
@@ -136,18 +136,6 @@ impl BaseContext {
             ));
         }
         Ok(n.unbind())
-    }
-
-    fn current_process<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        process::current_process(py)
-    }
-
-    fn parent_process(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        process::parent_process(py)
-    }
-
-    fn active_children(&self, py: Python<'_>) -> PyResult<Vec<Py<process::Process>>> {
-        process::active_children(py)
     }
 
     /// Interpreter for spawn children, the fork server and the tracker (`str`, `bytes` or

@@ -13,6 +13,7 @@ mod imports;
 mod launch;
 mod popen;
 mod process;
+mod registry;
 mod resource_tracker;
 mod semlock;
 mod spawn;
@@ -21,21 +22,6 @@ mod stdlib;
 mod sys;
 
 use pyo3::prelude::*;
-
-#[pyfunction]
-fn current_process(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    process::current_process(py)
-}
-
-#[pyfunction]
-fn parent_process(py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-    process::parent_process(py)
-}
-
-#[pyfunction]
-fn active_children(py: Python<'_>) -> PyResult<Vec<Py<process::Process>>> {
-    process::active_children(py)
-}
 
 #[pymodule(gil_used = true)]
 fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -46,11 +32,11 @@ fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(semlock::sem_unlink, m)?)?;
     m.add_class::<context::BaseContext>()?;
     m.add_class::<context::DefaultContext>()?;
-    m.add_function(wrap_pyfunction!(current_process, m)?)?;
-    m.add_function(wrap_pyfunction!(parent_process, m)?)?;
-    m.add_function(wrap_pyfunction!(active_children, m)?)?;
+    m.add_function(wrap_pyfunction!(registry::current_process, m)?)?;
+    m.add_function(wrap_pyfunction!(registry::parent_process, m)?)?;
+    m.add_function(wrap_pyfunction!(process::active_children, m)?)?;
     m.add_function(wrap_pyfunction!(process::wait_sentinel, m)?)?;
-    m.add_function(wrap_pyfunction!(process::_set_current_process, m)?)?;
+    m.add_function(wrap_pyfunction!(registry::_set_current_process, m)?)?;
     m.add_function(wrap_pyfunction!(spawn::_run_child, m)?)?;
     m.add_function(wrap_pyfunction!(bootstrap::_prepare_forked_children, m)?)?;
     m.add_function(wrap_pyfunction!(bootstrap::_die_with_parent, m)?)?;

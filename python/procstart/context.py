@@ -41,7 +41,12 @@ class _StdlibError:
 
 
 class _Factories:
-    """The object factories of CPython's `BaseContext`, bound to this context."""
+    """The Python half of CPython's `BaseContext`: the object factories bound to this context, and the
+    process queries (which `Process` class a context names is all that differs between contexts)."""
+
+    current_process = staticmethod(_procstart.current_process)
+    parent_process = staticmethod(_procstart.parent_process)
+    active_children = staticmethod(_procstart.active_children)
 
     ProcessError = _StdlibError()
     BufferTooShort = _StdlibError()
