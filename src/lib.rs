@@ -2,24 +2,27 @@
 //! `python/procstart/` pickles, prepares children and presents the `multiprocessing` API;
 //! everything here starts, waits for, signals and reaps processes.
 
-mod bootstrap;
+mod child;
 mod context;
 mod errors;
 mod executable;
-mod fork;
 mod forkserver;
 mod hooks;
 mod imports;
 mod launch;
+mod link;
+mod options;
 mod popen;
 mod process;
+mod program;
 mod registry;
 mod resource_tracker;
 mod semlock;
-mod spawn;
 mod start_method;
 mod stdlib;
+mod streams;
 mod sys;
+mod thread_check;
 
 use pyo3::prelude::*;
 
@@ -35,14 +38,14 @@ fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(registry::current_process, m)?)?;
     m.add_function(wrap_pyfunction!(registry::parent_process, m)?)?;
     m.add_function(wrap_pyfunction!(process::active_children, m)?)?;
-    m.add_function(wrap_pyfunction!(process::wait_sentinel, m)?)?;
+    m.add_function(wrap_pyfunction!(popen::wait_sentinel, m)?)?;
     m.add_function(wrap_pyfunction!(registry::_set_current_process, m)?)?;
-    m.add_function(wrap_pyfunction!(spawn::_run_child, m)?)?;
-    m.add_function(wrap_pyfunction!(bootstrap::_prepare_forked_children, m)?)?;
-    m.add_function(wrap_pyfunction!(bootstrap::_die_with_parent, m)?)?;
+    m.add_function(wrap_pyfunction!(child::_run_child, m)?)?;
+    m.add_function(wrap_pyfunction!(child::_prepare_forked_children, m)?)?;
+    m.add_function(wrap_pyfunction!(child::_die_with_parent, m)?)?;
     m.add_function(wrap_pyfunction!(launch::_launch, m)?)?;
-    m.add_function(wrap_pyfunction!(fork::set_fork_thread_check, m)?)?;
-    m.add_function(wrap_pyfunction!(fork::get_fork_thread_check, m)?)?;
+    m.add_function(wrap_pyfunction!(thread_check::set_fork_thread_check, m)?)?;
+    m.add_function(wrap_pyfunction!(thread_check::get_fork_thread_check, m)?)?;
     m.add_function(wrap_pyfunction!(hooks::_register_hooks, m)?)?;
     m.add_function(wrap_pyfunction!(executable::get_executable, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::get_preload, m)?)?;

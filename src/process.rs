@@ -16,7 +16,7 @@ use pyo3::types::{PyBool, PyDict, PyMapping, PyString, PyTuple};
 use pyo3::{intern, PyTypeInfo};
 
 use crate::hooks::hooks;
-use crate::popen::{wait_fd_readable, Popen, STILL_RUNNING};
+use crate::popen::{Popen, STILL_RUNNING};
 use crate::{context, launch, registry};
 
 /// An argument that may be left out, told apart from one given as `None`: CPython's `Process`
@@ -644,15 +644,4 @@ fn checked_env<'py>(env: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
         checked.set_item(key, value)?;
     }
     Ok(checked)
-}
-
-/// `parent_process().is_alive()`/`join()` in a child: waits (GIL released) until the parent
-/// sentinel `fd` is readable or `timeout` seconds pass; `True` when readable.
-#[pyfunction]
-#[pyo3(signature = (fd, timeout=None))]
-pub fn wait_sentinel(py: Python<'_>, fd: i32, timeout: Option<f64>) -> PyResult<bool> {
-    if fd < 0 {
-        return Err(PyValueError::new_err(format!("invalid sentinel {fd}")));
-    }
-    wait_fd_readable(py, fd, timeout.unwrap_or(f64::INFINITY))
 }

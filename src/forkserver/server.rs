@@ -251,13 +251,18 @@ fn fork_for(
 /// Runs a forked child: the descriptors the request brought become the child's, and
 /// `procstart.forkserver.child_main` reads the payload and runs the process. Never returns.
 fn run_child(py: Python<'_>, request: Request) -> ! {
-    let mut fds = request.fds.into_iter().map(IntoRawFd::into_raw_fd);
-    let payload = fds.next().unwrap_or(-1);
-    let parent_sentinel = fds.next().unwrap_or(-1);
+    let mut fds: Vec<i32> = request
+        .fds
+        .into_iter()
+        .map(IntoRawFd::into_raw_fd)
+        .collect();
     if request.flags & FLAG_EXIT_PIPE != 0 {
         // Held open until the child exits: the parent's sentinel without pidfd.
-        fds.next();
+        fds.pop();
     }
+    let mut fds = fds.into_iter();
+    let payload = fds.next().unwrap_or(-1);
+    let parent_sentinel = fds.next().unwrap_or(-1);
     let inherited: Vec<i32> = fds.collect();
     let outcome = hooks(py).and_then(|hooks| {
         hooks

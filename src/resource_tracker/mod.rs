@@ -19,8 +19,8 @@ use nix::unistd::{pipe2, Pid};
 use pyo3::prelude::*;
 
 use crate::errors::os_error;
-use crate::popen::reap;
-use crate::spawn::start_program;
+
+use crate::program::{reap, start_program};
 use crate::sys::pidfd;
 
 static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/procstart-resource-tracker"));
