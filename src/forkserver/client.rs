@@ -1,5 +1,6 @@
 //! The client side of the fork server: starting it, finding it again, and asking it for a
-//! child (CPython's `forkserver.ForkServer` and `popen_forkserver.Popen`).
+//! child (CPython's `forkserver.ForkServer`; the launcher that asks is `launch/forkserver.rs`,
+//! CPython's `popen_forkserver.Popen`).
 //!
 //! One server serves a whole process tree. The process that starts it holds the key, the
 //! address and the write end of the server's alive pipe; fork children inherit them, spawn and

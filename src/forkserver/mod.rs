@@ -1,7 +1,7 @@
-//! The forkserver start method: a server process, started once from a fresh interpreter,
-//! that forks a child per request (CPython's `forkserver` and `popen_forkserver`).
+//! The fork server: a server process, started once from a fresh interpreter, that forks a
+//! child per request (CPython's `forkserver`; the launcher is `launch/forkserver.rs`).
 //!
-//! - `client`: starting the server, asking it for a child, and the handle on that child;
+//! - `client`: starting the server, finding it again, and asking it for a child;
 //! - `server`: the server's accept loop, run with the GIL released;
 //! - `protocol`: the wire format and the mutual authentication.
 //!
