@@ -117,6 +117,18 @@ pub struct Popen {
     signalled: Mutex<Option<(Signal, &'static str)>>,
     /// The child leads a process group of its own (`new_process_group=True`).
     group: Option<Pid>,
+    /// What a spawned or fork-server child's payload references, until the child has it.
+    payload_refs: Mutex<Option<PayloadRefs>>,
+}
+
+/// A payload's target and arguments, kept alive in the parent until the child has loaded them:
+/// a `Queue` passed inline would otherwise unlink its semaphores with its last reference while
+/// the child is still unpickling it (CPython: `FileNotFoundError` in `SemLock._rebuild`).
+struct PayloadRefs {
+    refs: Py<PyAny>,
+    /// The parent's end of the payload socket: readable (end of file) once the child has closed
+    /// its end, which it does when its payload is loaded, or by dying.
+    loaded: OwnedFd,
 }
 
 impl Popen {
@@ -135,6 +147,7 @@ impl Popen {
             is_pidfd,
             parent_alive_w: Mutex::new(parent_alive_w),
             server_status: None,
+            payload_refs: Mutex::new(None),
             ending: Mutex::new(None),
             signalled: Mutex::new(None),
             group: None,
@@ -312,9 +325,32 @@ impl Popen {
         Ok(())
     }
 
+    /// Holds `refs` until the child closes its end of the payload socket `loaded`.
+    pub fn holding_payload(self, refs: Py<PyAny>, loaded: OwnedFd) -> Self {
+        *self.payload_refs.lock().unwrap() = Some(PayloadRefs { refs, loaded });
+        self
+    }
+
+    /// Lets go of the payload's references once the child has loaded them (or died): checked
+    /// whenever the child's state is asked for, as CPython's `_cleanup` does at each start.
+    fn release_loaded_payload(&self) {
+        let mut slot = self.payload_refs.lock().unwrap();
+        let loaded = slot.as_ref().is_some_and(|held| {
+            !matches!(
+                wait_readable(held.loaded.as_raw_fd(), Some(Instant::now())),
+                Ok(Readiness::TimedOut | Readiness::Interrupted)
+            )
+        });
+        let released = if loaded { slot.take() } else { None };
+        drop(slot);
+        // Dropped without the lock held: the last reference may run finalizers.
+        drop(released.map(|held| held.refs));
+    }
+
     /// The exit status, collected if the child has ended; a blocking call releases the GIL
     /// while it waits and lets Ctrl-C through.
     pub fn poll(&self, py: Python<'_>, blocking: bool) -> PyResult<Option<i32>> {
+        self.release_loaded_payload();
         if let Some(code) = self.returncode() {
             return Ok(Some(code));
         }
@@ -347,6 +383,7 @@ impl Popen {
     /// `join()`'s wait: `None` timeout waits for the exit, otherwise at most `timeout`
     /// seconds; returns the exit code or `None` on timeout.
     pub fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<i32>> {
+        self.release_loaded_payload();
         if let Some(code) = self.returncode() {
             return Ok(Some(code));
         }

@@ -3,7 +3,7 @@
 //! reaping procstart's own helper programs (the fork server, the tracker).
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
@@ -74,10 +74,9 @@ pub fn start_program(
         })
 }
 
-/// Writes a payload to the pipe a child reads it from, with the GIL released, and closes it.
-pub fn send_payload(py: Python<'_>, pipe: OwnedFd, data: &[u8]) -> PyResult<()> {
-    py.detach(|| write_payload(pipe.as_fd(), data))
-        .map_err(os_error)
+/// Writes a payload to the pipe or socket a child reads it from, with the GIL released.
+pub fn send_payload(py: Python<'_>, fd: BorrowedFd<'_>, data: &[u8]) -> PyResult<()> {
+    py.detach(|| write_payload(fd, data)).map_err(os_error)
 }
 
 /// The descriptors of the stdlib objects a payload refers to (`duplicate_for_child`).

@@ -801,3 +801,39 @@ def process_classes_subclass_stdlib_classes():
         for method in ('fork', 'spawn', 'forkserver')
     )
     sys.exit(0 if ok else 1)
+
+
+class SlowToLoad:
+    """Takes ``seconds`` to unpickle in the child: what comes after it in the payload loads late."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def __reduce__(self):
+        return (_sleep_then_make, (self.seconds,))
+
+
+def _sleep_then_make(seconds):
+    time.sleep(seconds)
+    return SlowToLoad(seconds)
+
+
+class ExitWhileLoading:
+    """Ends the child with exit code 3 while it unpickles its payload."""
+
+    def __reduce__(self):
+        return (os._exit, (3,))
+
+
+class Referent:
+    """An argument a test holds only a weak reference to."""
+
+
+def use_queue(slow, queue):
+    queue.put('x')
+    assert queue.get(timeout=5) == 'x'
+
+
+def report_loaded_then_wait(conn, referent):
+    conn.send('loaded')
+    conn.recv()

@@ -748,7 +748,9 @@ def test_payload_encoding_choice(mp, spawn):
 
     def encoding(*args):
         p = spawn.Process(target=_targets.describe_args_to_file, args=args)
-        data, fds = spawn_module.payload(p)
+        data, fds, refs = spawn_module.payload(p)
+        # Only a pickled payload can reference what must outlive start() (plain values hold no resource).
+        assert (refs is None) == (data[:1] == b'M')
         return data[:1], fds
 
     from multiprocessing import resource_tracker

@@ -116,6 +116,7 @@ def server_main():
     import signal
 
     data = spawn.read_payload(spawn.PAYLOAD_FD)
+    os.close(spawn.PAYLOAD_FD)
     key = data[:_KEY_LEN]
     length = int.from_bytes(data[_KEY_LEN : _KEY_LEN + _LENGTH_BYTES], 'little')
     address = data[_KEY_LEN + _LENGTH_BYTES : _KEY_LEN + _LENGTH_BYTES + length]

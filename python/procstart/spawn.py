@@ -1,14 +1,15 @@
 """The spawn start method, Python side: the payload a spawned child receives, and the child's
-entry point. The launcher (`src/spawn.rs`) starts the interpreter and writes the payload.
+entry point. The launcher (`src/launch/spawn.rs`) starts the interpreter and writes the payload.
 
-Wire layout, shared with `src/spawn.rs`: the child starts as
+Wire layout, shared with `src/launch/payload.rs`: the child starts as
 
     <executable> <interpreter flags> -c '<CHILD_CODE>'
 
-with descriptor 3 the read end of the payload pipe, 4 the parent sentinel (a pidfd of the
+with descriptor 3 the child's end of the payload socket, 4 the parent sentinel (a pidfd of the
 parent, or the read end of a pipe the parent holds), 5 and up the descriptors of stdlib objects
-in the payload (`duplicate_for_child`), and nothing else besides 0, 1, 2. The parent closes
-its end after writing the payload, which is one of:
+in the payload (`duplicate_for_child`), and nothing else besides 0, 1, 2. The parent shuts its
+end down for writing after writing the payload, and the child closes its end once the payload is
+loaded. The payload is one of:
 
 - `M` + a marshal-encoded pair (preparation data, process) of plain values and by-name
   references (see `_encode`), when everything in it is that simple: a module-level target and
@@ -413,16 +414,17 @@ def _share_forkserver(prep, popen):
 
 
 def payload(process_obj, method='spawn', parent_death=None):
-    """The bytes a spawned or fork-server child reads, and the descriptors it must inherit for
-    them. `parent_death`: how the child is to die with this process, if it is (the launcher's
-    choice, see `src/launch.rs`)."""
+    """The bytes a spawned or fork-server child reads, the descriptors it must inherit for them, and what the
+    parent must keep alive until the child has loaded them (`None` for plain values, which hold no resource).
+    `parent_death`: how the child is to die with this process, if it is (the launcher's choice, see
+    `src/options.rs`)."""
     prep = get_preparation_data(process_obj._name)
     if parent_death is not None:
         prep['die_with_parent'] = (parent_death, os.getpid())
     env = getattr(process_obj, '_env', None)
     if method == 'forkserver' and env:
         # Set before the child imports anything of the parent's, as a spawned child has it
-        # from its start (`src/spawn.rs` puts it in the new program's environment).
+        # from its start (`src/launch/spawn.rs` puts it in the new program's environment).
         prep['env'] = env
     popen = _SpawningPopen(method)
     _share_stdlib_tracker(prep, popen)
@@ -430,7 +432,7 @@ def payload(process_obj, method='spawn', parent_death=None):
     _share_forkserver(prep, popen)
     data = _marshalled(prep, process_obj)
     if data is not None:
-        return data, popen.fds
+        return data, popen.fds, None
     pickler_class = _pickler_class()
     if not _main_is_importable():
         pickler_class = _refusing_main_pickler(pickler_class)
@@ -450,7 +452,10 @@ def payload(process_obj, method='spawn', parent_death=None):
         if mp_context is not None:
             mp_context.set_spawning_popen(None)
     data = b''.join((_PICKLED, len(prep_bytes).to_bytes(_LENGTH_BYTES, 'little'), prep_bytes, process_bytes))
-    return data, popen.fds
+    # CPython deletes these after start(): an inline `Queue` then unlinks its semaphores while the child may still
+    # be unpickling it. The launcher keeps them until the child has loaded its payload (differs on purpose).
+    refs = tuple(getattr(process_obj, name, None) for name in ('_target', '_args', '_kwargs'))
+    return data, popen.fds, refs
 
 
 def command_line(code=CHILD_CODE):
@@ -476,7 +481,6 @@ def read_payload(fd):
         if not chunk:
             break
         chunks.append(chunk)
-    os.close(fd)
     return b''.join(chunks)
 
 
@@ -536,6 +540,8 @@ def run_child(payload_fd, parent_sentinel, forked=False):
         if hook is not None:
             hook.cancel()
     del main._inheriting, process_data
+    # Tells the parent that the payload is loaded: it lets go of the objects it kept alive for it.
+    os.close(payload_fd)
     _procstart._run_child(process_obj, parent_sentinel, forked)
 
 

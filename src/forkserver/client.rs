@@ -173,7 +173,8 @@ pub fn _forkserver_start(py: Python<'_>, argv: Vec<Vec<u8>>, data: &[u8]) -> PyR
         payload.extend_from_slice(&(address.as_os_str().len() as u64).to_le_bytes());
         payload.extend_from_slice(address.as_os_str().as_bytes());
         payload.extend_from_slice(data);
-        send_payload(py, payload_w, &payload)?;
+        send_payload(py, payload_w.as_fd(), &payload)?;
+        drop(payload_w);
         let handle = pidfd::supported().then(|| pidfd::open(pid).ok()).flatten();
         forget_key_override();
         *SERVER.lock().unwrap() = Some(Arc::new(Server {

@@ -1,11 +1,14 @@
 //! What a spawned and a fork-server child are started with alike: the process pickled by
-//! procstart's Python half (`spawn.payload`) and written to a pipe once the child exists, and
+//! procstart's Python half (`spawn.payload`) and written to a socket once the child exists, and
 //! one order of the descriptors the child starts with, which `procstart/spawn.py` reads.
+//!
+//! A socket rather than a pipe because it also tells when the child has loaded the payload:
+//! the child closes its end then, and until then the parent keeps the target and arguments
+//! alive (see `PayloadRefs` in `popen.rs`).
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use nix::fcntl::OFlag;
-use nix::unistd::pipe2;
+use nix::sys::socket::{shutdown, socketpair, AddressFamily, Shutdown, SockFlag, SockType};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -22,8 +25,11 @@ pub struct PayloadLaunch<'py> {
     payload: Bound<'py, PyBytes>,
     /// The descriptors of the stdlib objects the payload refers to (`duplicate_for_child`).
     inherited: Vec<i32>,
-    payload_r: OwnedFd,
-    payload_w: OwnedFd,
+    /// What the payload references that must outlive `start()` until the child has it; `None`
+    /// for plain values, which reference nothing.
+    refs: Option<Py<PyAny>>,
+    child_end: OwnedFd,
+    parent_end: OwnedFd,
     link: ChildLink,
 }
 
@@ -36,7 +42,7 @@ impl<'py> PayloadLaunch<'py> {
         options: &LaunchOptions,
     ) -> PyResult<Self> {
         let py = process.py();
-        let (payload, inherited) = hooks(py)?
+        let (payload, inherited, refs): (_, _, Option<Py<PyAny>>) = hooks(py)?
             .payload
             .bind(py)
             .call1((
@@ -46,23 +52,30 @@ impl<'py> PayloadLaunch<'py> {
             ))?
             .extract()?;
         flush_std_streams(py)?;
-        let (payload_r, payload_w) = pipe2(OFlag::O_CLOEXEC).map_err(os_error)?;
+        let (parent_end, child_end) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(os_error)?;
         let link = ChildLink::new().map_err(os_error)?;
         Ok(PayloadLaunch {
             payload,
             inherited,
-            payload_r,
-            payload_w,
+            refs,
+            child_end,
+            parent_end,
             link,
         })
     }
 
-    /// The child's descriptors, in `procstart/spawn.py`'s order: the payload pipe, the parent
+    /// The child's descriptors, in `procstart/spawn.py`'s order: the payload socket, the parent
     /// sentinel, the stdlib objects' descriptors, then (without pidfd) the exit pipe's write
     /// end.
     pub fn child_fds(&self) -> Vec<BorrowedFd<'_>> {
         let mut link = self.link.child_fds().into_iter();
-        let mut fds = vec![self.payload_r.as_fd()];
+        let mut fds = vec![self.child_end.as_fd()];
         fds.extend(link.next());
         fds.extend(borrow_inherited(&self.inherited));
         fds.extend(link);
@@ -81,9 +94,15 @@ impl<'py> PayloadLaunch<'py> {
         py: Python<'py>,
         popen: impl FnOnce(ChildLink) -> PyResult<Popen>,
     ) -> PyResult<Popen> {
-        drop(self.payload_r);
+        drop(self.child_end);
         let popen = popen(self.link)?;
-        send_payload(py, self.payload_w, self.payload.as_bytes())?;
-        Ok(popen)
+        send_payload(py, self.parent_end.as_fd(), self.payload.as_bytes())?;
+        // The child reads to the end of the payload; a child already gone makes this fail,
+        // which its exit code explains better.
+        let _ = shutdown(self.parent_end.as_raw_fd(), Shutdown::Write);
+        Ok(match self.refs {
+            Some(refs) => popen.holding_payload(refs, self.parent_end),
+            None => popen,
+        })
     }
 }
