@@ -462,7 +462,16 @@ impl Popen {
             .as_deref()
             .filter(|_| self.is_pidfd)
             .map(AsFd::as_fd);
-        py.detach(|| crate::sys::proctree::signal_tree(self.pid, handle, self.group, signal));
+        // Read now, with the GIL held: the walk runs without it (see `forkserver::client`).
+        let server = crate::forkserver::client::current_address();
+        let adopted = || {
+            server
+                .as_ref()
+                .and_then(|(address, pid)| crate::forkserver::tree::read(address, *pid))
+        };
+        py.detach(|| {
+            crate::sys::proctree::signal_tree(self.pid, handle, self.group, signal, &adopted)
+        });
         Ok(())
     }
 

@@ -837,3 +837,14 @@ def use_queue(slow, queue):
 def report_loaded_then_wait(conn, referent):
     conn.send('loaded')
     conn.recv()
+
+
+def logical_tree(conn, methods):
+    """One node of a tree one child wide: sends (pid, ``parent_process()``'s pid, process group), then starts a child
+    with the start method ``methods[0]`` running this with the rest, and sleeps until killed."""
+    mp = target_mp()
+    parent = mp.parent_process()
+    conn.send((os.getpid(), parent.pid if parent else None, os.getpgid(0)))
+    if methods:
+        mp.get_context(methods[0]).Process(target=logical_tree, args=(conn, methods[1:])).start()
+    time.sleep(60)

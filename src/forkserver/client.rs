@@ -425,3 +425,8 @@ pub fn connect_to_new_process(
         Err(Failure::Refused(refused)) => Err(preload_crash_note(py, refused_error(py, refused))),
     }
 }
+
+/// The address and PID of the server this process uses, if any.
+pub fn current_address() -> Option<(PathBuf, Pid)> {
+    current().map(|server| (server.address.clone(), server.pid))
+}
