@@ -9,6 +9,7 @@ CPython's `_MainProcess` and `_ParentProcess` subclass `BaseProcess` (multiproce
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
 
@@ -17,14 +18,34 @@ from ._procstart import active_children, wait_sentinel
 
 __all__ = ['AuthenticationString', 'Process', 'ResourceUsage']
 
+# CPython keeps the spawning state in context.py, beside the contexts, and its process.py imports context for
+# AuthenticationString; procstart's context.py imports this module (for Process), so the state lives here.
+_spawning = _thread._local()
+
+
+def get_spawning_popen():
+    """What stands for the child whose payload this thread is pickling, or None."""
+    return getattr(_spawning, 'popen', None)
+
+
+def set_spawning_popen(popen):
+    _spawning.popen = popen
+
+
+def is_spawning():
+    """True while a child's payload is being pickled, by procstart or by stdlib (authkeys and locks may then be
+    pickled)."""
+    if get_spawning_popen() is not None:
+        return True
+    mp_context = sys.modules.get('multiprocessing.context')
+    return mp_context is not None and mp_context.get_spawning_popen() is not None
+
 
 class AuthenticationString(bytes):
     """An authkey: refuses to be pickled except while a child is being prepared."""
 
     def __reduce__(self):
-        from . import spawn
-
-        if not spawn.is_spawning():
+        if not is_spawning():
             raise TypeError('Pickling an AuthenticationString object is disallowed for security reasons')
         return AuthenticationString, (bytes(self),)
 

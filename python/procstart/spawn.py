@@ -25,7 +25,6 @@ full interpreter shutdown.
 
 from __future__ import annotations
 
-import _thread
 import os
 import sys
 
@@ -54,17 +53,6 @@ _MARSHALLED, _PICKLED = b'M', b'P'
 
 # The main modules a child replaced, kept alive (CPython's spawn.old_main_modules).
 old_main_modules = []
-
-
-def is_spawning():
-    """True while a child's payload is being pickled (authkeys and locks may then be pickled)."""
-    if getattr(_spawning, 'popen', None) is not None:
-        return True
-    mp_context = sys.modules.get('multiprocessing.context')
-    return mp_context is not None and mp_context.get_spawning_popen() is not None
-
-
-_spawning = _thread._local()
 
 
 # -- parent side ---------------------------------------------------------------------------------
@@ -435,7 +423,7 @@ def payload(process_obj, method='spawn', parent_death=None):
     if not _main_is_importable():
         pickler_class = _refusing_main_pickler(pickler_class)
     mp_context = sys.modules.get('multiprocessing.context')
-    _spawning.popen = popen
+    process.set_spawning_popen(popen)
     if mp_context is not None:
         mp_context.set_spawning_popen(popen)
     try:
@@ -446,7 +434,7 @@ def payload(process_obj, method='spawn', parent_death=None):
             _explain(pickler_class, process_obj, error, method)
             raise
     finally:
-        _spawning.popen = None
+        process.set_spawning_popen(None)
         if mp_context is not None:
             mp_context.set_spawning_popen(None)
     data = b''.join((_PICKLED, len(prep_bytes).to_bytes(_LENGTH_BYTES, 'little'), prep_bytes, process_bytes))
