@@ -30,6 +30,7 @@ import sys
 
 from . import _procstart, process
 from ._on_import import on_import
+from .context import _default_context
 
 PAYLOAD_FD = 3
 PARENT_SENTINEL_FD = 4
@@ -131,8 +132,6 @@ def get_preparation_data(name):
     sys_path = sys.path.copy()
     if '' in sys_path:
         sys_path[sys_path.index('')] = process.ORIGINAL_DIR
-    from . import _default_context
-
     d.update(
         name=name,
         sys_path=sys_path,
@@ -567,8 +566,6 @@ def prepare(data):
         address, key, alive_fd, pid = data['forkserver']
         _procstart._forkserver_adopt(address, key, inherited_fd(alive_fd), pid)
     if 'start_method' in data:
-        from . import _default_context
-
         _default_context.set_start_method(data['start_method'], force=True)
     if data.get('install'):
         from . import _install
