@@ -225,6 +225,17 @@ def _platform_default():
 # that importing procstart stays cheap and does not probe the temporary directory.
 _default_context = DefaultContext(_concrete_contexts['fork'] if sys.version_info < (3, 14) else None)
 
+# multiprocessing's module-level API is its default context's bound methods (multiprocessing/__init__.py). Each is
+# bound once, here: `procstart` exports it, and install() gives stdlib's module the very same object.
+_module_api_objects = {}
+
+
+def _module_api(name):
+    """`getattr(_default_context, name)`, the same object at every call."""
+    if name not in _module_api_objects:
+        _module_api_objects[name] = getattr(_default_context, name)
+    return _module_api_objects[name]
+
 
 class _Absent:
     """What `_adopt_base` puts over a name only a stdlib base class has: it reads as missing, as it
