@@ -15,7 +15,8 @@ import multiprocessing.synchronize as _stdlib
 from multiprocessing import util
 
 from . import _procstart, process, resource_tracker
-from .context import _default_context, _keep_own_names
+from .context import _default_context
+from .process import _keep_own_names
 
 __all__ = ['BoundedSemaphore', 'Lock', 'RLock', 'SemLock', 'Semaphore']
 
