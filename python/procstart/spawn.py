@@ -9,7 +9,7 @@ Wire layout, shared with `src/spawn.rs`: the child starts as
 
 with descriptor 3 the read end of the payload pipe, 4 the parent sentinel (a pidfd of the
 parent, or the read end of a pipe the parent holds), 5 and up the descriptors of stdlib objects
-in the payload (`duplicate_for_child`), and nothing else besides 0, 1, 2. The parent closes
+in the payload (`popen_spawn`'s `duplicate_for_child`), and nothing else besides 0, 1, 2. The parent closes
 its end after writing the payload, which is one of:
 
 - `M` + a marshal-encoded pair (preparation data, process) of plain values and by-name
@@ -93,8 +93,8 @@ _PREPARE_ALLOW_NONE = sys.version_info >= (3, 14, 3) or (3, 13, 12) <= sys.versi
 
 def get_preparation_data(name):
     """What a spawned child needs to look like its parent: CPython's `spawn.get_preparation_data`,
-    and `install` while `procstart.install()` is in effect (`popen_spawn.payload` adds what it shares when
-    there is one to share)."""
+    and `install` while `procstart.install()` is in effect (`popen_spawn.payload` adds the trackers
+    and the fork server it shares)."""
     _check_not_importing_main()
     current = _procstart.current_process()
     d = {'authkey': process.AuthenticationString(bytes(current.authkey))}
