@@ -26,6 +26,13 @@ fn default_context(py: Python<'_>) -> PyResult<&Bound<'_, DefaultContext>> {
         .cast::<DefaultContext>()?)
 }
 
+/// The `DefaultContext` behind the module-level API, for modules below `procstart.context`
+/// (`synchronize`: a `Lock()` made without a context uses it, as in CPython).
+#[pyfunction]
+pub fn _default_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    Ok(hooks(py)?.default_context.clone_ref(py))
+}
+
 /// `_concrete_contexts[method]` plus the availability check.
 fn concrete_context<'py>(
     py: Python<'py>,

@@ -51,7 +51,7 @@ hooks! {
     exit_code_for,
     /// `_bootstrap.other_threads()`: the threads a fork would drop, for the fork thread check.
     other_threads,
-    /// `spawn.payload(process, method, parent_death)`: the pickled child and the descriptors it
+    /// `popen_spawn.payload(process, method, parent_death)`: the pickled child and the descriptors it
     /// inherits, for a spawned or fork-server child.
     payload,
     /// `spawn.command_line()`: the argv of a spawned child.

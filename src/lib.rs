@@ -47,6 +47,7 @@ fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(thread_check::set_fork_thread_check, m)?)?;
     m.add_function(wrap_pyfunction!(thread_check::get_fork_thread_check, m)?)?;
     m.add_function(wrap_pyfunction!(hooks::_register_hooks, m)?)?;
+    m.add_function(wrap_pyfunction!(context::_default_context, m)?)?;
     m.add_function(wrap_pyfunction!(executable::get_executable, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::get_preload, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::get_preload_on_error, m)?)?;

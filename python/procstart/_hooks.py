@@ -32,9 +32,9 @@ def resource_usage(*fields):
 
 
 def payload(process_obj, method, parent_death):
-    from . import spawn
+    from . import popen_spawn
 
-    return spawn.payload(process_obj, method, parent_death)
+    return popen_spawn.payload(process_obj, method, parent_death)
 
 
 def spawn_command_line():

@@ -26,6 +26,7 @@ import os
 import sys
 
 from . import _procstart, process, spawn
+from .context import _default_context
 
 LISTENER_FD = 4
 ALIVE_FD = 5
@@ -78,8 +79,6 @@ class ForkServer:
 
     def set_forkserver_preload(self, modules_names, **kwargs):
         """`on_error=` (keyword-only) from Python 3.15 on, as CPython's."""
-        from . import _default_context
-
         _default_context.set_forkserver_preload(modules_names, **kwargs)
 
     def ensure_running(self):

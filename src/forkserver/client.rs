@@ -4,7 +4,7 @@
 //!
 //! One server serves a whole process tree. The process that starts it holds the key, the
 //! address and the write end of the server's alive pipe; fork children inherit them, spawn and
-//! fork-server children receive them in their payload (`procstart/spawn.py`). The server exits
+//! fork-server children receive them in their payload (`procstart/popen_spawn.py`). The server exits
 //! when every holder of the alive pipe has exited.
 //!
 //! The server is the parent of every child it forks: it reaps them and sends each exit status

@@ -1,5 +1,5 @@
 //! The forkserver start method: the fork server (`forkserver/`) forks the child and hands back
-//! its pidfd; the child reads the payload `procstart/spawn.py` pickles, as a spawned child does
+//! its pidfd; the child reads the payload `procstart/popen_spawn.py` pickles, as a spawned child does
 //! (CPython's `popen_forkserver.Popen._launch`).
 
 use nix::errno::Errno;

@@ -1,5 +1,5 @@
 //! What a spawned and a fork-server child are started with alike: the process pickled by
-//! procstart's Python half (`spawn.payload`) and written to a socket once the child exists, and
+//! procstart's Python half (`popen_spawn.payload`) and written to a socket once the child exists, and
 //! one order of the descriptors the child starts with, which `procstart/spawn.py` reads.
 //!
 //! A socket rather than a pipe because it also tells when the child has loaded the payload:

@@ -1,5 +1,5 @@
 //! The spawn start method: a fresh interpreter started with `posix_spawn`, fed the payload
-//! that `procstart/spawn.py` pickles (CPython's `popen_spawn_posix.Popen._launch`).
+//! that `procstart/popen_spawn.py` pickles (CPython's `popen_spawn_posix.Popen._launch`).
 
 use pyo3::prelude::*;
 
