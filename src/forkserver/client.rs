@@ -7,6 +7,12 @@
 //! fork-server children receive them in their payload (`procstart/popen_spawn.py`). The server exits
 //! when every holder of the alive pipe has exited.
 //!
+//! Its socket directory does not outlive it. The server removes it when it ends, and the process
+//! that started it waits for that at its exit (`_forkserver_at_exit`). A server that was killed
+//! leaves it to whoever outlives it: any process that finds the server dead (a start, `_stop`, its
+//! exit), and the resource tracker, told of the directory when the server starts, which removes
+//! it once the server has died even when every process that used it is gone too.
+//!
 //! The server is the parent of every child it forks: it reaps them and sends each exit status
 //! on the connection that asked for the child, and hands the client its pidfd on the child, so
 //! that the client waits for and signals exactly that process (no PID reuse). A server that
