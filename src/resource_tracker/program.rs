@@ -206,14 +206,19 @@ fn listening(socket: &Path) -> bool {
     }
 }
 
-/// Removes a fork server's socket and its directory unless a server listens there: the
+/// What a fork server keeps in its directory: its socket, and its list of who asked for each
+/// child (`src/forkserver/tree.rs`), with the new list it may have died writing.
+const SERVER_FILES: [&str; 3] = ["socket", "children", "children.new"];
+
+/// Removes a fork server's files and its directory unless a server listens there: the
 /// directory goes only if nothing else is in it.
 fn remove_if_abandoned(dir: &Path) {
-    let socket = dir.join("socket");
-    if listening(&socket) {
+    if listening(&dir.join(SERVER_FILES[0])) {
         return;
     }
-    let _ = std::fs::remove_file(&socket);
+    for name in SERVER_FILES {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
     let _ = std::fs::remove_dir(dir);
 }
 
@@ -715,8 +720,8 @@ mod tests {
     }
 
     /// A directory whose server listens is kept; once nothing listens (the server died, its
-    /// socket file left), the socket and the directory go; a directory holding anything else
-    /// stays.
+    /// socket file left), the server's files and the directory go; a directory holding anything
+    /// else stays.
     #[test]
     fn only_an_abandoned_directory_is_removed() {
         let dir = scratch_dir("abandoned");
@@ -727,6 +732,13 @@ mod tests {
         remove_if_abandoned(&dir);
         assert!(!dir.exists());
         remove_if_abandoned(&dir);
+
+        let dir = scratch_dir("listed");
+        drop(std::os::unix::net::UnixListener::bind(dir.join("socket")).unwrap());
+        std::fs::write(dir.join("children"), b"12 34\n").unwrap();
+        std::fs::write(dir.join("children.new"), b"").unwrap();
+        remove_if_abandoned(&dir);
+        assert!(!dir.exists());
 
         let dir = scratch_dir("crowded");
         drop(std::os::unix::net::UnixListener::bind(dir.join("socket")).unwrap());
