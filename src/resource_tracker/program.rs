@@ -71,6 +71,8 @@ const FORKSERVER_DIR: &str = "forkserver_dir";
 /// How long a `connect` to a fork server's socket may take before the server is taken to be
 /// alive (a blocking connect waits while a live server's backlog is full).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the tracker waits at its end for the servers still running to exit.
+const SERVER_GRACE: Duration = Duration::from_secs(1);
 /// The stack of the threads that watch a server or connect to it.
 const THREAD_STACK: usize = 64 * 1024;
 /// A longer line is not one of ours: it is reported and skipped rather than buffered.
@@ -173,7 +175,12 @@ fn server_dir(name: &str) -> Option<ServerDir> {
         .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
         .collect::<Option<Vec<u8>>>()?;
     let path = PathBuf::from(OsString::from_vec(bytes));
-    path.is_absolute().then_some(ServerDir { path, pid })
+    // Only ever a server's directory (`client::private_dir`), whatever a line names.
+    let named = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("procstart-"));
+    (path.is_absolute() && named).then_some(ServerDir { path, pid })
 }
 
 /// The fork server directory a line registers, if it is a well-formed `REGISTER` of one.
@@ -222,6 +229,59 @@ fn remove_if_abandoned(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
+/// A pidfd of process `pid`; `Err(true)` if there is no such process, `Err(false)` if it
+/// cannot be told (no pidfds: Linux < 5.3).
+fn pidfd_open(pid: i32) -> Result<c_int, bool> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { syscall(SYS_PIDFD_OPEN, pid as c_long, 0 as c_long) };
+    if fd >= 0 {
+        return Ok(fd as c_int);
+    }
+    Err(std::io::Error::last_os_error().raw_os_error() == Some(ESRCH))
+}
+
+/// Waits until every process in `pids` has exited, or `timeout` has passed.
+fn wait_for_exits(pids: impl Iterator<Item = i32>, timeout: Duration) {
+    let mut fds: Vec<PollFd> = pids
+        .filter_map(|pid| pidfd_open(pid).ok())
+        .map(|fd| PollFd {
+            fd,
+            events: POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + timeout;
+    while !fds.is_empty() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        // SAFETY: `fds` is a live array of `fds.len()` PollFds; poll(2) only writes revents.
+        let ready = unsafe {
+            poll(
+                fds.as_mut_ptr(),
+                fds.len() as c_ulong,
+                left.as_millis() as c_int + 1,
+            )
+        };
+        if ready < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            break;
+        }
+        fds.retain(|p| {
+            if p.revents == 0 {
+                return true;
+            }
+            // SAFETY: a descriptor pidfd_open returned, owned here alone.
+            unsafe { close(p.fd) };
+            false
+        });
+    }
+    for p in fds {
+        // SAFETY: as above.
+        unsafe { close(p.fd) };
+    }
+}
+
 /// Removes the server's directory as soon as the server `pid` has died, from a thread of its
 /// own. Without pidfds (Linux < 5.3) it is left for the tracker's end.
 fn watch_server(dir: ServerDir) {
@@ -231,17 +291,17 @@ fn watch_server(dir: ServerDir) {
     let _ = std::thread::Builder::new()
         .stack_size(THREAD_STACK)
         .spawn(move || {
-            // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-            let fd = unsafe { syscall(SYS_PIDFD_OPEN, pid as c_long, 0 as c_long) };
-            if fd < 0 {
-                if std::io::Error::last_os_error().raw_os_error() == Some(ESRCH) {
-                    // Gone already.
-                    remove_if_abandoned(&dir.path);
+            let fd = match pidfd_open(pid) {
+                Ok(fd) => fd,
+                Err(gone) => {
+                    if gone {
+                        remove_if_abandoned(&dir.path);
+                    }
+                    return;
                 }
-                return;
-            }
+            };
             let mut pollfd = PollFd {
-                fd: fd as c_int,
+                fd,
                 events: POLLIN,
                 revents: 0,
             };
@@ -253,7 +313,7 @@ fn watch_server(dir: ServerDir) {
                 }
             }
             // SAFETY: the descriptor pidfd_open returned, owned by this thread alone.
-            unsafe { close(fd as c_int) };
+            unsafe { close(fd) };
             // A reused pid makes this early: the check of the socket keeps a live server's.
             remove_if_abandoned(&dir.path);
         });
@@ -338,10 +398,17 @@ fn main() {
     };
     // Every process that could unregister has exited: what is left has leaked. A fork server's
     // directory is not a leak: it is left when the server was killed, and goes quietly.
-    for name in cache.get(FORKSERVER_DIR).into_iter().flatten() {
-        if let Some(dir) = server_dir(name) {
-            remove_if_abandoned(&dir.path);
-        }
+    let dirs: Vec<ServerDir> = cache
+        .get(FORKSERVER_DIR)
+        .into_iter()
+        .flatten()
+        .filter_map(|name| server_dir(name))
+        .collect();
+    // A server still running now is ending too (the tree that held it has), or was killed a
+    // moment ago and is still exiting, its socket open: each gets a moment to be gone.
+    wait_for_exits(dirs.iter().filter_map(|dir| dir.pid), SERVER_GRACE);
+    for dir in &dirs {
+        remove_if_abandoned(&dir.path);
     }
     for (rtype, names) in &cache {
         if names.is_empty() || rtype == "noop" || rtype == FORKSERVER_DIR {
@@ -694,6 +761,10 @@ mod tests {
         ] {
             assert_eq!(server_dir(bad), None, "{bad:?}");
         }
+        // Only ever a server's directory: not "/", not "/tmp", not a relative path.
+        for other in ["/", "/tmp", "procstart-0a1b2c"] {
+            assert_eq!(server_dir(&hex(Path::new(other))), None, "{other:?}");
+        }
         let line = format!("REGISTER:{}.7:forkserver_dir\n", hex(path));
         assert_eq!(registered_server_dir(line.as_bytes()).unwrap().pid, Some(7));
         for other in ["UNREGISTER", "PROBE"] {
@@ -707,7 +778,7 @@ mod tests {
     /// Only a registration of a fork server directory reaches the callback, once applied.
     #[test]
     fn track_reports_what_it_applied() {
-        let input = b"REGISTER:2f61:forkserver_dir\nbad line\nREGISTER:/mp-a:semaphore\n";
+        let input = b"REGISTER:2f70726f6373746172742d61:forkserver_dir\nbad line\nREGISTER:/mp-a:semaphore\n";
         let mut seen = Vec::new();
         let bad = track(
             &input[..],
@@ -716,7 +787,7 @@ mod tests {
             &mut |line| seen.push(registered_server_dir(line).map(|d| d.path)),
         );
         assert!(bad);
-        assert_eq!(seen, [Some(PathBuf::from("/a")), None]);
+        assert_eq!(seen, [Some(PathBuf::from("/procstart-a")), None]);
     }
 
     /// A directory whose server listens is kept; once nothing listens (the server died, its
