@@ -283,6 +283,44 @@ def _stop_server_here():
     procstart.forkserver._forkserver._stop()
 
 
+def test_a_new_server_removes_directories_nobody_was_left_to_remove(run_py, tmp_path):
+    """A server killed with every process that used it and their tracker leaves its directory; the next server
+    started in the same temporary directory removes it, once it has been unchanged for a minute and nothing listens
+    there. Directories that are newer, where a server listens, or not named as a server's are left alone."""
+
+    def server_dir(name, listening=False, age=120):
+        path = tmp_path / name
+        path.mkdir(mode=0o700)
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(path / 'socket'))
+        listener.listen()
+        (path / 'children').write_text('')
+        os.utime(path, (time.time() - age, time.time() - age))
+        if listening:
+            return listener
+        listener.close()
+
+    server_dir('procstart-0123456789ab')
+    server_dir('procstart-0123456789ac', age=0)
+    live = server_dir('procstart-0123456789ad', listening=True)
+    server_dir('procstart-0123456789')
+    try:
+        run_py(
+            """
+            p = mp.get_context('forkserver').Process(target=_targets.noop); p.start(); p.join()
+            assert p.exitcode == 0
+            """,
+            env={'TMPDIR': str(tmp_path)},
+        )
+    finally:
+        live.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'procstart-0123456789',
+        'procstart-0123456789ac',
+        'procstart-0123456789ad',
+    ]
+
+
 _REGRTEST_MODULE = """
 import unittest
 import procstart as mp

@@ -184,12 +184,75 @@ fn private_dir() -> PyResult<PathBuf> {
     }
 }
 
+/// How long after its last change a server directory where nothing listens is taken to be
+/// abandoned: longer than any server start (making the directory, binding, listening) takes.
+const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+
+/// Removes the directories of dead servers that nobody was left to remove (the server killed
+/// with every process that used it and their tracker): this user's `procstart-<12 hex digits>`
+/// directories in `base`, unchanged for `ABANDONED_AFTER`, where nothing listens.
+fn remove_abandoned_dirs(base: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let uid = nix::unistd::getuid().as_raw();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(suffix) = name.to_str().and_then(|n| n.strip_prefix("procstart-")) else {
+            continue;
+        };
+        if suffix.len() != 12 || !suffix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let dir = entry.path();
+        // Not followed: a symlink is not a server's directory.
+        let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+            continue;
+        };
+        let unchanged = meta.modified().ok().and_then(|m| m.elapsed().ok());
+        if !meta.is_dir()
+            || std::os::unix::fs::MetadataExt::uid(&meta) != uid
+            || unchanged.is_none_or(|age| age < ABANDONED_AFTER)
+        {
+            continue;
+        }
+        let address = dir.join("socket");
+        if !listening(&address) {
+            remove_socket(&address);
+        }
+    }
+}
+
+/// Whether a server listens at `address`: a connection is refused only when none does (a dead
+/// server leaves its socket file). Never blocks: a full backlog (`EAGAIN`) is a live server's.
+fn listening(address: &std::path::Path) -> bool {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let Ok(addr) = UnixAddr::new(address) else {
+        return true;
+    };
+    let Ok(fd) = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return true;
+    };
+    !matches!(
+        connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr),
+        Err(Errno::ECONNREFUSED | Errno::ENOENT)
+    )
+}
+
 /// Starts a server: `argv` is its command line (`procstart/forkserver.py`'s `server_main`),
 /// `data` what it reads after the key. Its descriptors: 3 the payload, 4 the listening
 /// socket, 5 the alive pipe's read end.
 #[pyfunction]
 pub fn _forkserver_start(py: Python<'_>, argv: Vec<Vec<u8>>, data: &[u8]) -> PyResult<()> {
     let dir = private_dir()?;
+    if let Some(base) = dir.parent() {
+        py.detach(|| remove_abandoned_dirs(base));
+    }
     // Told to the tracker before anything can die, so that the directory never outlives both
     // the server and this process (the tracker outlives them: `resource_tracker/program.rs`).
     register_forkserver_dir(py, &dir, None);
