@@ -11,7 +11,8 @@
 //! that started it waits for that at its exit (`_forkserver_at_exit`). A server that was killed
 //! leaves it to whoever outlives it: any process that finds the server dead (a start, `_stop`, its
 //! exit), and the resource tracker, told of the directory when the server starts, which removes
-//! it once the server has died even when every process that used it is gone too.
+//! it once the server has died even when every process that used it is gone too. Should all of
+//! them have been killed, the next server started in the same temporary directory removes it.
 //!
 //! The server is the parent of every child it forks: it reaps them and sends each exit status
 //! on the connection that asked for the child, and hands the client its pidfd on the child, so
