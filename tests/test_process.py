@@ -12,7 +12,6 @@ import pickle
 import re
 import signal
 import sys
-import textwrap
 import threading
 import time
 import weakref
@@ -20,7 +19,20 @@ from multiprocessing.connection import wait
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, IS_STDLIB, finish, recv, run_in_child, skip_if_stdlib, skip_on_stdlib, wait_gone
+from _support import (
+    CHILD_TIMEOUT,
+    IS_STDLIB,
+    finish,
+    last_json,
+    recv,
+    run_in_child,
+    skip_if_stdlib,
+    skip_on_stdlib,
+    start_reporting,
+    stderr_parts,
+    wait_gone,
+    wait_until,
+)
 
 
 def raises_exact(exc_type, message):
@@ -72,10 +84,7 @@ def test_active_children(mp, ctx):
     q = ctx.Process(target=_targets.noop)
     q.start()
     wait([q.sentinel], CHILD_TIMEOUT)
-    deadline = time.monotonic() + CHILD_TIMEOUT
-    while q in mp.active_children() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert q not in mp.active_children()
+    assert wait_until(lambda: q not in mp.active_children(), CHILD_TIMEOUT)
     assert q.exitcode == 0
     q.join()
 
@@ -128,10 +137,7 @@ def test_daemon_argument(mp, ctx):
 
 def test_args_and_kwargs_reach_child(ctx, make_pipe):
     for args in ([1, 'a'], (1, 'a'), iter([1, 'a'])):
-        r, w = make_pipe()
-        p = ctx.Process(target=_targets.send_args, args=[w, *args], kwargs={'k': [1, 2]})
-        p.start()
-        w.close()
+        p, r = start_reporting(ctx, make_pipe, _targets.send_args, *args, kwargs={'k': [1, 2]})
         assert recv(r) == [[1, 'a'], {'k': [1, 2]}]
         finish(p)
         assert p.exitcode == 0
@@ -148,10 +154,7 @@ def test_falsy_kwargs(ctx, make_pipe, kwargs):
             ctx.Process(target=_targets.noop, kwargs=kwargs)
         assert str(excinfo.value) == f"'{type(kwargs).__name__}' object is not iterable"
         return
-    r, w = make_pipe()
-    p = ctx.Process(target=_targets.send_args, args=(w, 1), kwargs=kwargs)
-    p.start()
-    w.close()
+    p, r = start_reporting(ctx, make_pipe, _targets.send_args, 1, kwargs=kwargs)
     assert recv(r) == [[1], {}]
     finish(p)
     assert p.exitcode == 0
@@ -246,10 +249,7 @@ def test_child_stdin_is_devnull(ctx, make_pipe):
 
 
 def test_grandchild_names(mp, ctx, make_pipe, start_method):
-    r, w = make_pipe()
-    p = ctx.Process(target=_targets.grandchild_report, args=(w,))
-    p.start()
-    w.close()
+    p, r = start_reporting(ctx, make_pipe, _targets.grandchild_report)
     grandchild = recv(r)
     child = recv(r)
     finish(p)
@@ -278,10 +278,7 @@ def test_grandchild_names(mp, ctx, make_pipe, start_method):
 
 def test_parent_process_liveness(ctx, make_pipe):
     # CPython test_parent_process: a grandchild sees its parent die
-    r, w = make_pipe()
-    p = ctx.Process(target=_targets.grandchild_sleeps, args=(w,))
-    p.start()
-    w.close()
+    p, r = start_reporting(ctx, make_pipe, _targets.grandchild_sleeps)
     try:
         assert recv(r) == 'alive'
     finally:
@@ -342,11 +339,8 @@ def exit_stderr(run_py, start_method):
     if start_method not in _stderr_cache:
         cases = [[key, func, list(args)] for key, (func, args, _) in EXIT_CASES.items()]
         proc = run_py(_STDERR_SCRIPT, start_method, json.dumps(cases))
-        codes = json.loads(proc.stdout.splitlines()[-1])
-        chunks = re.split(r'^@@(\w+)\n', proc.stderr, flags=re.MULTILINE)
-        assert chunks[0] == '', proc.stderr
-        stderr = dict(zip(chunks[1::2], chunks[2::2], strict=True))
-        assert stderr.pop('end') == ''
+        codes = last_json(proc)
+        stderr = stderr_parts(proc.stderr)
         _stderr_cache[start_method] = {key: (codes[key], stderr[key]) for key in EXIT_CASES}
     return _stderr_cache[start_method]
 
@@ -732,10 +726,7 @@ def test_join_many_times(mp, ctx):
 
 
 def _start_forking_child(ctx, make_pipe):
-    r, w = make_pipe()
-    p = ctx.Process(target=_targets.fork_grandchild, args=(w, 30))
-    p.start()
-    w.close()
+    p, r = start_reporting(ctx, make_pipe, _targets.fork_grandchild, 30)
     return p, recv(r)
 
 
@@ -919,10 +910,7 @@ def test_misuse_checks_survive_optimize(run_py, start_method):
 @pytest.mark.parametrize('default_handler, expected', [(False, 1), (True, -signal.SIGINT)], ids=['handler', 'sig_dfl'])
 def test_interrupt(ctx, make_pipe, default_handler, expected):
     skip_if_stdlib('Process.interrupt() is new in 3.14 (gh-131913)', condition=sys.version_info < (3, 14))
-    r, w = make_pipe()
-    p = ctx.Process(target=_targets.wait_for_interrupt, args=(w, default_handler))
-    p.start()
-    w.close()
+    p, r = start_reporting(ctx, make_pipe, _targets.wait_for_interrupt, default_handler)
     try:
         assert recv(r) == 'ready'
         assert p.interrupt() is None
@@ -932,88 +920,3 @@ def test_interrupt(ctx, make_pipe, default_handler, expected):
             p.kill()
             p.join()
     assert p.exitcode == expected
-
-
-# -- issubclass parity with stdlib's process classes (issue 13) ------------------------------------------------------
-
-# Checks, as (label, bool) pairs, that the module under test's Process classes subclass stdlib's.
-PROCESS_SUBCLASS = """
-import multiprocessing.context as stdlib_context
-import multiprocessing.process as stdlib_process
-
-def process_checks():
-    checks = [
-        ('Process BaseProcess', issubclass(mp.Process, stdlib_process.BaseProcess)),
-        ('Process context.Process', issubclass(mp.Process, stdlib_context.Process)),
-        ('Process instance', isinstance(mp.Process(), stdlib_process.BaseProcess)),
-        ('current_process', isinstance(mp.current_process(), stdlib_process.BaseProcess)),
-    ]
-    for method, cls in {'fork': 'ForkProcess', 'spawn': 'SpawnProcess', 'forkserver': 'ForkServerProcess'}.items():
-        process_cls = mp.get_context(method).Process
-        checks.append((method + ' BaseProcess', issubclass(process_cls, stdlib_process.BaseProcess)))
-        checks.append((method + ' ' + cls, issubclass(process_cls, getattr(stdlib_context, cls))))
-        checks.append((method + ' instance', isinstance(process_cls(), getattr(stdlib_context, cls))))
-    return checks
-"""
-
-
-def test_process_classes_subclass_stdlib_classes(mp):
-    # Here stdlib multiprocessing was imported before the module under test.
-    namespace = {'mp': mp}
-    exec(PROCESS_SUBCLASS, namespace)  # noqa: S102 -- the checks the fresh-interpreter test runs too
-    assert [label for label, ok in namespace['process_checks']() if not ok] == []
-
-
-def test_process_classes_subclass_stdlib_classes_stdlib_imported_after(run_py):
-    # Also a subclass defined before stdlib is imported, and a spawn child's Process classes.
-    proc = run_py(
-        f"""
-        imported_before = 'multiprocessing.process' in sys.modules
-        class Early(mp.get_context('spawn').Process):
-            pass
-        {textwrap.indent(PROCESS_SUBCLASS, '        ').strip()}
-        early = issubclass(Early, stdlib_context.SpawnProcess)
-        p = mp.get_context('spawn').Process(target=_targets.process_classes_subclass_stdlib_classes)
-        p.start()
-        p.join()
-        print(json.dumps([imported_before, [label for label, ok in process_checks() if not ok], early, p.exitcode]))
-        """
-    )
-    imported_before, failed, early, exitcode = json.loads(proc.stdout.splitlines()[-1])
-    assert failed == []
-    assert early is True
-    assert exitcode == 0
-    if not IS_STDLIB:
-        assert imported_before is False
-
-
-@skip_on_stdlib('procstart does not import stdlib multiprocessing (a stdlib spawn child is bootstrapped by it)')
-def test_stdlib_multiprocessing_stays_unimported(run_py):
-    # `import procstart` does not import it (the stdlib bases wait for it), nor does a spawn child through its start,
-    # run and join. (The parent imports multiprocessing.process with its first Process, to share the main process's
-    # authkey with stdlib's: process._main_config.)
-    proc = run_py(
-        """
-        after_import = sorted(name for name in sys.modules if name.startswith('multiprocessing'))
-        p = mp.get_context('spawn').Process(target=_targets.exit_if_multiprocessing_imported)
-        p.start()
-        p.join()
-        print(json.dumps([after_import, p.exitcode]))
-        """
-    )
-    assert json.loads(proc.stdout.splitlines()[-1]) == [[], 0]
-
-
-@skip_on_stdlib('procstart Process classes with stdlib bases')
-def test_process_names_are_procstart_own(mp):
-    # The stdlib bases are for isinstance only: BaseProcess's _Popen, _bootstrap, _check_closed … stay missing, and
-    # no other name resolves through them.
-    from _support import stdlib_owned_names
-
-    classes = [mp.Process, type(mp.current_process()), mp.process._ParentProcess]
-    classes += [mp.get_context(method).Process for method in ('fork', 'spawn', 'forkserver')]
-    for cls in classes:
-        assert stdlib_owned_names(cls) == [], cls
-        for name in ('_Popen', '_bootstrap', '_check_closed', '_after_fork'):
-            assert not hasattr(cls, name), (cls, name)
-            assert not hasattr(cls.__new__(cls), name), (cls, name)
