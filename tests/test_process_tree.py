@@ -1,24 +1,19 @@
 """procstart extension: ``Process(new_process_group=True)`` and ``terminate(tree=True)``/``kill(tree=True)``, which
 signal the child and every process descended from it, for every start method."""
 
-import json
 import os
 import signal
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, IS_STDLIB, finish, recv, wait_gone
+from _support import CHILD_TIMEOUT, IS_STDLIB, finish, last_json, recv, start_reporting, wait_gone
 
 pytestmark = pytest.mark.skipif(IS_STDLIB, reason='procstart extension: stdlib has no process trees')
 
 
 def _start_tree(ctx, make_pipe, depth, fanout, **kwargs):
-    r, w = make_pipe()
-    p = ctx.Process(
-        target=_targets.descendants, args=(w, depth, fanout), kwargs=kwargs.pop('tree_kwargs', {}), **kwargs
-    )
-    p.start()
-    return p, r
+    tree_kwargs = kwargs.pop('tree_kwargs', {})
+    return start_reporting(ctx, make_pipe, _targets.descendants, depth, fanout, kwargs=tree_kwargs, **kwargs)
 
 
 def _collect(r, n):
@@ -109,7 +104,7 @@ def test_members_held_without_descriptors_to_spare(run_py, start_method):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         print(json.dumps(pids))
     """)
-    pids = json.loads(out.stdout.strip().splitlines()[-1])
+    pids = last_json(out)
     assert [pid for pid in pids if not wait_gone(pid, CHILD_TIMEOUT)] == []
 
 
@@ -122,4 +117,4 @@ def test_new_process_group_with_a_fork_hook_that_moves_the_child(run_py):
         p.join()
         print(json.dumps([p.exitcode, os.getpgid(0) != p.pid]))
     """)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == [5, True]
+    assert last_json(out) == [5, True]
