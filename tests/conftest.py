@@ -153,6 +153,18 @@ def run_py():
     return run
 
 
+@pytest.fixture
+def fork_thread_check(mp):
+    """``fork_thread_check(mode)`` sets procstart's fork thread check for the test (which re-arms its once-per-process
+    warning), and the mode it found is set back after it. Stdlib has no such check: there it does nothing."""
+    if IS_STDLIB:
+        yield lambda mode: None
+        return
+    before = mp.get_fork_thread_check()
+    yield mp.set_fork_thread_check
+    mp.set_fork_thread_check(before)
+
+
 # -- leak checks: procstart.pytest_plugin's ----------------------------------------------------------------
 
 
