@@ -5,13 +5,14 @@
 Fixtures:
 
 * ``mp`` -- the module under test; ``modname`` -- its import name (for scripts run in a fresh interpreter).
-* ``start_method`` -- procstart's pytest plugin's: parametrised over ``get_all_start_methods()`` (fork, spawn and
+* ``start_method`` -- procstart's pytest plugin's: parametrised over its ``START_METHODS`` (fork, spawn and
   forkserver).
 * ``ctx`` -- ``mp.get_context(start_method)``; ``std_ctx`` -- the *stdlib* context of the same method, whose
   Queue/Pipe/Event objects are used as IPC so that stdlib objects are exercised inside procstart children.
 * ``make_pipe`` -- factory of stdlib ``Pipe(duplex=False)`` pairs, closed after the test.
 * ``pipe`` -- the same, for tests not parametrised over the start method.
 * ``run_py`` -- run a script in a fresh interpreter (for stderr capture, interpreter exit and global state).
+* ``fork_thread_check`` -- set procstart's fork thread check for one test (set back after it).
 
 Helpers that are not fixtures (running a program, starting and finishing a process, waiting, descriptors) are in
 ``_support``; what children run is in ``_targets``; tests/README.md says where a new test goes.
