@@ -141,7 +141,7 @@ def run_in_child(ctx, make_pipe, func, *args, **process_kwargs):
 
 # -- fresh interpreters --------------------------------------------------------------------------------------------
 
-# What a script given to run_py starts with.
+# The imports every run_py script needs, so that a script holds only what it tests.
 SCRIPT_HEADER = f'import json, os, sys, time\nimport _targets\nimport {MODNAME} as mp\n'
 
 
