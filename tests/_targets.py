@@ -75,6 +75,14 @@ def os_exit(code):
     os._exit(code)
 
 
+def start_helpers(ctx):
+    """Start and join one child of ``ctx``, so that the long-lived helpers it needs (a fork server, a resource
+    tracker) run from here on and what a script counts afterwards is not theirs."""
+    p = ctx.Process(target=noop)
+    p.start()
+    p.join()
+
+
 def square(x):
     return x * x
 

@@ -47,7 +47,7 @@ def test_children_reaped_elsewhere(run_py, start_method, reaper):
             signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         ctx = mp.get_context({start_method!r})
         if {start_method!r} != 'fork':
-            warm = ctx.Process(target=_targets.noop); warm.start(); warm.join()  # helpers started beforehand
+            _targets.start_helpers(ctx)
         p = ctx.Process(target=_targets.sleep_then_exit, args=(0.3, 3))
         p.start()
         if {reaper!r} == 'waitpid_any':
@@ -73,8 +73,7 @@ def test_start_without_free_fds_raises_and_leaves_nothing(run_py, start_method):
     out = run_py(f"""
         import errno, resource
         ctx = mp.get_context({start_method!r})
-        warm = ctx.Process(target=_targets.noop)
-        warm.start(); warm.join()
+        _targets.start_helpers(ctx)
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
         hog = []

@@ -48,9 +48,7 @@ KEY_LEN = 32
 @pytest.fixture
 def fs(mp):
     ctx = mp.get_context('forkserver')
-    ctx.Process(target=_targets.noop).start()  # the server runs from here on (joined by the leak check's reaping)
-    for p in mp.active_children():
-        p.join()
+    _targets.start_helpers(ctx)
     return ctx
 
 
@@ -154,8 +152,7 @@ def test_sigterm_removes_the_socket_directory(mp, fs):
 
 def test_server_exits_with_its_last_holder(run_py):
     out = run_py("""
-        ctx = mp.get_context('forkserver')
-        p = ctx.Process(target=_targets.noop); p.start(); p.join()
+        _targets.start_helpers(mp.get_context('forkserver'))
         address = os.fsdecode(mp._procstart._forkserver_info()[0])
         print(json.dumps([mp._procstart._forkserver_pid(), address]))
     """).stdout
@@ -830,7 +827,7 @@ def test_ctrl_c_while_the_server_does_not_answer(run_py):
     out = run_py("""
         import signal
         ctx = mp.get_context('forkserver')
-        p = ctx.Process(target=_targets.noop); p.start(); p.join()
+        _targets.start_helpers(ctx)
         server = mp._procstart._forkserver_pid()
         os.kill(server, signal.SIGSTOP)
         print(_targets.interrupted(ctx.Process(target=_targets.noop).start))

@@ -331,9 +331,7 @@ def f():
     pass
 
 ctx = mp.get_context('spawn')
-warm = ctx.Process(target=_targets.noop)  # starts long-lived helpers (a resource tracker), if any
-warm.start()
-warm.join()
+_targets.start_helpers(ctx)
 helpers = {pid for pid, _ in _targets.child_pids()}
 p = ctx.Process(target=f)
 res = []
@@ -512,9 +510,7 @@ def test_child_does_not_inherit_inheritable_fds(spawn, tmp_path):
 _SET_EXECUTABLE = """
 import errno, pathlib
 ctx = mp.get_context('spawn')
-warm = ctx.Process(target=_targets.noop)
-warm.start()
-warm.join()
+_targets.start_helpers(ctx)
 before = sorted(_targets.open_fds().items())
 helpers = _targets.child_pids()  # long-lived helpers (a resource tracker), if any
 missing = os.path.join(sys.argv[1], 'no-such-python')
