@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 import _targets
@@ -137,6 +138,16 @@ def run_in_child(ctx, make_pipe, func, *args, **process_kwargs):
         finish(p)
     assert p.exitcode == 0, p
     return res, p
+
+
+def run_threads(target, arguments):
+    """Run ``target(*args)`` in a thread of its own for every ``args`` in ``arguments``, all at once; return once
+    all have ended."""
+    threads = [threading.Thread(target=target, args=args) for args in arguments]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 # -- fresh interpreters --------------------------------------------------------------------------------------------

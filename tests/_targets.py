@@ -271,15 +271,19 @@ def set_event(evt):
     evt.set()
 
 
-def break_stdio_then_set(evt, stream_name, action):
-    if action == 'close':
-        import io
+def broken_stream(closed):
+    """A stand-in for ``sys.stdout``/``sys.stderr`` that cannot be flushed: a closed stream, or None."""
+    if not closed:
+        return None
+    import io
 
-        stream = io.StringIO()
-        stream.close()
-    else:
-        stream = None
-    setattr(sys, stream_name, stream)
+    stream = io.StringIO()
+    stream.close()
+    return stream
+
+
+def break_stdio_then_set(evt, stream_name, action):
+    setattr(sys, stream_name, broken_stream(action == 'close'))
     evt.set()
 
 

@@ -12,7 +12,7 @@ import time
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, IS_STDLIB, fd_target, finish
+from _support import CHILD_TIMEOUT, IS_STDLIB, fd_target, finish, run_threads
 
 pytestmark = pytest.mark.skipif(IS_STDLIB, reason='procstart launcher internals')
 
@@ -90,11 +90,7 @@ def test_concurrent_starts_from_threads(ctx, fork_thread_check):
         except BaseException as e:
             errors.append(e)
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(worker, [(k,) for k in range(8)])
     assert not errors
     assert len(results) == 80
     assert all(got == want for got, want in results.values())
@@ -143,11 +139,7 @@ def test_start_race_on_one_object_starts_one_child(ctx, fork_thread_check):
             except AssertionError as e:
                 errors.append(str(e))
 
-        threads = [threading.Thread(target=start, args=(p, barrier, errors)) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(start, [(p, barrier, errors)] * 2)
         assert errors == ['cannot start a process twice']
         finish(p)
         assert p.exitcode == 0

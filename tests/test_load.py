@@ -2,11 +2,9 @@
 starting 50 processes at the same time. Every exit code must be right, the descriptor count must stay bounded while it
 runs and come back to where it was (the autouse leak checks), and no zombie may remain."""
 
-import threading
-
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, fd_count
+from _support import CHILD_TIMEOUT, fd_count, run_threads
 
 pytestmark = pytest.mark.slow
 
@@ -52,10 +50,6 @@ def test_8_threads_each_starting_50(ctx, fork_thread_check):
         except Exception as e:  # reported below
             errors.append(repr(e))
 
-    threads = [threading.Thread(target=starter, args=(t,)) for t in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(starter, [(t,) for t in range(8)])
     assert errors == []
     assert codes == {n: n % 256 for n in range(400)}

@@ -5,7 +5,6 @@ Every test runs for each start method under test (``start_method``/``ctx`` fixtu
 
 import atexit
 import gc
-import io
 import json
 import os
 import pickle
@@ -830,14 +829,9 @@ def test_child_waits_for_non_daemon_threads(ctx, std_ctx):
 @pytest.mark.parametrize('broken', ['closed', 'none'])
 def test_broken_stdio_in_parent(ctx, std_ctx, stream_name, broken):
     # CPython test_error_on_stdio_flush_1
-    if broken == 'closed':
-        stream = io.StringIO()
-        stream.close()
-    else:
-        stream = None
     evt = std_ctx.Event()
     old = getattr(sys, stream_name)
-    setattr(sys, stream_name, stream)
+    setattr(sys, stream_name, _targets.broken_stream(broken == 'closed'))
     try:
         p = ctx.Process(target=_targets.set_event, args=(evt,))
         p.start()
