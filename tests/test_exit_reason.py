@@ -63,17 +63,13 @@ def test_foreign_sigkill_points_at_the_oom_killer_with_max_rss(ctx, make_pipe):
 
 def test_address_space_limit_gives_memory_error(ctx):
     """The other way to run out of memory: an RLIMIT_AS the allocation exceeds -- MemoryError, exit 1."""
-    p = ctx.Process(target=_targets.allocate_over_limit, args=(256,))
-    p.start()
-    finish(p)
+    p = run_process(ctx, _targets.allocate_over_limit, 256)
     assert p.exit_reason == 'exited with 1'
     assert p.rusage.max_rss < 256 << 20
 
 
 def test_cpu_time(ctx):
-    p = ctx.Process(target=_targets.spin, args=(0.3,))
-    p.start()
-    finish(p)
+    p = run_process(ctx, _targets.spin, 0.3)
     assert p.exitcode == 0
     assert p.rusage.user_time + p.rusage.system_time >= 0.25
 

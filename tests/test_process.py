@@ -25,6 +25,7 @@ from _support import (
     last_json,
     recv,
     run_in_child,
+    run_process,
     skip_if_stdlib,
     skip_on_stdlib,
     start_reporting,
@@ -311,9 +312,7 @@ EXIT_CASES = {
 @pytest.mark.parametrize('case', list(EXIT_CASES))
 def test_exitcode(ctx, case):
     func, args, expected = EXIT_CASES[case]
-    p = ctx.Process(target=getattr(_targets, func), args=args)
-    p.start()
-    finish(p)
+    p = run_process(ctx, getattr(_targets, func), *args)
     assert p.exitcode == expected
 
 
@@ -412,9 +411,7 @@ def test_repr_exitcode_names(ctx):
     k.kill()
     finish(k)
     assert repr(k) == f"<{cls} name='k' pid={k.pid} parent={me} stopped exitcode=-SIGKILL>"
-    e = ctx.Process(target=_targets.exit_with, args=(3,), name='e')
-    e.start()
-    finish(e)
+    e = run_process(ctx, _targets.exit_with, 3, name='e')
     assert repr(e) == f"<{cls} name='e' pid={e.pid} parent={me} stopped exitcode=3>"
     d.close()
     assert repr(d) == f'<{cls} name="it\'s" parent={me} closed daemon>'
@@ -613,9 +610,7 @@ def test_signal_before_start(ctx, meth):
 
 
 def test_run_after_start_in_parent(ctx):
-    p = ctx.Process(target=_targets.noop)
-    p.start()
-    finish(p)
+    p = run_process(ctx, _targets.noop)
     with pytest.raises(AttributeError):  # target/args/kwargs were dropped by start() (bpo-30775)
         p.run()
 
@@ -792,9 +787,7 @@ def test_child_atexit_handlers_run(ctx, start_method, tmp_path):
         condition=sys.version_info < (3, 13) and start_method != 'spawn',
     )
     path = tmp_path / 'atexit'
-    p = ctx.Process(target=_targets.register_atexit_writer, args=(str(path),))
-    p.start()
-    finish(p)
+    p = run_process(ctx, _targets.register_atexit_writer, str(path))
     assert p.exitcode == 0
     assert path.read_text() == 'atexit ran'
 
@@ -803,9 +796,7 @@ def test_parent_atexit_handlers_do_not_run_in_child(ctx, tmp_path):
     path = tmp_path / 'parent-atexit'
     atexit.register(_targets.write_marker, str(path))
     try:
-        p = ctx.Process(target=_targets.noop)
-        p.start()
-        finish(p)
+        p = run_process(ctx, _targets.noop)
     finally:
         atexit.unregister(_targets.write_marker)
     assert p.exitcode == 0
@@ -818,9 +809,7 @@ def test_parent_atexit_handlers_do_not_run_in_child(ctx, tmp_path):
 def test_child_waits_for_non_daemon_threads(ctx, std_ctx):
     # CPython test_wait_for_threads
     evt = std_ctx.Event()
-    p = ctx.Process(target=_targets.start_threads, args=(evt,))
-    p.start()
-    finish(p)
+    p = run_process(ctx, _targets.start_threads, evt)
     assert p.exitcode == 0
     assert evt.is_set()
 
@@ -833,9 +822,7 @@ def test_broken_stdio_in_parent(ctx, std_ctx, stream_name, broken):
     old = getattr(sys, stream_name)
     setattr(sys, stream_name, _targets.broken_stream(broken == 'closed'))
     try:
-        p = ctx.Process(target=_targets.set_event, args=(evt,))
-        p.start()
-        finish(p)
+        p = run_process(ctx, _targets.set_event, evt)
     finally:
         setattr(sys, stream_name, old)
     assert evt.is_set()
@@ -847,9 +834,7 @@ def test_broken_stdio_in_parent(ctx, std_ctx, stream_name, broken):
 def test_broken_stdio_in_child(ctx, std_ctx, stream_name, action):
     # CPython test_error_on_stdio_flush_2
     evt = std_ctx.Event()
-    p = ctx.Process(target=_targets.break_stdio_then_set, args=(evt, stream_name, action))
-    p.start()
-    finish(p)
+    p = run_process(ctx, _targets.break_stdio_then_set, evt, stream_name, action)
     assert evt.is_set()
     assert p.exitcode == 0
 

@@ -6,7 +6,7 @@ import signal
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, IS_STDLIB, finish, last_json, recv, start_reporting, wait_gone
+from _support import CHILD_TIMEOUT, IS_STDLIB, finish, last_json, recv, run_process, start_reporting, wait_gone
 
 pytestmark = pytest.mark.skipif(IS_STDLIB, reason='procstart extension: stdlib has no process trees')
 
@@ -74,9 +74,7 @@ def test_group_reaches_orphaned_descendants(ctx, make_pipe):
 
 
 def test_tree_signal_after_the_end_is_harmless(ctx):
-    p = ctx.Process(target=_targets.exit_with, args=(0,), new_process_group=True)
-    p.start()
-    finish(p)
+    p = run_process(ctx, _targets.exit_with, 0, new_process_group=True)
     p.kill(tree=True)
     p.terminate(tree=True)
     assert p.exitcode == 0

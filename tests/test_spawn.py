@@ -25,6 +25,7 @@ from _support import (
     finish,
     last_json,
     recv,
+    run_process,
     run_python,
     skip_on_stdlib,
     start_process,
@@ -489,9 +490,7 @@ def test_child_does_not_inherit_inheritable_fds(spawn, tmp_path):
         os.set_inheritable(w, True)
         assert os.get_inheritable(high)
         pipe_target = os.readlink(f'/proc/self/fd/{w}')
-        p = spawn.Process(target=_targets.dump_fds, args=(str(out),))
-        p.start()
-        finish(p)
+        p = run_process(spawn, _targets.dump_fds, str(out))
     finally:
         for fd in (high, r, w):
             os.close(fd)
@@ -656,9 +655,7 @@ def _describe_in_child(spawn, tmp_path, *args, **kwargs):
     # Reported through a file named by a str: with only plain data in the payload, procstart sends
     # it without pickle, and that path is the one under test.
     path = str(tmp_path / 'described.json')
-    p = spawn.Process(target=_targets.describe_args_to_file, args=(path, args, kwargs))
-    p.start()
-    finish(p)
+    p = run_process(spawn, _targets.describe_args_to_file, path, args, kwargs)
     assert p.exitcode == 0
     with open(path) as f:
         return json.load(f)
@@ -744,9 +741,7 @@ def test_child_shares_the_stdlib_resource_tracker(spawn, tmp_path):
     # instead of starting one of its own.
     keep = multiprocessing.get_context('spawn').Lock()  # makes this process run stdlib's tracker
     path = str(tmp_path / 'tracker.json')
-    p = spawn.Process(target=_targets.stdlib_tracker_state, args=(path,))
-    p.start()
-    finish(p)
+    p = run_process(spawn, _targets.stdlib_tracker_state, path)
     assert p.exitcode == 0
     with open(path) as f:
         assert json.load(f) == {'inherited_fd': True, 'own_tracker_pid': None}
