@@ -677,19 +677,19 @@ def hold_lock(lock, held, release):
         release.wait(30)
 
 
-def wait_for_flag(cond, flag, conn):
+def wait_for_flag(conn, cond, flag):
     with cond:
         ok = cond.wait_for(lambda: flag.value == 1, timeout=30)
     conn.send(ok)
     conn.close()
 
 
-def barrier_wait(barrier, conn):
+def barrier_wait(conn, barrier):
     conn.send(barrier.wait(30))
     conn.close()
 
 
-def event_wait(event, conn):
+def event_wait(conn, event):
     conn.send(event.wait(30))
     conn.close()
 
@@ -699,7 +699,7 @@ def queue_put_many(q, n):
         q.put(i)
 
 
-def release_foreign(lock, conn):
+def release_foreign(conn, lock):
     """Try to release a lock this process does not hold; send the outcome."""
     conn.send(outcome(lock.release))
     conn.close()

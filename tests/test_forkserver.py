@@ -528,17 +528,13 @@ def test_child_holds_no_server_descriptors(mp, fs, pipe):
     _, _, _, server = fork_server_info(mp)
     # While this child is forked, the server holds the connections of another client's children (a fork child's:
     # the server reaps those and reports their status on their connections).
-    busy_r, busy_w = pipe()
-    busy = [mp.get_context('fork').Process(target=_targets.start_forkserver_children, args=(busy_w, [0, 0], 1.0))]
-    for p in busy:
-        p.start()
+    busy, busy_r = start_reporting(mp.get_context('fork'), pipe, _targets.start_forkserver_children, [0, 0], 1.0)
     time.sleep(0.3)
     p, r = start_reporting(fs, pipe, _targets.forkserver_view)
     pid, ppid, seen_server, fds = recv(r)
     finish(p)
     assert recv(busy_r) == ([0, 0], server)
-    for b in busy:
-        finish(b)
+    finish(busy)
     assert pid == p.pid and ppid == server  # the server forks and reaps it, as CPython's
     assert seen_server == server
     kinds = sorted(t.split(':')[0] for fd, t in fds.items() if fd > 2)

@@ -3,7 +3,7 @@ start method: procstart's primitives behave as stdlib's (the reference run check
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, finish, recv, skip_on_stdlib, start_process
+from _support import CHILD_TIMEOUT, finish, recv, skip_on_stdlib, start_process, start_reporting
 
 
 def test_lock_excludes_across_processes(ctx):
@@ -48,8 +48,7 @@ def test_rlock_recursion_and_ownership(ctx, pipe):
     for _ in range(3):
         assert rlock.acquire()
     assert repr(rlock) == '<RLock(MainProcess, 3)>'
-    r, w = pipe()
-    p = start_process(ctx, _targets.release_foreign, rlock, w)
+    p, r = start_reporting(ctx, pipe, _targets.release_foreign, rlock)
     assert recv(r) == ['AssertionError', 'attempt to release recursive lock not owned by thread']
     finish(p)
     for _ in range(3):
@@ -78,8 +77,7 @@ def test_semaphores(ctx):
 def test_condition_wait_for_across_processes(ctx, pipe):
     cond = ctx.Condition()
     flag = ctx.Value('i', 0, lock=False)
-    r, w = pipe()
-    p = start_process(ctx, _targets.wait_for_flag, cond, flag, w)
+    p, r = start_reporting(ctx, pipe, _targets.wait_for_flag, cond, flag)
     with cond:
         flag.value = 1
         cond.notify_all()
@@ -89,8 +87,7 @@ def test_condition_wait_for_across_processes(ctx, pipe):
 
 def test_event_across_processes(ctx, pipe):
     event = ctx.Event()
-    r, w = pipe()
-    p = start_process(ctx, _targets.event_wait, event, w)
+    p, r = start_reporting(ctx, pipe, _targets.event_wait, event)
     assert not event.is_set()
     event.set()
     assert recv(r) is True
@@ -100,10 +97,9 @@ def test_event_across_processes(ctx, pipe):
 
 def test_barrier_across_four_processes(ctx, pipe):
     barrier = ctx.Barrier(4)
-    ends = [pipe() for _ in range(4)]
-    procs = [start_process(ctx, _targets.barrier_wait, barrier, w) for _, w in ends]
-    indices = sorted(recv(r) for r, _ in ends)
-    for p in procs:
+    started = [start_reporting(ctx, pipe, _targets.barrier_wait, barrier) for _ in range(4)]
+    indices = sorted(recv(r) for _, r in started)
+    for p, _ in started:
         finish(p)
     assert indices == [0, 1, 2, 3]
 
