@@ -8,41 +8,29 @@ use std::sync::Mutex;
 use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString};
 
+use crate::hooks::hooks;
 use crate::start_method::StartMethod;
-use crate::{executable, forkserver, process};
+use crate::{executable, forkserver};
 
-/// `{'fork': ForkContext(), ...}` and the `DefaultContext`, registered once by
-/// `procstart.context` at import.
-static CONCRETE: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
-static DEFAULT: PyOnceLock<Py<DefaultContext>> = PyOnceLock::new();
-
+/// `{'fork': ForkContext(), ...}` (`procstart/context.py`).
 fn registry(py: Python<'_>) -> PyResult<&Bound<'_, PyDict>> {
-    CONCRETE
-        .get(py)
-        .map(|d| d.bind(py))
-        .ok_or_else(|| PyRuntimeError::new_err("procstart.context is not initialised"))
+    Ok(hooks(py)?.concrete_contexts.bind(py).cast::<PyDict>()?)
 }
 
 fn default_context(py: Python<'_>) -> PyResult<&Bound<'_, DefaultContext>> {
-    DEFAULT
-        .get(py)
-        .map(|d| d.bind(py))
-        .ok_or_else(|| PyRuntimeError::new_err("procstart.context is not initialised"))
+    Ok(hooks(py)?
+        .default_context
+        .bind(py)
+        .cast::<DefaultContext>()?)
 }
 
+/// The `DefaultContext` behind the module-level API, for modules below `procstart.context`
+/// (`synchronize`: a `Lock()` made without a context uses it, as in CPython).
 #[pyfunction]
-pub fn _register_contexts(
-    py: Python<'_>,
-    concrete: Bound<'_, PyDict>,
-    default: Bound<'_, DefaultContext>,
-) -> PyResult<()> {
-    if CONCRETE.set(py, concrete.unbind()).is_err() || DEFAULT.set(py, default.unbind()).is_err() {
-        return Err(PyRuntimeError::new_err("contexts are already registered"));
-    }
-    Ok(())
+pub fn _default_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    Ok(hooks(py)?.default_context.clone_ref(py))
 }
 
 /// `_concrete_contexts[method]` plus the availability check.
@@ -157,18 +145,6 @@ impl BaseContext {
         Ok(n.unbind())
     }
 
-    fn current_process<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        process::current_process(py)
-    }
-
-    fn parent_process(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        process::parent_process(py)
-    }
-
-    fn active_children(&self, py: Python<'_>) -> PyResult<Vec<Py<process::Process>>> {
-        process::active_children(py)
-    }
-
     /// Interpreter for spawn children, the fork server and the tracker (`str`, `bytes` or
     /// path-like; `None` as CPython).
     fn set_executable(&self, executable: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -256,10 +232,7 @@ impl DefaultContext {
             return Ok(ctx.clone_ref(py));
         }
         // Determined without the lock held (it runs Python code); the first answer stays.
-        let ctx = py
-            .import(intern!(py, "procstart.context"))?
-            .call_method0(intern!(py, "_platform_default"))?
-            .unbind();
+        let ctx = hooks(py)?.platform_default.call0(py)?;
         let mut default = self.default.lock().unwrap();
         Ok(default.get_or_insert(ctx).clone_ref(py))
     }

@@ -39,8 +39,4 @@ modules! {
     os => "os",
     atexit => "atexit",
     itertools => "itertools",
-    py_process => "procstart.process",
-    py_bootstrap => "procstart._bootstrap",
-    py_spawn => "procstart.spawn",
-    py_forkserver => "procstart.forkserver",
 }

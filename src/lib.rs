@@ -2,39 +2,29 @@
 //! `python/procstart/` pickles, prepares children and presents the `multiprocessing` API;
 //! everything here starts, waits for, signals and reaps processes.
 
-mod bootstrap;
+mod child;
 mod context;
 mod errors;
 mod executable;
-mod fork;
 mod forkserver;
+mod hooks;
 mod imports;
 mod launch;
+mod link;
+mod options;
 mod popen;
 mod process;
+mod program;
+mod registry;
 mod resource_tracker;
 mod semlock;
-mod spawn;
 mod start_method;
 mod stdlib;
+mod streams;
 mod sys;
+mod thread_check;
 
 use pyo3::prelude::*;
-
-#[pyfunction]
-fn current_process(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    process::current_process(py)
-}
-
-#[pyfunction]
-fn parent_process(py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-    process::parent_process(py)
-}
-
-#[pyfunction]
-fn active_children(py: Python<'_>) -> PyResult<Vec<Py<process::Process>>> {
-    process::active_children(py)
-}
 
 #[pymodule(gil_used = true)]
 fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -45,18 +35,19 @@ fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(semlock::sem_unlink, m)?)?;
     m.add_class::<context::BaseContext>()?;
     m.add_class::<context::DefaultContext>()?;
-    m.add_function(wrap_pyfunction!(current_process, m)?)?;
-    m.add_function(wrap_pyfunction!(parent_process, m)?)?;
-    m.add_function(wrap_pyfunction!(active_children, m)?)?;
-    m.add_function(wrap_pyfunction!(process::wait_sentinel, m)?)?;
-    m.add_function(wrap_pyfunction!(process::_set_current_process, m)?)?;
-    m.add_function(wrap_pyfunction!(spawn::_run_child, m)?)?;
-    m.add_function(wrap_pyfunction!(bootstrap::_prepare_forked_children, m)?)?;
-    m.add_function(wrap_pyfunction!(bootstrap::_die_with_parent, m)?)?;
+    m.add_function(wrap_pyfunction!(registry::current_process, m)?)?;
+    m.add_function(wrap_pyfunction!(registry::parent_process, m)?)?;
+    m.add_function(wrap_pyfunction!(process::active_children, m)?)?;
+    m.add_function(wrap_pyfunction!(popen::wait_sentinel, m)?)?;
+    m.add_function(wrap_pyfunction!(registry::_set_current_process, m)?)?;
+    m.add_function(wrap_pyfunction!(child::_run_child, m)?)?;
+    m.add_function(wrap_pyfunction!(child::_prepare_forked_children, m)?)?;
+    m.add_function(wrap_pyfunction!(child::_die_with_parent, m)?)?;
     m.add_function(wrap_pyfunction!(launch::_launch, m)?)?;
-    m.add_function(wrap_pyfunction!(fork::set_fork_thread_check, m)?)?;
-    m.add_function(wrap_pyfunction!(fork::get_fork_thread_check, m)?)?;
-    m.add_function(wrap_pyfunction!(context::_register_contexts, m)?)?;
+    m.add_function(wrap_pyfunction!(thread_check::set_fork_thread_check, m)?)?;
+    m.add_function(wrap_pyfunction!(thread_check::get_fork_thread_check, m)?)?;
+    m.add_function(wrap_pyfunction!(hooks::_register_hooks, m)?)?;
+    m.add_function(wrap_pyfunction!(context::_default_context, m)?)?;
     m.add_function(wrap_pyfunction!(executable::get_executable, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::get_preload, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::get_preload_on_error, m)?)?;

@@ -7,7 +7,7 @@
 //! unreadable while a forked grandchild lives), and signals sent through it cannot reach a
 //! process that reused the PID.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::errors::os_error;
+use crate::link::{AliveWriteEnd, ChildLink};
 use crate::start_method::StartMethod;
 use crate::sys::pidfd;
 use crate::sys::poll::{deadline_after, wait_readable, Readiness};
@@ -66,20 +67,6 @@ impl Ending {
         usage: None,
         lost: true,
     };
-}
-
-/// Waits, with the GIL released and Ctrl-C let through, for this process's child `pid` (by its
-/// pidfd when there is one) to exit, and reaps it; its exit code, `None` if it is not (or no
-/// longer) this process's child to reap.
-pub fn reap(py: Python<'_>, pid: Pid, handle: Option<&OwnedFd>) -> PyResult<Option<i32>> {
-    loop {
-        match py.detach(|| wait::waitid(pidfd::wait_id(pid, handle), WaitPidFlag::WEXITED)) {
-            Ok(ended) => return Ok(ended.map(|(code, _)| code)),
-            Err(Errno::ECHILD) => return Ok(None),
-            Err(Errno::EINTR) => py.check_signals()?,
-            Err(e) => return Err(os_error(e)),
-        }
-    }
 }
 
 /// How a fork-server child whose server died (which made it an orphan) ended: reaped here if
@@ -130,6 +117,18 @@ pub struct Popen {
     signalled: Mutex<Option<(Signal, &'static str)>>,
     /// The child leads a process group of its own (`new_process_group=True`).
     group: Option<Pid>,
+    /// What a spawned or fork-server child's payload references, until the child has it.
+    payload_refs: Mutex<Option<PayloadRefs>>,
+}
+
+/// A payload's target and arguments, kept alive in the parent until the child has loaded them:
+/// a `Queue` passed inline would otherwise unlink its semaphores with its last reference while
+/// the child is still unpickling it (CPython: `FileNotFoundError` in `SemLock._rebuild`).
+struct PayloadRefs {
+    refs: Py<PyAny>,
+    /// The parent's end of the payload socket: readable (end of file) once the child has closed
+    /// its end, which it does when its payload is loaded, or by dying.
+    loaded: OwnedFd,
 }
 
 impl Popen {
@@ -148,6 +147,7 @@ impl Popen {
             is_pidfd,
             parent_alive_w: Mutex::new(parent_alive_w),
             server_status: None,
+            payload_refs: Mutex::new(None),
             ending: Mutex::new(None),
             signalled: Mutex::new(None),
             group: None,
@@ -325,9 +325,32 @@ impl Popen {
         Ok(())
     }
 
+    /// Holds `refs` until the child closes its end of the payload socket `loaded`.
+    pub fn holding_payload(self, refs: Py<PyAny>, loaded: OwnedFd) -> Self {
+        *self.payload_refs.lock().unwrap() = Some(PayloadRefs { refs, loaded });
+        self
+    }
+
+    /// Lets go of the payload's references once the child has loaded them (or died): checked
+    /// whenever the child's state is asked for, as CPython's `_cleanup` does at each start.
+    fn release_loaded_payload(&self) {
+        let mut slot = self.payload_refs.lock().unwrap();
+        let loaded = slot.as_ref().is_some_and(|held| {
+            !matches!(
+                wait_readable(held.loaded.as_raw_fd(), Some(Instant::now())),
+                Ok(Readiness::TimedOut | Readiness::Interrupted)
+            )
+        });
+        let released = if loaded { slot.take() } else { None };
+        drop(slot);
+        // Dropped without the lock held: the last reference may run finalizers.
+        drop(released.map(|held| held.refs));
+    }
+
     /// The exit status, collected if the child has ended; a blocking call releases the GIL
     /// while it waits and lets Ctrl-C through.
     pub fn poll(&self, py: Python<'_>, blocking: bool) -> PyResult<Option<i32>> {
+        self.release_loaded_payload();
         if let Some(code) = self.returncode() {
             return Ok(Some(code));
         }
@@ -360,6 +383,7 @@ impl Popen {
     /// `join()`'s wait: `None` timeout waits for the exit, otherwise at most `timeout`
     /// seconds; returns the exit code or `None` on timeout.
     pub fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<i32>> {
+        self.release_loaded_payload();
         if let Some(code) = self.returncode() {
             return Ok(Some(code));
         }
@@ -438,7 +462,16 @@ impl Popen {
             .as_deref()
             .filter(|_| self.is_pidfd)
             .map(AsFd::as_fd);
-        py.detach(|| crate::sys::proctree::signal_tree(self.pid, handle, self.group, signal));
+        // Read now, with the GIL held: the walk runs without it (see `forkserver::client`).
+        let server = crate::forkserver::client::current_address();
+        let adopted = || {
+            server
+                .as_ref()
+                .and_then(|(address, pid)| crate::forkserver::tree::read(address, *pid))
+        };
+        py.detach(|| {
+            crate::sys::proctree::signal_tree(self.pid, handle, self.group, signal, &adopted)
+        });
         Ok(())
     }
 
@@ -472,121 +505,32 @@ pub fn wait_fd_readable(py: Python<'_>, fd: RawFd, timeout: f64) -> PyResult<boo
     }
 }
 
+/// `parent_process().is_alive()`/`join()` in a child: waits (GIL released) until the parent
+/// sentinel `fd` is readable or `timeout` seconds pass; `True` when readable.
+#[pyfunction]
+#[pyo3(signature = (fd, timeout=None))]
+pub fn wait_sentinel(py: Python<'_>, fd: i32, timeout: Option<f64>) -> PyResult<bool> {
+    if fd < 0 {
+        return Err(PyValueError::new_err(format!("invalid sentinel {fd}")));
+    }
+    wait_fd_readable(py, fd, timeout.unwrap_or(f64::INFINITY))
+}
+
 /// `Process.close()`'s and `Popen.close()`'s refusal, CPython's text.
 pub const STILL_RUNNING: &str = "Cannot close a process while it is still running. \
                                  You should first call join() or terminate().";
 
-/// The write ends of the parent-alive pipes (kernels without pidfd) this process holds, one per
-/// child not yet closed: a fork child inherits them all, and would keep its siblings' parent
-/// sentinels from ever reading end-of-file, so it lets go of them
-/// ([`release_inherited_alive_pipes`]). Only touched with the GIL held.
-static ALIVE_WRITE_ENDS: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
-
-/// A parent-alive pipe's write end, listed in `ALIVE_WRITE_ENDS` while open.
-pub struct AliveWriteEnd(OwnedFd);
-
-impl AliveWriteEnd {
-    fn new(fd: OwnedFd) -> Self {
-        ALIVE_WRITE_ENDS.lock().unwrap().push(fd.as_raw_fd());
-        AliveWriteEnd(fd)
-    }
-}
-
-impl Drop for AliveWriteEnd {
-    fn drop(&mut self) {
-        let fd = self.0.as_raw_fd();
-        ALIVE_WRITE_ENDS
-            .lock()
-            .unwrap()
-            .retain(|&listed| listed != fd);
-    }
-}
-
-/// In a new fork child: closes the parent-alive pipes it inherited from its parent (devnull
-/// takes their numbers, which the inherited `Popen` objects still own and will close).
-pub fn release_inherited_alive_pipes() {
-    let fds = std::mem::take(&mut *ALIVE_WRITE_ENDS.lock().unwrap());
-    if fds.is_empty() {
-        return;
-    }
-    let Ok(devnull) = nix::fcntl::open(
-        "/dev/null",
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    ) else {
-        return;
-    };
-    for fd in fds {
-        // SAFETY: dup3 only replaces descriptor `fd` (one of the listed write ends, open in this
-        // child) by a copy of devnull; nothing else about either descriptor changes.
-        unsafe { libc::dup3(devnull.as_raw_fd(), fd, libc::O_CLOEXEC) };
-    }
-}
-
-/// The descriptors that tie a parent and a new child together, made before the child
-/// starts: how the child learns that the parent has gone, and, without pidfd, how the parent
-/// learns that the child has.
-pub struct ChildLink {
-    /// The child's parent sentinel: a pidfd of this process, or the read end of a pipe whose
-    /// write end (`parent_alive_w`) this process keeps until the child is closed.
-    parent_sentinel: OwnedFd,
-    parent_alive_w: Option<AliveWriteEnd>,
-    /// Without pidfd: CPython's pipe, read by the parent, written end held by the child until
-    /// it exits.
-    exit_pipe: Option<(OwnedFd, OwnedFd)>,
-}
-
-impl ChildLink {
-    pub fn new() -> nix::Result<Self> {
-        if pidfd::supported() {
-            return Ok(ChildLink {
-                parent_sentinel: pidfd::open(Pid::this())?,
-                parent_alive_w: None,
-                exit_pipe: None,
-            });
-        }
-        let (child_r, parent_w) = pipe2(OFlag::O_CLOEXEC)?;
-        Ok(ChildLink {
-            parent_sentinel: child_r,
-            parent_alive_w: Some(AliveWriteEnd::new(parent_w)),
-            exit_pipe: Some(pipe2(OFlag::O_CLOEXEC)?),
-        })
-    }
-
-    /// The descriptors the child holds: its parent sentinel, then the exit pipe's write end
-    /// when there is one.
-    pub fn child_fds(&self) -> Vec<BorrowedFd<'_>> {
-        let mut fds = vec![self.parent_sentinel.as_fd()];
-        fds.extend(self.exit_pipe.as_ref().map(|(_, w)| w.as_fd()));
-        fds
-    }
-
-    /// In a fork child: the child's ends stay open for its whole life, the parent's are
-    /// closed; returns the parent sentinel's number.
-    pub fn into_child(self) -> RawFd {
-        drop(self.parent_alive_w);
-        if let Some((r, w)) = self.exit_pipe {
-            drop(r);
-            let _ = w.into_raw_fd();
-        }
-        self.parent_sentinel.into_raw_fd()
-    }
-
-    /// In the parent once the child holds its ends: closes them here, and returns what the
-    /// parent keeps without pidfd (the exit pipe's read end, the parent-alive pipe's write end).
-    fn into_parent_ends(self) -> (Option<OwnedFd>, Option<AliveWriteEnd>) {
-        (self.exit_pipe.map(|(r, _w)| r), self.parent_alive_w)
-    }
-
-    /// In the parent, for a child the fork server made as its own: `pidfd` is the server's
+impl Popen {
+    /// In the parent, for a child the fork server made as its own (the child's ends of
+    /// `link` are closed here): `pidfd` is the server's
     /// pidfd on it, opened before the server could reap it, so it cannot name a stranger.
-    pub fn into_served_popen(
-        self,
+    pub fn served_from_link(
+        link: ChildLink,
         pid: Pid,
         pidfd: Option<OwnedFd>,
         status: OwnedFd,
     ) -> nix::Result<Popen> {
-        let (exit_r, parent_alive_w) = self.into_parent_ends();
+        let (exit_r, parent_alive_w) = link.into_parent_ends();
         match (exit_r, pidfd) {
             (Some(r), _) => Ok(Popen::served(pid, r, false, parent_alive_w, status)),
             (None, Some(fd)) => Ok(Popen::served(pid, fd, true, parent_alive_w, status)),
@@ -597,8 +541,13 @@ impl ChildLink {
 
     /// In the parent once the child `pid` exists: the handle on it. The child's ends are
     /// closed here.
-    pub fn into_popen(self, py: Python<'_>, pid: Pid, method: StartMethod) -> PyResult<Popen> {
-        let (exit_r, parent_alive_w) = self.into_parent_ends();
+    pub fn from_link(
+        link: ChildLink,
+        py: Python<'_>,
+        pid: Pid,
+        method: StartMethod,
+    ) -> PyResult<Popen> {
+        let (exit_r, parent_alive_w) = link.into_parent_ends();
         if let Some(r) = exit_r {
             return Ok(Popen::new(pid, method, r, false, parent_alive_w));
         }

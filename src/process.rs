@@ -1,12 +1,12 @@
 //! `Process`: CPython's `BaseProcess` state machine (process.py) with the same attribute
-//! names, checks and messages; plus the per-process registry behind `current_process()`,
-//! `parent_process()` and `active_children()`.
+//! names, checks and messages, and `active_children()`. Which process is current, its parent
+//! and its children are kept in `registry.rs`.
 //!
 //! CPython's checks are `assert`s that vanish under `python -O`; procstart raises the same
 //! `AssertionError`s under `-O` too, because without them the misuse surfaces later as an
 //! unrelated error (or a child that should never have started).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use nix::sys::signal::Signal;
@@ -15,16 +15,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyMapping, PyString, PyTuple};
 use pyo3::{intern, PyTypeInfo};
 
-use crate::imports::py_process;
-use crate::popen::{wait_fd_readable, Popen, STILL_RUNNING};
-use crate::{context, launch};
-
-/// The numbering behind default names `Process-N:M`; restarts at 1 in every child.
-static COUNTER: AtomicU64 = AtomicU64::new(1);
-static CURRENT: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
-static PARENT: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
-/// Started and not yet known to be finished: CPython's `process._children`.
-static CHILDREN: Mutex<Vec<Py<Process>>> = Mutex::new(Vec::new());
+use crate::hooks::hooks;
+use crate::popen::{Popen, STILL_RUNNING};
+use crate::{context, launch, registry};
 
 /// An argument that may be left out, told apart from one given as `None`: CPython's `Process`
 /// defaults `args` to `()` (so `args=None` is a `TypeError`) and, before 3.14.1, `kwargs` to `{}`.
@@ -50,23 +43,12 @@ pub struct Process {
     closed: AtomicBool,
 }
 
-pub fn current_process(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    if let Some(current) = CURRENT.lock().unwrap().as_ref() {
-        return Ok(current.bind(py).clone());
-    }
-    let main = py_process(py)?
-        .getattr(intern!(py, "_MainProcess"))?
-        .call0()?;
-    let mut slot = CURRENT.lock().unwrap();
-    Ok(slot.get_or_insert_with(|| main.unbind()).bind(py).clone())
-}
-
 fn same_object(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> bool {
     a.as_ptr() == b.as_ptr()
 }
 
 fn is_current(slf: &Bound<'_, PyAny>) -> PyResult<bool> {
-    Ok(same_object(slf, &current_process(slf.py())?))
+    Ok(same_object(slf, &registry::current_process(slf.py())?))
 }
 
 fn getpid() -> i32 {
@@ -79,100 +61,29 @@ fn created_here(slf: &Bound<'_, PyAny>) -> PyResult<bool> {
     Ok(!parent_pid.is_none() && parent_pid.extract::<i32>()? == getpid())
 }
 
-fn discard_child(slf: &Bound<'_, Process>) {
-    CHILDREN
-        .lock()
-        .unwrap()
-        .retain(|child| child.as_ptr() != slf.as_ptr());
-}
-
-/// The registry's current content, copied so that no lock is held while it is used.
-fn children(py: Python<'_>) -> Vec<Py<Process>> {
-    CHILDREN
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|c| c.clone_ref(py))
-        .collect()
-}
-
 /// Drops finished children from the registry: CPython's `process._cleanup()`.
 fn cleanup(py: Python<'_>) -> PyResult<()> {
-    for child in children(py) {
-        let child = child.bind(py);
-        let popen = child.get().popen(py);
-        if let Some(popen) = popen {
+    for child in registry::children(py) {
+        let child = child.bind(py).cast::<Process>()?;
+        if let Some(popen) = child.get().popen(py) {
             if popen.get().poll(py, false)?.is_some() {
-                discard_child(child);
+                registry::discard_child(child);
             }
         }
     }
     Ok(())
 }
 
-pub fn active_children(py: Python<'_>) -> PyResult<Vec<Py<Process>>> {
-    cleanup(py)?;
-    Ok(children(py))
-}
-
-/// A child's parent as the parent described it before `fork()`; the `_ParentProcess` object
-/// is built only if the child asks for it.
-pub struct ParentInfo {
-    pub name: Py<PyAny>,
-    pub pid: i32,
-    pub sentinel: i32,
-}
-
-static PARENT_INFO: Mutex<Option<ParentInfo>> = Mutex::new(None);
-
-/// In a new child: the child's own `Process` object becomes the current process and it
-/// starts with no children of its own.
-pub fn enter_child(current: Py<PyAny>, parent: ParentInfo) {
-    COUNTER.store(1, Ordering::SeqCst);
-    let inherited = std::mem::take(&mut *CHILDREN.lock().unwrap());
-    let old_current = CURRENT.lock().unwrap().replace(current);
-    let old_parent = PARENT.lock().unwrap().take();
-    *PARENT_INFO.lock().unwrap() = Some(parent);
-    // The parent's objects are never used here, and releasing them would only write to
-    // (and so copy) the pages they live on; a fork child exits without freeing anything.
-    std::mem::forget((inherited, old_current, old_parent));
-}
-
-pub fn parent_process(py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-    if let Some(parent) = PARENT.lock().unwrap().as_ref() {
-        return Ok(Some(parent.clone_ref(py)));
-    }
-    let Some((name, pid, sentinel)) = PARENT_INFO
-        .lock()
-        .unwrap()
-        .as_ref()
-        .map(|info| (info.name.clone_ref(py), info.pid, info.sentinel))
-    else {
-        return Ok(None);
-    };
-    let parent = py_process(py)?
-        .getattr(intern!(py, "_ParentProcess"))?
-        .call1((name, pid, sentinel))?
-        .unbind();
-    let mut slot = PARENT.lock().unwrap();
-    Ok(Some(slot.get_or_insert(parent).clone_ref(py)))
-}
-
-/// Makes `process` the current process: a spawned child's provisional main process while it
-/// prepares (`procstart.spawn.spawn_main`).
+/// `active_children()`: the children started here and still running.
 #[pyfunction]
-pub fn _set_current_process(process: Py<PyAny>) {
-    let old = CURRENT.lock().unwrap().replace(process);
-    drop(old);
-}
-
-pub fn has_children() -> bool {
-    !CHILDREN.lock().unwrap().is_empty()
+pub fn active_children(py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
+    cleanup(py)?;
+    Ok(registry::children(py))
 }
 
 /// Name of an exit code as CPython's repr shows it (`-SIGTERM`), else the number.
 fn exitcode_name(py: Python<'_>, code: i32) -> PyResult<String> {
-    let names = py_process(py)?.getattr(intern!(py, "_exitcode_to_name"))?;
+    let names = hooks(py)?.exitcode_to_name.bind(py);
     match names.get_item(code) {
         Ok(name) => name.str().map(|s| s.to_string()),
         Err(_) => Ok(code.to_string()),
@@ -237,8 +148,8 @@ impl Process {
                 "group argument must be None for now",
             ));
         }
-        let current = current_process(py)?;
-        let count = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let current = registry::current_process(py)?;
+        let count = registry::next_number();
         let parent_identity = current.getattr(intern!(py, "_identity"))?;
         let identity = parent_identity.add(PyTuple::new(py, [count])?)?;
         let obj = slf.as_any();
@@ -342,7 +253,7 @@ impl Process {
         ] {
             let _ = slf.as_any().delattr(attr);
         }
-        CHILDREN.lock().unwrap().push(slf.clone().unbind());
+        registry::add_child(slf.as_any());
         Ok(())
     }
 
@@ -377,13 +288,11 @@ impl Process {
         let Some(usage) = popen.get().ending().and_then(|e| e.usage) else {
             return Ok(None);
         };
-        let usage = py_process(py)?
-            .getattr(intern!(py, "ResourceUsage"))?
-            .call1((
-                usage.max_rss_kib * 1024,
-                usage.user_us as f64 / 1e6,
-                usage.system_us as f64 / 1e6,
-            ))?;
+        let usage = hooks(py)?.resource_usage.bind(py).call1((
+            usage.max_rss_kib * 1024,
+            usage.user_us as f64 / 1e6,
+            usage.system_us as f64 / 1e6,
+        ))?;
         Ok(Some(usage.unbind()))
     }
 
@@ -407,11 +316,10 @@ impl Process {
             .get()
             .signalled()
             .map(|(signal, by)| (signal as i32, by));
-        py_process(py)?
-            .call_method1(
-                intern!(py, "exit_reason"),
-                (ending.code, ending.lost, signalled, Self::rusage(this, py)?),
-            )?
+        hooks(py)?
+            .exit_reason
+            .bind(py)
+            .call1((ending.code, ending.lost, signalled, Self::rusage(this, py)?))?
             .extract()
             .map(Some)
     }
@@ -428,7 +336,7 @@ impl Process {
             return Err(PyAssertionError::new_err("can only join a started process"));
         };
         if popen.get().wait(py, timeout)?.is_some() {
-            discard_child(slf);
+            registry::discard_child(slf);
         }
         Ok(())
     }
@@ -449,7 +357,7 @@ impl Process {
         if popen.get().poll(py, false)?.is_none() {
             return Ok(true);
         }
-        discard_child(slf);
+        registry::discard_child(slf);
         Ok(false)
     }
 
@@ -462,7 +370,7 @@ impl Process {
             }
             popen.get().close()?;
             this.popen.lock().unwrap().take();
-            discard_child(slf);
+            registry::discard_child(slf);
         }
         this.closed.store(true, Ordering::SeqCst);
         Ok(())
@@ -503,8 +411,9 @@ impl Process {
     #[setter]
     fn set_authkey(slf: &Bound<'_, Self>, authkey: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        let key = py_process(py)?
-            .getattr(intern!(py, "AuthenticationString"))?
+        let key = hooks(py)?
+            .authentication_string
+            .bind(py)
             .call1((authkey,))?;
         Self::config(slf)?.set_item(intern!(py, "authkey"), key)
     }
@@ -612,9 +521,7 @@ impl Process {
                 let bytes = crate::imports::builtins(py)?
                     .getattr(intern!(py, "bytes"))?
                     .call1((key,))?;
-                let key = py_process(py)?
-                    .getattr(intern!(py, "AuthenticationString"))?
-                    .call1((bytes,))?;
+                let key = hooks(py)?.authentication_string.bind(py).call1((bytes,))?;
                 config.set_item(intern!(py, "authkey"), key)?;
             }
             state.set_item(intern!(py, "_config"), config)?;
@@ -638,7 +545,7 @@ impl Process {
                 "can only start a process object created by current process",
             ));
         }
-        let current_config = current_process(py)?.getattr(intern!(py, "_config"))?;
+        let current_config = registry::current_process(py)?.getattr(intern!(py, "_config"))?;
         let daemonic = current_config
             .call_method1(intern!(py, "get"), (intern!(py, "daemon"),))?
             .is_truthy()?;
@@ -737,15 +644,4 @@ fn checked_env<'py>(env: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
         checked.set_item(key, value)?;
     }
     Ok(checked)
-}
-
-/// `parent_process().is_alive()`/`join()` in a child: waits (GIL released) until the parent
-/// sentinel `fd` is readable or `timeout` seconds pass; `True` when readable.
-#[pyfunction]
-#[pyo3(signature = (fd, timeout=None))]
-pub fn wait_sentinel(py: Python<'_>, fd: i32, timeout: Option<f64>) -> PyResult<bool> {
-    if fd < 0 {
-        return Err(PyValueError::new_err(format!("invalid sentinel {fd}")));
-    }
-    wait_fd_readable(py, fd, timeout.unwrap_or(f64::INFINITY))
 }

@@ -893,3 +893,50 @@ def stdlib_class_failures(kind, objects):
 def exit_if_stdlib_class_checks_fail(kind):
     """Exit code 1 if :func:`stdlib_class_failures` finds any in this child, else 0."""
     sys.exit(1 if stdlib_class_failures(kind, stdlib_class_objects(kind)) else 0)
+
+
+class SlowToLoad:
+    """Takes ``seconds`` to unpickle in the child: what comes after it in the payload loads late."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def __reduce__(self):
+        return (_sleep_then_make, (self.seconds,))
+
+
+def _sleep_then_make(seconds):
+    time.sleep(seconds)
+    return SlowToLoad(seconds)
+
+
+class ExitWhileLoading:
+    """Ends the child with exit code 3 while it unpickles its payload."""
+
+    def __reduce__(self):
+        return (os._exit, (3,))
+
+
+class Referent:
+    """An argument a test holds only a weak reference to."""
+
+
+def use_queue(slow, queue):
+    queue.put('x')
+    assert queue.get(timeout=5) == 'x'
+
+
+def report_loaded_then_wait(conn, referent):
+    conn.send('loaded')
+    conn.recv()
+
+
+def logical_tree(conn, methods):
+    """One node of a tree one child wide: sends (pid, ``parent_process()``'s pid, process group), then starts a child
+    with the start method ``methods[0]`` running this with the rest, and sleeps until killed."""
+    mp = target_mp()
+    parent = mp.parent_process()
+    conn.send((os.getpid(), parent.pid if parent else None, os.getpgid(0)))
+    if methods:
+        mp.get_context(methods[0]).Process(target=logical_tree, args=(conn, methods[1:])).start()
+    time.sleep(60)

@@ -116,3 +116,37 @@ def test_new_process_group_with_a_fork_hook_that_moves_the_child(run_py):
         print(json.dumps([p.exitcode, os.getpgid(0) != p.pid]))
     """)
     assert last_json(out) == [5, True]
+
+
+# Trees several levels deep with mixed start methods: the fork server is the kernel parent of every forkserver
+# process, yet each belongs under the process that asked for it.
+MIXED_TREES = [
+    ('forkserver', 'forkserver', 'forkserver'),
+    ('fork', 'forkserver', 'forkserver'),
+    ('spawn', 'forkserver'),
+    ('forkserver', 'fork'),
+    ('forkserver', 'spawn', 'forkserver'),
+]
+
+
+@pytest.mark.parametrize('methods', MIXED_TREES, ids='-'.join)
+@pytest.mark.parametrize('how', ['kill', 'terminate'])
+def test_mixed_tree_signalled_whole(mp, pipe, methods, how):
+    p, r = start_reporting(mp.get_context(methods[0]), pipe, _targets.logical_tree, methods[1:])
+    nodes = [recv(r) for _ in methods]
+    pids = [pid for pid, _, _ in nodes]
+    # parent_process() of every node is the node above it, whoever forked it.
+    assert [parent for _, parent, _ in nodes] == [os.getpid(), *pids[:-1]]
+    getattr(p, how)(tree=True)
+    finish(p)
+    assert [pid for pid in pids if not wait_gone(pid, CHILD_TIMEOUT)] == []
+
+
+@pytest.mark.parametrize('inner', ['fork', 'spawn', 'forkserver'])
+def test_grandchildren_start_in_the_childs_group(ctx, make_pipe, inner):
+    p, r = start_reporting(ctx, make_pipe, _targets.logical_tree, (inner,), new_process_group=True)
+    (child, _, child_group), (grandchild, _, grandchild_group) = recv(r), recv(r)
+    p.kill(tree=True)
+    finish(p)
+    assert child_group == child == grandchild_group
+    assert wait_gone(grandchild, CHILD_TIMEOUT)

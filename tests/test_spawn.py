@@ -702,11 +702,13 @@ def test_by_reference_arguments(spawn, tmp_path):
 
 @skip_on_stdlib('procstart sends plain payloads marshalled, without pickle')
 def test_payload_encoding_choice(mp, spawn):
-    from procstart import spawn as spawn_module
+    from procstart import popen_spawn
 
     def encoding(*args):
         p = spawn.Process(target=_targets.describe_args_to_file, args=args)
-        data, fds = spawn_module.payload(p)
+        data, fds, refs = popen_spawn.payload(p)
+        # Only a pickled payload can reference what must outlive start() (plain values hold no resource).
+        assert (refs is None) == (data[:1] == b'M')
         return data[:1], fds
 
     from multiprocessing import resource_tracker

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 
+from . import _hooks  # noqa: F401 (registers the extension's hooks before anything can start a process)
 from . import process as _process
 from ._procstart import __version__ as __version__
 
@@ -21,7 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # for type checkers; at run time ResourceUsage is made on first use (__getattr__)
     from .process import ResourceUsage as ResourceUsage
 del TYPE_CHECKING
-from .context import _default_context
+from .context import _default_context, _module_api
 
 __all__ = [
     'Array',
@@ -69,9 +70,7 @@ _EXTENSIONS = ('install', 'uninstall')
 
 # As `multiprocessing/__init__.py`: the module-level API is the default context's bound methods.
 globals().update(
-    (name, getattr(_default_context, name))
-    for name in __all__
-    if name != 'Process' and name not in _EXCEPTIONS + _EXTENSIONS
+    (name, _module_api(name)) for name in __all__ if name != 'Process' and name not in _EXCEPTIONS + _EXTENSIONS
 )
 
 

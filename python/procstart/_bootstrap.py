@@ -1,4 +1,4 @@
-"""The Python part of every procstart child's bootstrap (the rest is `src/bootstrap.rs`)."""
+"""The Python part of every procstart child's bootstrap (the rest is `src/child/bootstrap.rs`)."""
 
 from __future__ import annotations
 

@@ -24,9 +24,7 @@ import multiprocessing
 from multiprocessing import context as stdlib_context
 from multiprocessing import process as stdlib_process
 
-import procstart
-
-from . import _procstart, context
+from . import _procstart, context, process
 
 # (object, attribute, original) for each replacement, in order; None while not installed.
 _replaced = None
@@ -42,7 +40,7 @@ def install():
         return
     chosen = stdlib_context._default_context._actual_context
     _replaced = []
-    api = {name: getattr(procstart, name) for name in multiprocessing.__all__}
+    api = {name: context._module_api(name) for name in multiprocessing.__all__}
     api['active_children'] = active_children
     for name, value in api.items():
         _replace(multiprocessing, name, value)
@@ -95,7 +93,7 @@ class _InstalledDefaultContext(stdlib_context.DefaultContext):
     `_default_context` and `_actual_context` attributes, which its methods read and write) is
     procstart's default context's."""
 
-    Process = procstart.Process
+    Process = process.Process
 
     @property
     def _default_context(self):

@@ -14,7 +14,7 @@ import sys
 from . import _procstart
 from ._on_import import on_import
 from ._procstart import BaseContext
-from .process import Process
+from .process import Process, _adopt_base
 
 __all__ = [
     'DefaultContext',
@@ -41,7 +41,12 @@ class _StdlibError:
 
 
 class _Factories:
-    """The object factories of CPython's `BaseContext`, bound to this context."""
+    """The Python half of CPython's `BaseContext`: the object factories bound to this context, and the
+    process queries (which `Process` class a context names is all that differs between contexts)."""
+
+    current_process = staticmethod(_procstart.current_process)
+    parent_process = staticmethod(_procstart.parent_process)
+    active_children = staticmethod(_procstart.active_children)
 
     ProcessError = _StdlibError()
     BufferTooShort = _StdlibError()
@@ -224,45 +229,17 @@ def _platform_default():
 # Before 3.14 the default is fixed (fork); from 3.14 on it is determined when first needed, so
 # that importing procstart stays cheap and does not probe the temporary directory.
 _default_context = DefaultContext(_concrete_contexts['fork'] if sys.version_info < (3, 14) else None)
-_procstart._register_contexts(_concrete_contexts, _default_context)
+
+# multiprocessing's module-level API is its default context's bound methods (multiprocessing/__init__.py). Each is
+# bound once, here: `procstart` exports it, and install() gives stdlib's module the very same object.
+_module_api_objects = {}
 
 
-class _Absent:
-    """What `_adopt_base` puts over a name only a stdlib base class has: it reads as missing, as it
-    did before the base was added (a non-data descriptor: an instance's own attribute still wins)."""
-
-    def __init__(self, name):
-        self._name = name
-
-    def __get__(self, obj, objtype=None):
-        if obj is None:
-            raise AttributeError(f'type object {objtype.__name__!r} has no attribute {self._name!r}')
-        raise AttributeError(f'{type(obj).__name__!r} object has no attribute {self._name!r}')
-
-
-def _keep_own_names(cls):
-    """Make a procstart class with stdlib base classes resolve every name as it would without them:
-    a name that now comes from a stdlib class is pinned to what procstart's classes (or `object`)
-    give, as DefaultContext's `__init__`, or made to read as missing when only stdlib has it
-    (BaseProcess's `_Popen`, `_bootstrap` …). The stdlib bases are for isinstance/issubclass only."""
-    mro = cls.__mro__
-    own = [k for k in mro if not k.__module__.startswith('multiprocessing')]
-    for name in dir(cls):
-        if name in ('__dict__', '__weakref__'):
-            continue
-        owner = next(k for k in mro if name in vars(k))
-        if owner in own:
-            continue
-        previous = next((vars(k)[name] for k in own if name in vars(k)), _Absent)
-        setattr(cls, name, _Absent(name) if previous is _Absent else previous)
-
-
-def _adopt_base(cls, stdlib_cls):
-    """Append `stdlib_cls` to the bases of procstart's `cls`, names unchanged (`_keep_own_names`)."""
-    if stdlib_cls is None or issubclass(cls, stdlib_cls):
-        return
-    cls.__bases__ += (stdlib_cls,)
-    _keep_own_names(cls)
+def _module_api(name):
+    """`getattr(_default_context, name)`, the same object at every call."""
+    if name not in _module_api_objects:
+        _module_api_objects[name] = getattr(_default_context, name)
+    return _module_api_objects[name]
 
 
 def _adopt_stdlib_bases(stdlib_context):

@@ -26,6 +26,7 @@ import os
 import sys
 
 from . import _procstart, process, spawn
+from .context import _default_context
 
 LISTENER_FD = 4
 ALIVE_FD = 5
@@ -78,8 +79,6 @@ class ForkServer:
 
     def set_forkserver_preload(self, modules_names, **kwargs):
         """`on_error=` (keyword-only) from Python 3.15 on, as CPython's."""
-        from . import _default_context
-
         _default_context.set_forkserver_preload(modules_names, **kwargs)
 
     def ensure_running(self):
@@ -107,11 +106,6 @@ _forkserver = ForkServer()
 ensure_running = _forkserver.ensure_running
 
 
-def payload(process_obj, parent_death=None):
-    """What a forked child reads: the same as a spawned child's."""
-    return spawn.payload(process_obj, 'forkserver', parent_death)
-
-
 # -- the server ----------------------------------------------------------------------------------
 
 
@@ -121,6 +115,7 @@ def server_main():
     import signal
 
     data = spawn.read_payload(spawn.PAYLOAD_FD)
+    os.close(spawn.PAYLOAD_FD)
     key = data[:_KEY_LEN]
     length = int.from_bytes(data[_KEY_LEN : _KEY_LEN + _LENGTH_BYTES], 'little')
     address = data[_KEY_LEN + _LENGTH_BYTES : _KEY_LEN + _LENGTH_BYTES + length]

@@ -1,14 +1,17 @@
 """The Python half of procstart's process model: the main and parent process objects,
-authentication keys, exit-code names, and what a process does at exit.
+authentication keys and the spawning state under which they may be pickled, exit-code names, and
+what a process does at exit.
 
 `Process` is the Rust extension's class (`_procstart.Process`) under a Python subclass, so that
 stdlib's classes can become its bases when stdlib `multiprocessing` is imported (`context.py`: an
-extension class cannot take new bases). The main and parent process classes subclass it, as
-CPython's `_MainProcess` and `_ParentProcess` subclass `BaseProcess` (multiprocessing/process.py).
+extension class cannot take new bases; `_adopt_base` adds them for isinstance only, here because
+the locks of `synchronize.py` take stdlib bases too). The main and parent process classes subclass
+it, as CPython's `_MainProcess` and `_ParentProcess` subclass `BaseProcess` (multiprocessing/process.py).
 """
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
 
@@ -17,14 +20,34 @@ from ._procstart import active_children, wait_sentinel
 
 __all__ = ['AuthenticationString', 'Process', 'ResourceUsage']
 
+# CPython keeps the spawning state in context.py, beside the contexts, and its process.py imports context for
+# AuthenticationString; procstart's context.py imports this module (for Process), so the state lives here.
+_spawning = _thread._local()
+
+
+def get_spawning_popen():
+    """What stands for the child whose payload this thread is pickling, or None."""
+    return getattr(_spawning, 'popen', None)
+
+
+def set_spawning_popen(popen):
+    _spawning.popen = popen
+
+
+def is_spawning():
+    """True while a child's payload is being pickled, by procstart or by stdlib (authkeys and locks may then be
+    pickled)."""
+    if get_spawning_popen() is not None:
+        return True
+    mp_context = sys.modules.get('multiprocessing.context')
+    return mp_context is not None and mp_context.get_spawning_popen() is not None
+
 
 class AuthenticationString(bytes):
     """An authkey: refuses to be pickled except while a child is being prepared."""
 
     def __reduce__(self):
-        from . import spawn
-
-        if not spawn.is_spawning():
+        if not is_spawning():
             raise TypeError('Pickling an AuthenticationString object is disallowed for security reasons')
         return AuthenticationString, (bytes(self),)
 
@@ -33,6 +56,44 @@ class Process(_procstart.Process):
     """`multiprocessing.Process` (CPython's `context.Process`): the extension's `Process`, under a
     Python class. Once stdlib `multiprocessing` is imported, `multiprocessing.context.Process` is its
     last base (`context._adopt_stdlib_bases`)."""
+
+
+class _Absent:
+    """What `_adopt_base` puts over a name only a stdlib base class has: it reads as missing, as it
+    did before the base was added (a non-data descriptor: an instance's own attribute still wins)."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            raise AttributeError(f'type object {objtype.__name__!r} has no attribute {self._name!r}')
+        raise AttributeError(f'{type(obj).__name__!r} object has no attribute {self._name!r}')
+
+
+def _keep_own_names(cls):
+    """Make a procstart class with stdlib base classes resolve every name as it would without them:
+    a name that now comes from a stdlib class is pinned to what procstart's classes (or `object`)
+    give, as DefaultContext's `__init__`, or made to read as missing when only stdlib has it
+    (BaseProcess's `_Popen`, `_bootstrap` …). The stdlib bases are for isinstance/issubclass only."""
+    mro = cls.__mro__
+    own = [k for k in mro if not k.__module__.startswith('multiprocessing')]
+    for name in dir(cls):
+        if name in ('__dict__', '__weakref__'):
+            continue
+        owner = next(k for k in mro if name in vars(k))
+        if owner in own:
+            continue
+        previous = next((vars(k)[name] for k in own if name in vars(k)), _Absent)
+        setattr(cls, name, _Absent(name) if previous is _Absent else previous)
+
+
+def _adopt_base(cls, stdlib_cls):
+    """Append `stdlib_cls` to the bases of procstart's `cls`, names unchanged (`_keep_own_names`)."""
+    if stdlib_cls is None or issubclass(cls, stdlib_cls):
+        return
+    cls.__bases__ += (stdlib_cls,)
+    _keep_own_names(cls)
 
 
 class _MainProcess(Process):

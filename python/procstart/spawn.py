@@ -1,17 +1,20 @@
-"""The spawn start method, Python side: the payload a spawned child receives, and the child's
-entry point. The launcher (`src/spawn.rs`) starts the interpreter and writes the payload.
+"""The spawn start method, Python side, as CPython's spawn.py: the preparation data that makes a child look like its
+parent, the command line, and the child's side: its entry point, reading the payload, `prepare` and the main module.
+The launcher (`src/launch/spawn.rs`) starts the interpreter and writes the payload, which the parent builds in
+`popen_spawn.py`, with `reduction.py`'s pickling policy. A fork-server child enters at `run_child` too.
 
-Wire layout, shared with `src/spawn.rs`: the child starts as
+Wire layout, shared with `src/launch/payload.rs`: the child starts as
 
     <executable> <interpreter flags> -c '<CHILD_CODE>'
 
-with descriptor 3 the read end of the payload pipe, 4 the parent sentinel (a pidfd of the
+with descriptor 3 the child's end of the payload socket, 4 the parent sentinel (a pidfd of the
 parent, or the read end of a pipe the parent holds), 5 and up the descriptors of stdlib objects
-in the payload (`duplicate_for_child`), and nothing else besides 0, 1, 2. The parent closes
-its end after writing the payload, which is one of:
+in the payload (`popen_spawn`'s `duplicate_for_child`), and nothing else besides 0, 1, 2. The parent shuts its
+end down for writing after writing the payload, and the child closes its end once the payload is loaded. The
+payload is one of:
 
 - `M` + a marshal-encoded pair (preparation data, process) of plain values and by-name
-  references (see `_encode`), when everything in it is that simple: a module-level target and
+  references (see `reduction._encode`), when everything in it is that simple: a module-level target and
   plain arguments, the common case. The child then needs no `_pickle`, whose import (it pulls
   in functools and collections) is a fifth of a spawn child's start-up.
 - `P` + an 8-byte little-endian length, the pickled preparation data (CPython's keys), then the
@@ -25,12 +28,12 @@ full interpreter shutdown.
 
 from __future__ import annotations
 
-import _thread
 import os
 import sys
 
-from . import _procstart, process
+from . import _procstart, process, reduction
 from ._on_import import on_import
+from .context import _default_context
 
 PAYLOAD_FD = 3
 PARENT_SENTINEL_FD = 4
@@ -56,46 +59,7 @@ _MARSHALLED, _PICKLED = b'M', b'P'
 old_main_modules = []
 
 
-def is_spawning():
-    """True while a child's payload is being pickled (authkeys and locks may then be pickled)."""
-    if getattr(_spawning, 'popen', None) is not None:
-        return True
-    mp_context = sys.modules.get('multiprocessing.context')
-    return mp_context is not None and mp_context.get_spawning_popen() is not None
-
-
-_spawning = _thread._local()
-
-
 # -- parent side ---------------------------------------------------------------------------------
-
-
-class _DupFd:
-    """What `reduction.DupFd` pickles for a descriptor passed to the child."""
-
-    def __init__(self, fd):
-        self.fd = fd
-
-    def detach(self):
-        return inherited_fd(self.fd)
-
-
-class _SpawningPopen:
-    """Stands for the child while its payload is pickled: stdlib objects (Queue, Pipe,
-    Lock, Manager proxies) ask it, through `multiprocessing.context.get_spawning_popen()`,
-    to pass their descriptors to the child."""
-
-    DupFd = _DupFd
-
-    def __init__(self, method):
-        self.method = method
-        self.fds = []
-
-    def duplicate_for_child(self, fd):
-        if fd in self.fds:
-            return FIRST_INHERITED_FD + self.fds.index(fd)
-        self.fds.append(fd)
-        return FIRST_INHERITED_FD + len(self.fds) - 1
 
 
 _BOOTSTRAP_ERROR = """
@@ -130,8 +94,8 @@ _PREPARE_ALLOW_NONE = sys.version_info >= (3, 14, 3) or (3, 13, 12) <= sys.versi
 
 def get_preparation_data(name):
     """What a spawned child needs to look like its parent: CPython's `spawn.get_preparation_data`,
-    and `install` while `procstart.install()` is in effect (`payload` adds `stdlib_tracker_fd` when
-    there is one to share)."""
+    and `install` while `procstart.install()` is in effect (`popen_spawn.payload` adds the trackers
+    and the fork server it shares)."""
     _check_not_importing_main()
     current = _procstart.current_process()
     d = {'authkey': process.AuthenticationString(bytes(current.authkey))}
@@ -143,8 +107,6 @@ def get_preparation_data(name):
     sys_path = sys.path.copy()
     if '' in sys_path:
         sys_path[sys_path.index('')] = process.ORIGINAL_DIR
-    from . import _default_context
-
     d.update(
         name=name,
         sys_path=sys_path,
@@ -170,289 +132,6 @@ def get_preparation_data(name):
     return d
 
 
-def _main_is_importable():
-    main_module = sys.modules['__main__']
-    spec = getattr(main_module, '__spec__', None)
-    return getattr(spec, 'name', None) is not None or getattr(main_module, '__file__', None) is not None
-
-
-def _pickler_class():
-    """stdlib's ForkingPickler when stdlib is loaded (its Connection and socket reducers live in
-    its dispatch table), else the C pickler."""
-    reduction = sys.modules.get('multiprocessing.reduction')
-    if reduction is not None:
-        return reduction.ForkingPickler
-    import pickle
-
-    return pickle.Pickler
-
-
-def _refusing_main_pickler(base):
-    """A pickler that refuses functions and classes of a `__main__` the child cannot import,
-    with a message saying so, instead of a child dying on "Can't get attribute"."""
-    import pickle
-    import types
-
-    class Pickler(base):
-        def reducer_override(self, obj):
-            if isinstance(obj, (types.FunctionType, type)) and getattr(obj, '__module__', None) == '__main__':
-                raise pickle.PicklingError(
-                    f"Can't pickle {obj!r} for the spawn start method: it is defined in __main__, which a "
-                    'spawned child cannot import (the parent runs a REPL, python -c or a notebook). Define it '
-                    'in a module, or use the fork start method.'
-                )
-            return NotImplemented
-
-    return Pickler
-
-
-def _dumps(pickler_class, obj):
-    import io
-
-    buf = io.BytesIO()
-    pickler_class(buf).dump(obj)
-    # getvalue(), not getbuffer(): an export of the buffer caught in a traceback cycle (a failed
-    # pickle) is collected after its BytesIO, which crashes 3.12.0-3.12.1 (gh-111049) and prints
-    # an ignored BufferError on 3.13 and 3.14 (gh-111331). getvalue() hands over the buffer
-    # itself when it is full, without a copy.
-    return buf.getvalue()
-
-
-def _culprit(pickler_class, obj, path, depth=0):
-    """The innermost part of `obj` that fails to pickle, as a path such as `args[1]`."""
-    if depth > 4:
-        return path
-    if isinstance(obj, (tuple, list)):
-        parts = ((f'{path}[{i}]', item) for i, item in enumerate(obj))
-    elif isinstance(obj, dict):
-        parts = ((f'{path}[{key!r}]', value) for key, value in obj.items())
-    elif hasattr(obj, '__dict__') and not isinstance(obj, type) and not callable(obj):
-        parts = ((f'{path}.{name}', value) for name, value in vars(obj).items())
-    else:
-        return path
-    for part_path, part in parts:
-        try:
-            _dumps(pickler_class, part)
-        except Exception:
-            return _culprit(pickler_class, part, part_path, depth + 1)
-    return path
-
-
-def _explanation(pickler_class, process_obj, method):
-    """Where in `process_obj` the part that cannot be pickled sits, as a note for the error."""
-    state = dict(vars(process_obj))
-    where = None
-    for name in ('_target', '_args', '_kwargs'):
-        if name in state:
-            try:
-                _dumps(pickler_class, state[name])
-            except Exception:
-                label = {'_target': 'target', '_args': 'args', '_kwargs': 'kwargs'}[name]
-                where = _culprit(pickler_class, state[name], label)
-                break
-    if where is None:
-        where = _culprit(pickler_class, {k: v for k, v in state.items() if k != '_config'}, 'process')
-    return f'procstart: {where} of {process_obj!r} cannot be pickled for the {method} start method'
-
-
-def _explain(pickler_class, process_obj, error, method):
-    """Add to `error`, pickle's own (type, message and notes as CPython's), a note naming the part of
-    `process_obj` that cannot be pickled. Python 3.10 has no notes: the error stays as it is."""
-    if not hasattr(error, 'add_note'):
-        return
-    try:
-        note = _explanation(pickler_class, process_obj, method)
-    except Exception:
-        return
-    error.add_note(note)
-
-
-class _NotPlain(Exception):
-    """Raised by `_encode` for what only pickle can carry."""
-
-
-_PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes)
-
-
-def _by_name(obj):
-    """(module, qualname) of a function or class that pickle would save by reference, when the
-    child can find it again by that name."""
-    module, qualname = getattr(obj, '__module__', None), getattr(obj, '__qualname__', None)
-    if not isinstance(module, str) or not isinstance(qualname, str) or '<' in qualname:
-        raise _NotPlain
-    if module == '__main__' and not _main_is_importable():
-        raise _NotPlain
-    found = sys.modules.get(module)
-    for part in qualname.split('.'):
-        found = getattr(found, part, None)
-    if found is not obj:
-        raise _NotPlain
-    return ('r', module, qualname)
-
-
-def _encode(obj, seen):
-    """`obj` as a marshal-able tree: plain values as themselves, every other node a tuple
-    tagged by its first item. Containers met twice (shared or recursive) are left to pickle,
-    which keeps their identity."""
-    import types
-
-    kind = type(obj)
-    if kind in _PLAIN_TYPES:
-        return obj
-    if kind in (tuple, list, dict):
-        if id(obj) in seen:
-            raise _NotPlain
-        seen.add(id(obj))
-        if kind is dict:
-            return ('d', *(node for item in obj.items() for node in (_encode(item[0], seen), _encode(item[1], seen))))
-        return ('t' if kind is tuple else 'l', *(_encode(item, seen) for item in obj))
-    if kind is process.AuthenticationString:
-        return ('a', bytes(obj))
-    if kind in (types.FunctionType, types.BuiltinFunctionType) or isinstance(obj, type):
-        return _by_name(obj)
-    raise _NotPlain
-
-
-def _encode_process(process_obj):
-    import copyreg
-
-    cls = type(process_obj)
-    base = _procstart.Process
-    # getattr: before 3.11, object has no __getstate__, and neither has a stdlib Process class.
-    if (
-        cls.__reduce_ex__ is not object.__reduce_ex__
-        or cls.__reduce__ is not object.__reduce__
-        or getattr(cls, '__getstate__', None) is not base.__getstate__
-        or getattr(cls, '__setstate__', None) is not base.__setstate__
-        or cls in copyreg.dispatch_table
-    ):
-        raise _NotPlain
-    return ('o', _by_name(cls), _encode(process_obj.__getstate__(), set()))
-
-
-def _decode(node):
-    if type(node) is not tuple:
-        return node
-    tag = node[0]
-    if tag == 't':
-        return tuple(_decode(item) for item in node[1:])
-    if tag == 'l':
-        return [_decode(item) for item in node[1:]]
-    if tag == 'd':
-        items = iter(node[1:])
-        return {_decode(key): _decode(value) for key, value in zip(items, items, strict=True)}
-    if tag == 'r':
-        # As pickle's find_class.
-        __import__(node[1])
-        found = sys.modules[node[1]]
-        for part in node[2].split('.'):
-            found = getattr(found, part)
-        return found
-    if tag == 'a':
-        return process.AuthenticationString(node[1])
-    if tag == 'o':
-        cls = _decode(node[1])
-        obj = cls.__new__(cls)
-        obj.__setstate__(_decode(node[2]))
-        return obj
-    raise ValueError(f'unknown payload node {tag!r}')
-
-
-def _marshalled(prep, process_obj):
-    """The `M` payload, or None when it cannot carry these."""
-    import marshal
-
-    # marshal's format is the running interpreter's own.
-    if os.fsencode(_procstart.get_executable()) != os.fsencode(sys.executable or ''):
-        return None
-    try:
-        encoded = (_encode(prep, set()), _encode_process(process_obj))
-    except (_NotPlain, RecursionError):
-        return None
-    return _MARSHALLED + marshal.dumps(encoded)
-
-
-def _share_stdlib_tracker(prep, popen):
-    """Pass stdlib's resource tracker, when this process runs one, as CPython's spawn does:
-    the child's stdlib semaphores and shared memory then register with the same tracker."""
-    from . import resource_tracker as ours
-
-    tracker = getattr(sys.modules.get('multiprocessing.resource_tracker'), '_resource_tracker', None)
-    if tracker is None or tracker is ours._resource_tracker:
-        # Under install() stdlib's tracker is procstart's, which every child receives anyway.
-        return
-    fd = tracker._fd
-    if fd is not None:
-        prep['stdlib_tracker_fd'] = popen.duplicate_for_child(fd)
-
-
-def _share_tracker(prep, popen):
-    """Start procstart's resource tracker if this process has none (CPython's spawn does the
-    same) and pass it: the whole tree shares one."""
-    from . import resource_tracker
-
-    try:
-        resource_tracker.ensure_running()
-    except OSError as error:
-        # No tracker (no memfd execution, no /proc): the child still starts; only the cleanup
-        # after a crash is missing, and register() itself reports the error.
-        import warnings
-
-        warnings.warn(f"procstart's resource tracker could not start: {error}", RuntimeWarning, stacklevel=2)
-        return
-    prep['tracker'] = (popen.duplicate_for_child(_procstart._tracker_fd()), _procstart._tracker_pid())
-
-
-def _share_forkserver(prep, popen):
-    """Pass this process's fork server, so that the child's forkserver processes come from the
-    same server instead of one server per process (CPython gh-86354)."""
-    info = _procstart._forkserver_info()
-    if info is not None:
-        address, key, alive_fd, pid = info
-        prep['forkserver'] = (address, key, popen.duplicate_for_child(alive_fd), pid)
-
-
-def payload(process_obj, method='spawn', parent_death=None):
-    """The bytes a spawned or fork-server child reads, and the descriptors it must inherit for
-    them. `parent_death`: how the child is to die with this process, if it is (the launcher's
-    choice, see `src/launch.rs`)."""
-    prep = get_preparation_data(process_obj._name)
-    if parent_death is not None:
-        prep['die_with_parent'] = (parent_death, os.getpid())
-    env = getattr(process_obj, '_env', None)
-    if method == 'forkserver' and env:
-        # Set before the child imports anything of the parent's, as a spawned child has it
-        # from its start (`src/spawn.rs` puts it in the new program's environment).
-        prep['env'] = env
-    popen = _SpawningPopen(method)
-    _share_stdlib_tracker(prep, popen)
-    _share_tracker(prep, popen)
-    _share_forkserver(prep, popen)
-    data = _marshalled(prep, process_obj)
-    if data is not None:
-        return data, popen.fds
-    pickler_class = _pickler_class()
-    if not _main_is_importable():
-        pickler_class = _refusing_main_pickler(pickler_class)
-    mp_context = sys.modules.get('multiprocessing.context')
-    _spawning.popen = popen
-    if mp_context is not None:
-        mp_context.set_spawning_popen(popen)
-    try:
-        prep_bytes = _dumps(pickler_class, prep)
-        try:
-            process_bytes = _dumps(pickler_class, process_obj)
-        except Exception as error:
-            _explain(pickler_class, process_obj, error, method)
-            raise
-    finally:
-        _spawning.popen = None
-        if mp_context is not None:
-            mp_context.set_spawning_popen(None)
-    data = b''.join((_PICKLED, len(prep_bytes).to_bytes(_LENGTH_BYTES, 'little'), prep_bytes, process_bytes))
-    return data, popen.fds
-
-
 def command_line(code=CHILD_CODE):
     """argv of a spawned child: the executable, the running interpreter's flags, the entry."""
     import subprocess
@@ -476,7 +155,6 @@ def read_payload(fd):
         if not chunk:
             break
         chunks.append(chunk)
-    os.close(fd)
     return b''.join(chunks)
 
 
@@ -508,7 +186,7 @@ def run_child(payload_fd, parent_sentinel, forked=False):
         import marshal
 
         prep_node, process_data = marshal.loads(data[1:])
-        prep, load = _decode(prep_node), _decode
+        prep, load = reduction._decode(prep_node), reduction._decode
     else:
         import _pickle
 
@@ -536,6 +214,8 @@ def run_child(payload_fd, parent_sentinel, forked=False):
         if hook is not None:
             hook.cancel()
     del main._inheriting, process_data
+    # Tells the parent that the payload is loaded: it lets go of the objects it kept alive for it.
+    os.close(payload_fd)
     _procstart._run_child(process_obj, parent_sentinel, forked)
 
 
@@ -579,8 +259,6 @@ def prepare(data):
         address, key, alive_fd, pid = data['forkserver']
         _procstart._forkserver_adopt(address, key, inherited_fd(alive_fd), pid)
     if 'start_method' in data:
-        from . import _default_context
-
         _default_context.set_start_method(data['start_method'], force=True)
     if data.get('install'):
         from . import _install

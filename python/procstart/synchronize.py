@@ -14,8 +14,8 @@ from __future__ import annotations
 import multiprocessing.synchronize as _stdlib
 from multiprocessing import util
 
-from . import _procstart, resource_tracker, spawn
-from .context import _keep_own_names
+from . import _procstart, process, resource_tracker
+from .process import _keep_own_names
 
 __all__ = ['BoundedSemaphore', 'Lock', 'RLock', 'SemLock', 'Semaphore']
 
@@ -42,9 +42,7 @@ class SemLock(_stdlib.SemLock):
 
     def __init__(self, kind, value, maxvalue, *, ctx):
         if ctx is None:
-            from . import _default_context
-
-            ctx = _default_context.get_context()
+            ctx = _procstart._default_context().get_context()
         self._is_fork_ctx = ctx.get_start_method() == 'fork'
         for _ in range(100):
             try:
@@ -67,7 +65,7 @@ class SemLock(_stdlib.SemLock):
         resource_tracker.unregister(name, 'semaphore')
 
     def __getstate__(self):
-        if not spawn.is_spawning():
+        if not process.is_spawning():
             raise RuntimeError(
                 f'{type(self).__name__} objects should only be shared between processes through inheritance'
             )

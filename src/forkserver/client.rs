@@ -1,9 +1,10 @@
 //! The client side of the fork server: starting it, finding it again, and asking it for a
-//! child (CPython's `forkserver.ForkServer` and `popen_forkserver.Popen`).
+//! child (CPython's `forkserver.ForkServer`; the launcher that asks is `launch/forkserver.rs`,
+//! CPython's `popen_forkserver.Popen`).
 //!
 //! One server serves a whole process tree. The process that starts it holds the key, the
 //! address and the write end of the server's alive pipe; fork children inherit them, spawn and
-//! fork-server children receive them in their payload (`procstart/spawn.py`). The server exits
+//! fork-server children receive them in their payload (`procstart/popen_spawn.py`). The server exits
 //! when every holder of the alive pipe has exited.
 //!
 //! The server is the parent of every child it forks: it reaps them and sends each exit status
@@ -30,14 +31,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use super::protocol::{self, Key, Refused, Reply, FLAG_EXIT_PIPE, FLAG_NEW_GROUP, KEY_LEN};
+use super::protocol::{self, Key, Refused, Reply, KEY_LEN};
 use super::remove_socket;
-use crate::bootstrap;
 use crate::errors::os_error;
-use crate::imports::py_forkserver;
-use crate::launch::{LaunchOptions, ParentDeath};
-use crate::popen::{reap, ChildLink, Popen};
-use crate::spawn::{borrow_inherited, send_payload, start_program};
+use crate::program::{reap, send_payload, start_program};
 use crate::sys::pidfd;
 use crate::sys::poll::{wait_readable, Readiness};
 use crate::sys::socket::{random_bytes, MAX_FDS};
@@ -176,7 +173,8 @@ pub fn _forkserver_start(py: Python<'_>, argv: Vec<Vec<u8>>, data: &[u8]) -> PyR
         payload.extend_from_slice(&(address.as_os_str().len() as u64).to_le_bytes());
         payload.extend_from_slice(address.as_os_str().as_bytes());
         payload.extend_from_slice(data);
-        send_payload(py, payload_w, &payload)?;
+        send_payload(py, payload_w.as_fd(), &payload)?;
+        drop(payload_w);
         let handle = pidfd::supported().then(|| pidfd::open(pid).ok()).flatten();
         forget_key_override();
         *SERVER.lock().unwrap() = Some(Arc::new(Server {
@@ -376,7 +374,7 @@ fn authentication_error(py: Python<'_>, message: &str) -> PyErr {
 /// With `set_forkserver_preload(..., on_error='fail')` (Python 3.15), a server that cannot be
 /// reached, or that hangs up during the handshake, may have died of a preload import: CPython's
 /// note on the error (an `EOFError` or a `ConnectionError`) says so.
-fn preload_crash_note(py: Python<'_>, err: PyErr) -> PyErr {
+pub fn preload_crash_note(py: Python<'_>, err: PyErr) -> PyErr {
     let lost = err.is_instance_of::<pyo3::exceptions::PyEOFError>(py)
         || err.is_instance_of::<pyo3::exceptions::PyConnectionError>(py);
     if lost && super::get_preload_on_error() == "fail" && !super::get_preload().is_empty() {
@@ -388,72 +386,47 @@ fn preload_crash_note(py: Python<'_>, err: PyErr) -> PyErr {
     err
 }
 
-pub fn launch(
+/// What asking this process's server for a child came to.
+pub enum Asked {
+    /// The server made the child (or failed to): its reply, and the connection on which a
+    /// server-made child's exit status arrives.
+    Answered(OwnedFd, Reply),
+    /// Nothing listens at the server's address: it is gone, and forgotten here, so that
+    /// `ensure_running` starts another.
+    ServerGone,
+    /// A signal arrived while waiting for the server, and its handler has run: a request left
+    /// half-way makes at most a child that finds no payload.
+    Interrupted,
+}
+
+/// CPython's `ForkServer.connect_to_new_process`: connects to the running server,
+/// authenticates and sends a request for a child that starts with `fds`.
+pub fn connect_to_new_process(
     py: Python<'_>,
-    process: &Bound<'_, PyAny>,
-    options: &LaunchOptions,
-) -> PyResult<Popen> {
-    let module = py_forkserver(py)?;
-    let mut relaunched = false;
-    loop {
-        module.call_method0(intern!(py, "ensure_running"))?;
-        let server =
-            current().ok_or_else(|| PyOSError::new_err("the fork server did not start"))?;
-        let key = KEY_OVERRIDE.lock().unwrap().clone();
-        // Pickled after the server is known: the payload names it for the child.
-        let (payload, inherited): (Bound<'_, PyBytes>, Vec<i32>) = module
-            .call_method1(
-                intern!(py, "payload"),
-                (process, options.parent_death.map(ParentDeath::name)),
-            )?
-            .extract()?;
-        bootstrap::flush_std_streams(py)?;
-        let (payload_r, payload_w) = pipe2(OFlag::O_CLOEXEC).map_err(os_error)?;
-        let link = ChildLink::new().map_err(os_error)?;
-        let link_fds = link.child_fds();
-        let mut flags = 0;
-        if link_fds.len() > 1 {
-            flags |= FLAG_EXIT_PIPE;
-        }
-        if options.new_group {
-            flags |= FLAG_NEW_GROUP;
-        }
-        let mut fds = vec![payload_r.as_fd()];
-        fds.extend(link_fds);
-        fds.extend(borrow_inherited(&inherited));
-        if fds.len() > MAX_FDS {
-            return Err(PyValueError::new_err("too many fds"));
-        }
-        let asked = py.detach(|| ask(&server, key.as_deref().unwrap_or(&server.key), flags, &fds));
-        drop(fds);
-        drop(payload_r);
-        let (conn, reply) = match asked {
-            Ok(answer) => answer,
-            Err(Failure::Unreachable) if !relaunched => {
-                relaunched = true;
-                forget(&server);
-                continue;
-            }
-            Err(Failure::Unreachable) => {
-                return Err(preload_crash_note(py, os_error(Errno::ECONNREFUSED)))
-            }
-            Err(Failure::Refused(Refused::Os(Errno::EINTR))) => {
-                // Ctrl-C (or another signal) while waiting for the server: its handler runs
-                // now; a request left half-way makes at most a child that finds no payload.
-                py.check_signals()?;
-                continue;
-            }
-            Err(Failure::Refused(refused)) => {
-                return Err(preload_crash_note(py, refused_error(py, refused)))
-            }
-        };
-        let popen = match reply {
-            Reply::Child(pid, pidfd) => link
-                .into_served_popen(Pid::from_raw(pid), pidfd, conn)
-                .map_err(os_error)?,
-            Reply::Failed(e) => return Err(os_error(e)),
-        };
-        send_payload(py, payload_w, payload.as_bytes())?;
-        return Ok(popen);
+    flags: u16,
+    fds: &[BorrowedFd<'_>],
+) -> PyResult<Asked> {
+    if fds.len() > MAX_FDS {
+        return Err(PyValueError::new_err("too many fds"));
     }
+    let server = current().ok_or_else(|| PyOSError::new_err("the fork server did not start"))?;
+    let key = KEY_OVERRIDE.lock().unwrap().clone();
+    let asked = py.detach(|| ask(&server, key.as_deref().unwrap_or(&server.key), flags, fds));
+    match asked {
+        Ok((conn, reply)) => Ok(Asked::Answered(conn, reply)),
+        Err(Failure::Unreachable) => {
+            forget(&server);
+            Ok(Asked::ServerGone)
+        }
+        Err(Failure::Refused(Refused::Os(Errno::EINTR))) => {
+            py.check_signals()?;
+            Ok(Asked::Interrupted)
+        }
+        Err(Failure::Refused(refused)) => Err(preload_crash_note(py, refused_error(py, refused))),
+    }
+}
+
+/// The address and PID of the server this process uses, if any.
+pub fn current_address() -> Option<(PathBuf, Pid)> {
+    current().map(|server| (server.address.clone(), server.pid))
 }

@@ -1,9 +1,10 @@
-//! The forkserver start method: a server process, started once from a fresh interpreter,
-//! that forks a child per request (CPython's `forkserver` and `popen_forkserver`).
+//! The fork server: a server process, started once from a fresh interpreter, that forks a
+//! child per request (CPython's `forkserver`; the launcher is `launch/forkserver.rs`).
 //!
-//! - `client`: starting the server, asking it for a child, and the handle on that child;
+//! - `client`: starting the server, finding it again, and asking it for a child;
 //! - `server`: the server's accept loop, run with the GIL released;
-//! - `protocol`: the wire format and the mutual authentication.
+//! - `protocol`: the wire format and the mutual authentication;
+//! - `tree`: who asked for each child, for walks of the user's process tree.
 //!
 //! The Python side (`procstart/forkserver.py`) builds the server's and the children's payloads
 //! and runs the server's and the children's Python entry points.
@@ -11,6 +12,7 @@
 pub mod client;
 pub mod protocol;
 pub mod server;
+pub mod tree;
 
 use std::sync::Mutex;
 
@@ -23,6 +25,9 @@ static PRELOAD_ON_ERROR: Mutex<&'static str> = Mutex::new("ignore");
 /// Removes a server's socket and the private directory it is in (`client::private_dir`).
 pub fn remove_socket(address: &std::path::Path) {
     let _ = std::fs::remove_file(address);
+    if let Some(children) = tree::file(address) {
+        let _ = std::fs::remove_file(children);
+    }
     if let Some(dir) = address.parent() {
         let _ = std::fs::remove_dir(dir);
     }

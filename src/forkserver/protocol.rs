@@ -17,8 +17,9 @@
 //!                                                                         (answer_challenge)
 //! client -> server  MESSAGE  "#WELCOME#"; or "#FAILURE#", and the client gives up
 //! client -> server  REQUEST  2 "RQ", 2 flags, 4 number of descriptors
-//!                            + SCM_RIGHTS: payload pipe, parent sentinel, [exit pipe],
-//!                              then the descriptors the payload refers to
+//!                            + SCM_RIGHTS: payload socket, parent sentinel, the descriptors
+//!                              the payload refers to, then [exit pipe] (one order with a
+//!                              spawned child's, `launch/payload.rs`)
 //! server -> client  REPLY    16 (tag u32, 0 u32, value i64): CHILD (value: pid, with the
 //!                            server's pidfd on it in SCM_RIGHTS) or FAILED (value: errno)
 //! server -> client  STATUS   16 (tag u32, 0 u32, exit code i64), once the CHILD is reaped,
@@ -78,7 +79,7 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// stopped or out of descriptors does not answer).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// REQUEST flag: the exit pipe's write end follows the parent sentinel (kernels without pidfd).
+/// REQUEST flag: the exit pipe's write end comes last (kernels without pidfd).
 pub const FLAG_EXIT_PIPE: u16 = 1;
 /// REQUEST flag: the child leads a new process group (`new_process_group=True`).
 pub const FLAG_NEW_GROUP: u16 = 2;

@@ -5,7 +5,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -17,21 +17,22 @@ use nix::sys::time::TimeSpec;
 use nix::sys::wait::WaitPidFlag;
 use nix::unistd::{getuid, Pid};
 use pyo3::exceptions::PyValueError;
-use pyo3::intern;
 use pyo3::prelude::*;
 
 use super::protocol::{self, Handshake, Key, Progress, Request, FLAG_EXIT_PIPE, FLAG_NEW_GROUP};
 use crate::errors::os_error;
-use crate::imports::py_forkserver;
+use crate::hooks::hooks;
 use crate::sys::fork::{fork, Forked};
 use crate::sys::pidfd;
-use crate::sys::proctree::lead_new_group;
+use crate::sys::proctree::{join_group_of, lead_new_group};
 use crate::sys::socket::peer_credentials;
 use crate::sys::wait;
 
 /// A child the server made as its own, until it has reaped it and sent the status.
 struct Served {
     pid: Pid,
+    /// The process that asked for it: its parent in the user's tree.
+    requester: i32,
     handle: Option<OwnedFd>,
     conn: OwnedFd,
 }
@@ -57,7 +58,7 @@ pub fn _forkserver_serve(
     let (listener, alive) =
         unsafe { (OwnedFd::from_raw_fd(listener), OwnedFd::from_raw_fd(alive)) };
     let address = PathBuf::from(std::ffi::OsString::from_vec(address));
-    let served = serve(py, listener, alive, &key);
+    let served = serve(py, listener, alive, &key, &address);
     super::remove_socket(&address);
     served
 }
@@ -66,12 +67,20 @@ pub fn _forkserver_serve(
 struct Authenticating {
     conn: OwnedFd,
     handshake: Handshake,
+    /// The peer's PID, from its credentials: who asks for the child.
+    peer: i32,
 }
 
 /// More connections than this authenticating at once are refused at `accept`.
 const MAX_AUTHENTICATING: usize = 128;
 
-fn serve(py: Python<'_>, listener: OwnedFd, alive: OwnedFd, key: &Key) -> PyResult<()> {
+fn serve(
+    py: Python<'_>,
+    listener: OwnedFd,
+    alive: OwnedFd,
+    key: &Key,
+    address: &Path,
+) -> PyResult<()> {
     // Readable does not promise a connection (the client may have given up): never block.
     fcntl(&listener, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(os_error)?;
     let mut authenticating: Vec<Authenticating> = Vec::new();
@@ -125,7 +134,9 @@ fn serve(py: Python<'_>, listener: OwnedFd, alive: OwnedFd, key: &Key) -> PyResu
             // Every process of the tree that could ask for a child has exited.
             return Ok(());
         }
-        report_exits(&mut children);
+        if report_exits(&mut children) {
+            publish(address, &children, None);
+        }
         let mut index = 0;
         let mut conn_ready = ready[2..].iter();
         while index < authenticating.len() {
@@ -140,12 +151,15 @@ fn serve(py: Python<'_>, listener: OwnedFd, alive: OwnedFd, key: &Key) -> PyResu
                 // `#FAILURE#`, as CPython tells it; nothing else is said why).
                 Err(_) => drop(authenticating.remove(index)),
                 Ok(Progress::Done(request)) => {
-                    let Authenticating { conn, .. } = authenticating.remove(index);
-                    if let Some(request) = fork_for(py, conn, request, &mut children) {
+                    let Authenticating { conn, peer, .. } = authenticating.remove(index);
+                    publish(address, &children, Some(peer));
+                    let forked = fork_for(py, conn, request, peer, &mut children);
+                    if let Some(request) = forked {
                         // In the new child: nothing of the server's stays open in it.
                         drop((listener, alive, authenticating, children));
                         run_child(py, request);
                     }
+                    publish(address, &children, None);
                 }
             }
         }
@@ -155,8 +169,17 @@ fn serve(py: Python<'_>, listener: OwnedFd, alive: OwnedFd, key: &Key) -> PyResu
     }
 }
 
-/// Reaps the children that have exited and sends their status.
-fn report_exits(children: &mut Vec<Served>) {
+/// The server's list of who asked for each child (`tree.rs`); `forking`: a requester whose
+/// child is being forked.
+fn publish(address: &Path, children: &[Served], forking: Option<i32>) {
+    let forking = forking.map(|requester| (0, requester));
+    let served = children.iter().map(|c| (c.pid.as_raw(), c.requester));
+    super::tree::publish(address, served.chain(forking));
+}
+
+/// Reaps the children that have exited and sends their status; whether any had.
+fn report_exits(children: &mut Vec<Served>) -> bool {
+    let before = children.len();
     children.retain(|child| {
         let id = pidfd::wait_id(child.pid, child.handle.as_ref());
         let (code, usage) = match wait::waitid(id, WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG) {
@@ -172,6 +195,7 @@ fn report_exits(children: &mut Vec<Served>) {
         let _ = protocol::send_exit_status(child.conn.as_fd(), code, usage);
         false
     });
+    children.len() != before
 }
 
 /// Takes a new connection from this user and sends it the server's challenge.
@@ -194,7 +218,11 @@ fn accept(py: Python<'_>, listener: &OwnedFd, authenticating: &mut Vec<Authentic
         return;
     }
     if let Ok(handshake) = Handshake::start(conn.as_fd()) {
-        authenticating.push(Authenticating { conn, handshake });
+        authenticating.push(Authenticating {
+            conn,
+            handshake,
+            peer: peer.pid(),
+        });
     }
 }
 
@@ -204,6 +232,7 @@ fn fork_for(
     py: Python<'_>,
     conn: OwnedFd,
     request: Request,
+    requester: i32,
     children: &mut Vec<Served>,
 ) -> Option<Request> {
     // SAFETY: the GIL is held; the server's loop runs on its main thread and procstart starts
@@ -216,15 +245,11 @@ fn fork_for(
         }
         Ok(Forked::Child) => {
             drop(conn);
-            if request.flags & FLAG_NEW_GROUP != 0 {
-                let _ = lead_new_group(Pid::from_raw(0));
-            }
+            place_in_group(Pid::from_raw(0), &request, requester);
             Some(request)
         }
         Ok(Forked::Parent(pid)) => {
-            if request.flags & FLAG_NEW_GROUP != 0 {
-                let _ = lead_new_group(pid);
-            }
+            place_in_group(pid, &request, requester);
             // Opened before the child can be reaped, so it names exactly this child.
             let handle = if pidfd::supported() {
                 match pidfd::open(pid) {
@@ -243,28 +268,49 @@ fn fork_for(
             };
             let _ =
                 protocol::send_child(conn.as_fd(), pid.as_raw(), handle.as_ref().map(AsFd::as_fd));
-            children.push(Served { pid, handle, conn });
+            children.push(Served {
+                pid,
+                requester,
+                handle,
+                conn,
+            });
             None
         }
     }
 }
 
+/// The process group a new child starts in (`pid`, 0 for the caller): its own with
+/// `new_process_group=True`, else its requester's, where a child of the requester's own would
+/// be (rather than the server's, the group of whoever started the server). Called by both
+/// the child and the server, so that it holds whichever runs first.
+fn place_in_group(pid: Pid, request: &Request, requester: i32) {
+    let _ = if request.flags & FLAG_NEW_GROUP != 0 {
+        lead_new_group(pid)
+    } else {
+        join_group_of(pid, Pid::from_raw(requester))
+    };
+}
+
 /// Runs a forked child: the descriptors the request brought become the child's, and
 /// `procstart.forkserver.child_main` reads the payload and runs the process. Never returns.
 fn run_child(py: Python<'_>, request: Request) -> ! {
-    let mut fds = request.fds.into_iter().map(IntoRawFd::into_raw_fd);
-    let payload = fds.next().unwrap_or(-1);
-    let parent_sentinel = fds.next().unwrap_or(-1);
+    let mut fds: Vec<i32> = request
+        .fds
+        .into_iter()
+        .map(IntoRawFd::into_raw_fd)
+        .collect();
     if request.flags & FLAG_EXIT_PIPE != 0 {
         // Held open until the child exits: the parent's sentinel without pidfd.
-        fds.next();
+        fds.pop();
     }
+    let mut fds = fds.into_iter();
+    let payload = fds.next().unwrap_or(-1);
+    let parent_sentinel = fds.next().unwrap_or(-1);
     let inherited: Vec<i32> = fds.collect();
-    let outcome = py_forkserver(py).and_then(|module| {
-        module.call_method1(
-            intern!(py, "child_main"),
-            (payload, parent_sentinel, inherited),
-        )
+    let outcome = hooks(py).and_then(|hooks| {
+        hooks
+            .forkserver_child_main
+            .call1(py, (payload, parent_sentinel, inherited))
     });
     if let Err(err) = outcome {
         err.print(py);

@@ -4,7 +4,7 @@
 //! carries; it is started from an anonymous memory file, so nothing is written to disk.
 //!
 //! One tracker serves a whole process tree: fork children inherit the pipe's write end, spawn and
-//! fork-server children receive it (`procstart/spawn.py`). It unlinks what is still registered
+//! fork-server children receive it (`procstart/popen_spawn.py`). It unlinks what is still registered
 //! when every holder of the write end has exited. `procstart/resource_tracker.py` holds the
 //! Python API and the relaunch policy.
 
@@ -19,8 +19,8 @@ use nix::unistd::{pipe2, Pid};
 use pyo3::prelude::*;
 
 use crate::errors::os_error;
-use crate::popen::reap;
-use crate::spawn::start_program;
+
+use crate::program::{reap, start_program};
 use crate::sys::pidfd;
 
 static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/procstart-resource-tracker"));

@@ -1,4 +1,6 @@
-//! Signalling a process and every process descended from it, found through `/proc`.
+//! Signalling a process and every process descended from it, found through `/proc`, and
+//! through the list of a fork server, whose children descend from whoever asked for them
+//! ([`Adopted`]).
 //!
 //! The tree is frozen first: each member is stopped (`SIGSTOP`) as soon as it is found, before
 //! its own children are looked up, so that nobody forks a new member behind the walk. A stop
@@ -39,6 +41,15 @@ impl Member {
             None => kill(self.pid, signal),
         };
     }
+}
+
+/// Processes whose kernel parent is `parent` (a fork server) but which descend, in the user's
+/// tree, from another process: `children` as (child, that process); `pending`, processes for
+/// which a child is being made, whose PID is not known yet.
+pub struct Adopted {
+    pub parent: i32,
+    pub children: Vec<(i32, i32)>,
+    pub pending: Vec<i32>,
 }
 
 /// The parent PID in `/proc/<pid>/stat`: the field after the state, after the command name
@@ -133,12 +144,14 @@ fn settled(pid: Pid) -> bool {
 
 /// Sends `signal` to the process `root` (by `root_handle`, its pidfd, when there is one), to
 /// all its descendants, and to the process group `group` if given (which also reaches members
-/// whose parent died and who were adopted elsewhere).
+/// whose parent died and who were adopted elsewhere). `adopted` lists, each time it is called,
+/// the descendants a fork server made (see [`Adopted`]).
 pub fn signal_tree(
     root: Pid,
     root_handle: Option<BorrowedFd<'_>>,
     group: Option<Pid>,
     signal: Signal,
+    adopted: &dyn Fn() -> Option<Adopted>,
 ) {
     let stop = |member: &Member| member.signal(Signal::SIGSTOP);
     if let Some(group) = group {
@@ -157,13 +170,23 @@ pub fn signal_tree(
     let mut frozen = false;
     loop {
         let children = children_by_parent();
+        let adopted = adopted();
         let before = members.len();
         let mut i = 0;
         while i < members.len() {
             let parent = members[i].pid.as_raw();
-            for &child in children.get(&parent).into_iter().flatten() {
+            let kernel_children = children.get(&parent).into_iter().flatten();
+            let by_kernel = kernel_children.map(|&child| (child, parent));
+            let by_request = adopted.iter().flat_map(|a| {
+                a.children
+                    .iter()
+                    .filter(move |&&(_, requester)| requester == parent)
+                    .map(move |&(child, _)| (child, a.parent))
+            });
+            let found: Vec<(i32, i32)> = by_kernel.chain(by_request).collect();
+            for (child, kernel_parent) in found {
                 if seen.insert(child) {
-                    if let Some(member) = hold(child, parent, &mut budget) {
+                    if let Some(member) = hold(child, kernel_parent, &mut budget) {
                         stop(&member);
                         members.push(member);
                     }
@@ -171,10 +194,18 @@ pub fn signal_tree(
             }
             i += 1;
         }
-        if (members.len() == before && frozen) || Instant::now() >= give_up {
+        // A member whose child the server is forking right now: wait for it (unless the server
+        // itself is a member, stopped, and so forks nothing more).
+        let awaited = adopted.as_ref().is_some_and(|a| {
+            !seen.contains(&a.parent) && a.pending.iter().any(|p| seen.contains(p))
+        });
+        if (members.len() == before && frozen && !awaited) || Instant::now() >= give_up {
             break;
         }
         while !members.iter().all(|m| settled(m.pid)) && Instant::now() < give_up {
+            std::thread::sleep(SETTLE_POLL);
+        }
+        if awaited {
             std::thread::sleep(SETTLE_POLL);
         }
         frozen = true;
@@ -200,6 +231,17 @@ pub fn signal_tree(
 /// exited (ESRCH) or exec'd (EACCES) has done it itself or needs it no more.
 pub fn lead_new_group(pid: Pid) -> nix::Result<()> {
     match nix::unistd::setpgid(pid, pid) {
+        Ok(()) | Err(Errno::ESRCH | Errno::EACCES) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Moves `pid` (0: the caller) into the process group of `of`, as a child of `of` would start
+/// (called by both the child and its parent, as `lead_new_group`). Fails if `of` is in another
+/// session, or gone.
+pub fn join_group_of(pid: Pid, of: Pid) -> nix::Result<()> {
+    let group = nix::unistd::getpgid(Some(of))?;
+    match nix::unistd::setpgid(pid, group) {
         Ok(()) | Err(Errno::ESRCH | Errno::EACCES) => Ok(()),
         Err(e) => Err(e),
     }
@@ -266,7 +308,7 @@ mod tests {
         let _fork = fork_lock();
         let (root, root_fd, members) = tree(TWO_LEVELS, false, &[]);
         assert_eq!(members.len(), 2);
-        signal_tree(root, Some(root_fd.as_fd()), None, Signal::SIGKILL);
+        signal_tree(root, Some(root_fd.as_fd()), None, Signal::SIGKILL, &|| None);
         assert_eq!(wait_code(root), -(Signal::SIGKILL as i32));
         for member in &members {
             assert!(ends(member.as_fd()));
@@ -277,7 +319,7 @@ mod tests {
     fn term_reaches_every_descendant_without_pidfd() {
         let _fork = fork_lock();
         let (root, _root_fd, members) = tree(TWO_LEVELS, false, &[]);
-        signal_tree(root, None, None, Signal::SIGTERM);
+        signal_tree(root, None, None, Signal::SIGTERM, &|| None);
         assert_eq!(wait_code(root), -(Signal::SIGTERM as i32));
         for member in &members {
             assert!(ends(member.as_fd()));
@@ -293,7 +335,7 @@ mod tests {
         let (root, root_fd, orphans) = tree(script, true, &[hold_r.as_fd()]);
         assert_eq!(orphans.len(), 1);
         // Not a descendant any more: without the group it is left alone.
-        signal_tree(root, Some(root_fd.as_fd()), None, Signal::SIGUSR1);
+        signal_tree(root, Some(root_fd.as_fd()), None, Signal::SIGUSR1, &|| None);
         assert_eq!(wait_code(root), -(Signal::SIGUSR1 as i32));
         assert!(
             !readable_within(orphans[0].as_fd(), 0.1),
@@ -303,7 +345,13 @@ mod tests {
         assert!(ends(orphans[0].as_fd()));
 
         let (root, root_fd, orphans) = tree(script, true, &[hold_r.as_fd()]);
-        signal_tree(root, Some(root_fd.as_fd()), Some(root), Signal::SIGKILL);
+        signal_tree(
+            root,
+            Some(root_fd.as_fd()),
+            Some(root),
+            Signal::SIGKILL,
+            &|| None,
+        );
         assert_eq!(wait_code(root), -(Signal::SIGKILL as i32));
         assert!(ends(orphans[0].as_fd()));
     }
@@ -323,7 +371,7 @@ mod tests {
         // Until its `trap` has run, a TERM would kill it: wait until it closes fd 4.
         drop(ready_w);
         assert_eq!(read_to_string(ready_r), "");
-        signal_tree(root, None, Some(root), Signal::SIGTERM);
+        signal_tree(root, None, Some(root), Signal::SIGTERM, &|| None);
         std::thread::sleep(Duration::from_millis(20));
         assert!(!settled(root), "left stopped");
         drop(w);

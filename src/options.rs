@@ -1,42 +1,13 @@
-//! Chooses the launcher for a start method, and reads what every launcher needs to know beyond
-//! CPython's process attributes ([`LaunchOptions`]). Each launcher returns the `Popen` through
-//! which the parent waits for and signals the child.
+//! What a `Process` asks of its start beyond CPython's attributes: procstart's own keyword
+//! arguments (`die_with_parent`, `new_process_group`, `env`), read once in the parent for
+//! whichever launcher runs, and carried by a fork child's setup.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::popen::Popen;
 use crate::start_method::StartMethod;
-use crate::{fork, forkserver, spawn};
-
-pub fn launch(py: Python<'_>, method: StartMethod, process: &Bound<'_, PyAny>) -> PyResult<Popen> {
-    let options = LaunchOptions::of(process, method)?;
-    let popen = match method {
-        StartMethod::Fork => fork::launch(py, process, &options),
-        StartMethod::Spawn => spawn::launch(py, process, &options),
-        StartMethod::ForkServer => forkserver::client::launch(py, process, &options),
-    }?;
-    Ok(if options.new_group {
-        popen.leading_group()
-    } else {
-        popen
-    })
-}
-
-/// Starts a process object that is not a `procstart.Process` (a stdlib `multiprocessing`
-/// process under `procstart.install()`) with the start method its class names, or the default
-/// one: the child runs it as its current process; the returned `Popen` has the protocol
-/// stdlib's `start()`, `join()` and `terminate()` use.
-#[pyfunction]
-pub fn _launch(process: &Bound<'_, PyAny>) -> PyResult<Popen> {
-    launch(
-        process.py(),
-        crate::context::start_method_for(process)?,
-        process,
-    )
-}
 
 /// How a child is made to die with its parent (`die_with_parent=True`, or a daemon).
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -1,66 +1,15 @@
-//! The fork start method: CPython's `popen_fork.Popen._launch` with a pidfd sentinel, and the
-//! check that no other thread runs at the fork.
+//! What starting a fork child does while other Python threads run
+//! (`procstart.set_fork_thread_check`): a fork copies only the calling thread, so a lock
+//! another thread holds at that moment stays locked in the child.
 
 use std::ffi::CString;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
 
-use nix::unistd::Pid;
-
-use crate::bootstrap::{self, ChildSetup};
-use crate::errors::os_error;
-use crate::imports::{loaded, py_bootstrap};
-use crate::launch::LaunchOptions;
-use crate::popen::{self, ChildLink, Popen};
-use crate::start_method::StartMethod;
-use crate::sys::fork::{fork, Forked};
-use crate::sys::proctree::lead_new_group;
-
-pub fn launch(
-    py: Python<'_>,
-    process: &Bound<'_, PyAny>,
-    options: &LaunchOptions,
-) -> PyResult<Popen> {
-    check_threads(py)?;
-    bootstrap::flush_std_streams(py)?;
-    // Everything the child needs exists before fork(): between fork() and
-    // PyOS_AfterFork_Child() nothing else runs.
-    let setup = ChildSetup::new(process, StartMethod::Fork)?.forked_with(options);
-    let link = ChildLink::new().map_err(os_error)?;
-    // SAFETY: the GIL is held and no procstart mutex is (they are never held across a call
-    // into this function); the child takes only those mutexes, and re-enters Python through
-    // PyOS_AfterFork_Child before running anything else.
-    match unsafe { fork(py) }.map_err(os_error)? {
-        Forked::Child => {
-            if options.new_group {
-                let _ = lead_new_group(Pid::from_raw(0));
-            }
-            popen::release_inherited_alive_pipes();
-            let parent_sentinel = link.into_child();
-            // A panic must not unwind out of start() into the parent's program, now running
-            // in the child.
-            let outcome =
-                std::panic::catch_unwind(AssertUnwindSafe(|| setup.run(py, parent_sentinel)));
-            drop(outcome);
-            // SAFETY: _exit ends the child at once; nothing of the parent's runs in it.
-            unsafe { libc::_exit(1) }
-        }
-        Forked::Parent(pid) => {
-            drop(setup);
-            let popen = link.into_popen(py, pid, StartMethod::Fork)?;
-            if options.new_group {
-                // Whichever of the child and this runs first makes the group; should both fail
-                // (a fork hook moved the child elsewhere), `leading_group` sees it.
-                let _ = lead_new_group(pid);
-            }
-            Ok(popen)
-        }
-    }
-}
+use crate::hooks::hooks;
+use crate::imports::loaded;
 
 /// What starting a fork child does while other Python threads run.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -125,7 +74,7 @@ pub fn forget_thread_warning() {
 /// Before a fork: other threads may hold locks (the import lock, a logging handler's, a
 /// Queue's) that stay locked for ever in the child, which has only the forking thread. Names
 /// them in a warning (once) or an error, as `set_fork_thread_check` says.
-fn check_threads(py: Python<'_>) -> PyResult<()> {
+pub fn check_threads(py: Python<'_>) -> PyResult<()> {
     let mode = ThreadCheck::current();
     if mode == ThreadCheck::Ignore || (mode == ThreadCheck::Warn && WARNED.load(Ordering::SeqCst)) {
         return Ok(());
@@ -134,9 +83,7 @@ fn check_threads(py: Python<'_>) -> PyResult<()> {
     if loaded(py, "threading")?.is_none() {
         return Ok(());
     }
-    let names: Vec<String> = py_bootstrap(py)?
-        .call_method0(intern!(py, "other_threads"))?
-        .extract()?;
+    let names: Vec<String> = hooks(py)?.other_threads.bind(py).call0()?.extract()?;
     if names.is_empty() {
         return Ok(());
     }

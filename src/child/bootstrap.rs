@@ -8,39 +8,20 @@
 //! program brought in (stdlib `multiprocessing` state, atexit handlers, child processes of its
 //! own). A spawned child builds the same setup itself, once its payload is unpickled.
 
-use pyo3::exceptions::{PyAttributeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
-use std::os::fd::{BorrowedFd, RawFd};
-
 use nix::unistd::Pid;
 
-use crate::errors::os_error;
-use crate::imports::{atexit, loaded, py_bootstrap, py_process, sys};
-use crate::launch::{LaunchOptions, ParentDeath};
+use super::parent_death::arm_parent_death;
+use crate::hooks::hooks;
+use crate::imports::{atexit, loaded, sys};
+use crate::options::{LaunchOptions, ParentDeath};
 use crate::start_method::StartMethod;
 use crate::stdlib::Stdlib;
-use crate::sys::pdeath;
-use crate::{context, process};
-
-/// `util._flush_std_streams()`: flush `sys.stdout`/`sys.stderr`, tolerating `None` and
-/// closed streams, so a child neither loses nor repeats what the parent had buffered.
-pub fn flush_std_streams(py: Python<'_>) -> PyResult<()> {
-    let sys = sys(py)?;
-    for name in [intern!(py, "stdout"), intern!(py, "stderr")] {
-        match sys.getattr(name)?.call_method0(intern!(py, "flush")) {
-            Err(e)
-                if e.is_instance_of::<PyAttributeError>(py)
-                    || e.is_instance_of::<PyValueError>(py) => {}
-            other => {
-                other?;
-            }
-        }
-    }
-    Ok(())
-}
+use crate::streams::flush_std_streams;
+use crate::{context, registry};
 
 /// What a child needs from its parent: gathered before `fork()` for a fork child, from the
 /// payload in a spawned one.
@@ -65,30 +46,13 @@ pub struct ChildSetup {
 }
 
 /// What every fork child of this process needs, made once here instead of in each child:
-/// the devnull reader that becomes its `sys.stdin`, and the modules its bootstrap calls
-/// (imported now, so that the child finds them kept instead of importing them).
-fn prepare_children(py: Python<'_>) -> PyResult<&Py<PyAny>> {
+/// the devnull reader that becomes its `sys.stdin`, and `atexit`, which its bootstrap calls
+/// (imported now, so that the child finds it kept instead of importing it).
+pub fn prepare_children(py: Python<'_>) -> PyResult<&Py<PyAny>> {
     static STDIN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let stdin = STDIN.get_or_try_init(py, || {
-        py_bootstrap(py)?
-            .call_method0("devnull_stdin")
-            .map(Bound::unbind)
-    })?;
-    for module in [atexit, py_bootstrap, py_process] {
-        module(py)?;
-    }
+    let stdin = STDIN.get_or_try_init(py, || hooks(py)?.devnull_stdin.call0(py))?;
+    atexit(py)?;
     Ok(stdin)
-}
-
-/// For the fork server, before it serves: `prepare_children`, and the checks and imports a
-/// fork-server child would otherwise repeat. Returns the devnull reader, which is the
-/// server's `sys.stdin` too.
-#[pyfunction]
-pub fn _prepare_forked_children(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    crate::sys::pidfd::supported();
-    crate::imports::py_forkserver(py)?;
-    crate::imports::py_spawn(py)?;
-    prepare_children(py).map(|stdin| stdin.clone_ref(py))
 }
 
 impl ChildSetup {
@@ -142,16 +106,16 @@ impl ChildSetup {
             }
         }
         if forked {
-            crate::fork::forget_thread_warning();
+            crate::thread_check::forget_thread_warning();
             // The parent's exit handlers are the parent's; the child runs those it registers.
             atexit.call_method0(intern!(py, "_clear"))?;
         }
         if let Some(method) = self.start_method {
             context::force_start_method(py, method)?;
         }
-        process::enter_child(
+        registry::enter_child(
             self.process.clone_ref(py),
-            process::ParentInfo {
+            registry::ParentInfo {
                 name: self.parent_name.clone_ref(py),
                 pid: self.parent_pid,
                 sentinel: parent_sentinel,
@@ -167,7 +131,7 @@ impl ChildSetup {
                 .setattr(intern!(py, "_native_id"), native_id)?;
         }
         if self.stdlib.is_loaded() {
-            let parent = process::parent_process(py)?.unwrap_or_else(|| py.None());
+            let parent = registry::parent_process(py)?.unwrap_or_else(|| py.None());
             let method = context::default_start_method(py)?;
             self.stdlib.enter_child(
                 py,
@@ -181,8 +145,8 @@ impl ChildSetup {
         atexit.call_method0(intern!(py, "_run_exitfuncs"))?;
         self.stdlib.exit_child(py)?;
         // CPython's util._exit_function, registered first in a child so it runs last.
-        if process::has_children() {
-            py_process(py)?.call_method0(intern!(py, "_exit_function"))?;
+        if registry::has_children() {
+            hooks(py)?.exit_function.call0(py)?;
         }
         flush_std_streams(py)?;
         Ok(code)
@@ -194,8 +158,10 @@ impl ChildSetup {
         let process = self.process.bind(py);
         let outcome = match process.call_method0(intern!(py, "run")) {
             Ok(_) => Ok(0),
-            Err(err) => py_bootstrap(py)?
-                .call_method1(intern!(py, "exit_code_for"), (process, err.into_value(py)))
+            Err(err) => hooks(py)?
+                .exit_code_for
+                .bind(py)
+                .call1((process, err.into_value(py)))
                 .and_then(|code| code.extract::<i32>()),
         };
         let shutdown = shutdown_threading(py);
@@ -217,35 +183,6 @@ impl ChildSetup {
         }
         sys.setattr(intern!(py, "stdin"), self.stdin.bind(py))
     }
-}
-
-/// Makes this new child die with its parent `parent`, whose sentinel is `sentinel`.
-fn arm_parent_death(mode: ParentDeath, parent: Pid, sentinel: RawFd) -> PyResult<()> {
-    match mode {
-        ParentDeath::Signal => pdeath::kill_on_parent_exit(parent).map_err(os_error),
-        ParentDeath::Watch => {
-            // SAFETY: the parent sentinel stays open for the child's whole life
-            // (`parent_process()` waits on it); the watcher takes its own copy.
-            let sentinel = unsafe { BorrowedFd::borrow_raw(sentinel) };
-            pdeath::watch_parent(sentinel).map_err(PyErr::from)
-        }
-    }
-}
-
-/// In a spawned or fork-server child, as soon as it has its preparation data and before it
-/// imports anything of the parent's: `die_with_parent` as the parent's launcher chose it.
-#[pyfunction]
-pub fn _die_with_parent(mode: &str, parent_pid: i32, sentinel: RawFd) -> PyResult<()> {
-    if sentinel < 0 {
-        return Err(PyValueError::new_err(format!(
-            "invalid sentinel {sentinel}"
-        )));
-    }
-    arm_parent_death(
-        ParentDeath::from_name(mode)?,
-        Pid::from_raw(parent_pid),
-        sentinel,
-    )
 }
 
 /// `threading._shutdown()`: waits for the child's non-daemonic threads and runs threading's

@@ -1,27 +1,23 @@
-//! The spawn start method: a fresh interpreter started with `posix_spawn`, fed the payload
-//! that `procstart/spawn.py` pickles (CPython's `popen_spawn_posix.Popen._launch`). The wire
-//! layout between the two is described in `procstart/spawn.py`.
+//! Starting a program (an interpreter for a spawned child or the fork server, or the resource
+//! tracker) with chosen descriptors as its 3, 4, ..., writing a child's payload to it, and
+//! reaping procstart's own helper programs (the fork server, the tracker).
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
-use nix::unistd::{pipe2, Pid};
+use nix::sys::wait::WaitPidFlag;
+use nix::unistd::Pid;
 use pyo3::exceptions::{PyOSError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 
-use crate::bootstrap::{self, ChildSetup};
 use crate::errors::os_error;
-use crate::imports::py_spawn;
-use crate::launch::{LaunchOptions, ParentDeath};
-use crate::popen::{ChildLink, Popen};
-use crate::start_method::StartMethod;
+use crate::options::LaunchOptions;
+use crate::sys::pidfd;
 use crate::sys::spawn::spawn;
+use crate::sys::wait;
 
 fn c_string(bytes: &[u8]) -> PyResult<CString> {
     CString::new(bytes).map_err(|_| PyValueError::new_err("embedded null byte"))
@@ -78,48 +74,9 @@ pub fn start_program(
         })
 }
 
-/// Writes a payload to the pipe a child reads it from, with the GIL released, and closes it.
-pub fn send_payload(py: Python<'_>, pipe: OwnedFd, data: &[u8]) -> PyResult<()> {
-    py.detach(|| write_payload(pipe.as_fd(), data))
-        .map_err(os_error)
-}
-
-pub fn launch(
-    py: Python<'_>,
-    process: &Bound<'_, PyAny>,
-    options: &LaunchOptions,
-) -> PyResult<Popen> {
-    let spawn_module = py_spawn(py)?;
-    // Pickled first: an unpicklable target fails here, before anything is started or opened.
-    let (payload, inherited): (Bound<'_, PyBytes>, Vec<i32>) = spawn_module
-        .call_method1(
-            intern!(py, "payload"),
-            (
-                process,
-                "spawn",
-                options.parent_death.map(ParentDeath::name),
-            ),
-        )?
-        .extract()?;
-    let argv: Vec<Vec<u8>> = spawn_module
-        .call_method0(intern!(py, "command_line"))?
-        .extract()?;
-    bootstrap::flush_std_streams(py)?;
-
-    let (payload_r, payload_w) = pipe2(OFlag::O_CLOEXEC).map_err(os_error)?;
-    let link = ChildLink::new().map_err(os_error)?;
-    // The layout of procstart/spawn.py: payload, parent sentinel, stdlib objects' fds, then
-    // (without pidfd) the exit pipe's write end.
-    let link_fds = link.child_fds();
-    let mut child_fds = vec![payload_r.as_fd(), link_fds[0]];
-    child_fds.extend(borrow_inherited(&inherited));
-    child_fds.extend(link_fds.into_iter().skip(1));
-    let pid = start_program(py, &argv, &child_fds, Some(options), &[])?;
-    drop(child_fds);
-    drop(payload_r);
-    let popen = link.into_popen(py, pid, StartMethod::Spawn)?;
-    send_payload(py, payload_w, payload.as_bytes())?;
-    Ok(popen)
+/// Writes a payload to the pipe or socket a child reads it from, with the GIL released.
+pub fn send_payload(py: Python<'_>, fd: BorrowedFd<'_>, data: &[u8]) -> PyResult<()> {
+    py.detach(|| write_payload(fd, data)).map_err(os_error)
 }
 
 /// The descriptors of the stdlib objects a payload refers to (`duplicate_for_child`).
@@ -133,19 +90,16 @@ pub fn borrow_inherited(fds: &[i32]) -> impl Iterator<Item = BorrowedFd<'_>> {
     })
 }
 
-/// The end of a spawned or fork-server child's entry (`procstart.spawn.run_child`): run the
-/// unpickled process with the bootstrap every start method shares, and exit.
-#[pyfunction]
-pub fn _run_child(
-    py: Python<'_>,
-    process: &Bound<'_, PyAny>,
-    parent_sentinel: i32,
-    forked: bool,
-) -> PyResult<()> {
-    let launcher = if forked {
-        StartMethod::ForkServer
-    } else {
-        StartMethod::Spawn
-    };
-    ChildSetup::new(process, launcher)?.run(py, parent_sentinel)
+/// Waits, with the GIL released and Ctrl-C let through, for this process's child `pid` (by its
+/// pidfd when there is one) to exit, and reaps it; its exit code, `None` if it is not (or no
+/// longer) this process's child to reap.
+pub fn reap(py: Python<'_>, pid: Pid, handle: Option<&OwnedFd>) -> PyResult<Option<i32>> {
+    loop {
+        match py.detach(|| wait::waitid(pidfd::wait_id(pid, handle), WaitPidFlag::WEXITED)) {
+            Ok(ended) => return Ok(ended.map(|(code, _)| code)),
+            Err(Errno::ECHILD) => return Ok(None),
+            Err(Errno::EINTR) => py.check_signals()?,
+            Err(e) => return Err(os_error(e)),
+        }
+    }
 }
