@@ -63,6 +63,10 @@ fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_pid, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_fds, m)?)?;
     m.add_function(wrap_pyfunction!(forkserver::client::_forkserver_stop, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        forkserver::client::_forkserver_at_exit,
+        m
+    )?)?;
     m.add_function(wrap_pyfunction!(forkserver::server::_forkserver_serve, m)?)?;
     m.add_function(wrap_pyfunction!(resource_tracker::_tracker_start, m)?)?;
     m.add_function(wrap_pyfunction!(resource_tracker::_tracker_write, m)?)?;

@@ -332,14 +332,16 @@ impl Popen {
     }
 
     /// Lets go of the payload's references once the child has loaded them (or died): checked
-    /// whenever the child's state is asked for, as CPython's `_cleanup` does at each start.
-    fn release_loaded_payload(&self) {
+    /// whenever the child's state is asked for, as CPython's `_cleanup` does at each start, and
+    /// done when its exit is collected (`join()` returns with them released, as CPython's).
+    fn release_loaded_payload(&self, ended: bool) {
         let mut slot = self.payload_refs.lock().unwrap();
         let loaded = slot.as_ref().is_some_and(|held| {
-            !matches!(
-                wait_readable(held.loaded.as_raw_fd(), Some(Instant::now())),
-                Ok(Readiness::TimedOut | Readiness::Interrupted)
-            )
+            ended
+                || !matches!(
+                    wait_readable(held.loaded.as_raw_fd(), Some(Instant::now())),
+                    Ok(Readiness::TimedOut | Readiness::Interrupted)
+                )
         });
         let released = if loaded { slot.take() } else { None };
         drop(slot);
@@ -350,7 +352,7 @@ impl Popen {
     /// The exit status, collected if the child has ended; a blocking call releases the GIL
     /// while it waits and lets Ctrl-C through.
     pub fn poll(&self, py: Python<'_>, blocking: bool) -> PyResult<Option<i32>> {
-        self.release_loaded_payload();
+        self.release_loaded_payload(false);
         if let Some(code) = self.returncode() {
             return Ok(Some(code));
         }
@@ -369,7 +371,10 @@ impl Popen {
                         self.await_status(py, &sentinel)?;
                     }
                     match self.collect(&sentinel).map_err(os_error)? {
-                        Some(code) => return Ok(Some(code)),
+                        Some(code) => {
+                            self.release_loaded_payload(true);
+                            return Ok(Some(code));
+                        }
                         None if !blocking => return Ok(None),
                         None => {}
                     }
@@ -383,7 +388,7 @@ impl Popen {
     /// `join()`'s wait: `None` timeout waits for the exit, otherwise at most `timeout`
     /// seconds; returns the exit code or `None` on timeout.
     pub fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<i32>> {
-        self.release_loaded_payload();
+        self.release_loaded_payload(false);
         if let Some(code) = self.returncode() {
             return Ok(Some(code));
         }

@@ -34,6 +34,7 @@ from _support import (
     path_gone,
     recv,
     run_process,
+    run_python,
     skip_on_stdlib,
     start_reporting,
     wait_gone,
@@ -151,14 +152,200 @@ def test_sigterm_removes_the_socket_directory(mp, fs):
 
 
 def test_server_exits_with_its_last_holder(run_py):
+    """The process that started the server waits at its exit for the server to follow, so that its socket directory
+    is gone when that process is (regrtest -j checks a worker's temporary directory right then)."""
     out = run_py("""
         _targets.start_helpers(mp.get_context('forkserver'))
         address = os.fsdecode(mp._procstart._forkserver_info()[0])
         print(json.dumps([mp._procstart._forkserver_pid(), address]))
     """).stdout
     server, address = json.loads(out)
+    assert not os.path.exists(os.path.dirname(address))
     assert wait_gone(server, timeout=2.0), 'the server outlived the process that started it'
-    assert path_gone(os.path.dirname(address), timeout=2.0)
+
+
+# -- nothing of a dead server is left -------------------------------------------------------------------------------
+
+# Starts the server, then with argv[1] == 'no tracker' kills the resource tracker first, so that only the processes
+# that used the server are left to remove its directory.
+_SERVER_AND_TRACKER = """
+    import signal
+    import _support
+    ctx = mp.get_context('forkserver')
+    _targets.start_helpers(ctx)
+    address = os.fsdecode(mp._procstart._forkserver_info()[0])
+    server, tracker = mp._procstart._forkserver_pid(), mp._procstart._tracker_pid()
+    if sys.argv[1] == 'no tracker':
+        os.kill(tracker, signal.SIGKILL)
+        os.waitpid(tracker, 0)
+"""
+
+
+@pytest.mark.parametrize('tracker', ['tracker', 'no tracker'])
+def test_a_killed_servers_directory_goes_at_the_clients_exit(run_py, tracker):
+    """A SIGKILLed server leaves its socket directory; the process that started it removes it at its exit, when it
+    has not started another server since (and the resource tracker, when there is one, as soon as the server died)."""
+    out = run_py(
+        _SERVER_AND_TRACKER
+        + """
+    os.kill(server, signal.SIGKILL)
+    assert _support.wait_gone(server)
+    print(json.dumps([address, os.path.exists(address)]))
+    """,
+        tracker,
+    ).stdout
+    address, left_before_exit = json.loads(out)
+    assert not os.path.exists(os.path.dirname(address))
+    if tracker == 'no tracker':
+        assert left_before_exit  # so it was the exit that removed it
+
+
+def test_an_adopters_exit_removes_a_dead_servers_directory(run_py):
+    """A process that uses a server it did not start (here a fork child) removes the directory of the server at its
+    exit if the server died."""
+    out = run_py(
+        _SERVER_AND_TRACKER
+        + """
+    def kill_server():
+        os.kill(server, signal.SIGKILL)
+        assert _support.wait_gone(server)
+    child = mp.get_context('fork').Process(target=kill_server)
+    child.start(); child.join()
+    print(json.dumps([child.exitcode, os.path.exists(os.path.dirname(address))]))
+    """,
+        'no tracker',
+    ).stdout
+    assert json.loads(out) == [0, False]
+
+
+@pytest.mark.parametrize('pause', [0, 0.2])
+def test_server_and_client_sigkilled(run_py, pause):
+    """The server SIGKILLed, then the process that started it too (at once, or after a moment): the resource tracker,
+    which outlives both, removes the server's socket directory."""
+    proc = run_py(
+        _SERVER_AND_TRACKER
+        + """
+    print(json.dumps([address, tracker]), flush=True)
+    os.kill(server, signal.SIGKILL)
+    time.sleep(float(sys.argv[2]))
+    os.kill(os.getpid(), signal.SIGKILL)
+    """,
+        'tracker',
+        pause,
+        check=False,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    address, tracker = json.loads(proc.stdout)
+    assert wait_gone(tracker), 'the tracker outlived the last process holding it'
+    assert not os.path.exists(os.path.dirname(address))
+
+
+def test_the_tracker_removes_a_dead_servers_directory_at_once(mp, fs):
+    """While the process that started the server runs and does not look at it, the resource tracker removes the
+    directory as soon as the server has died."""
+    import procstart.forkserver
+
+    # A server registered with the tracker this process has now (another test may have replaced the tracker).
+    procstart.forkserver._forkserver._stop()
+    assert run_process(fs, _targets.noop).exitcode == 0
+    address, _, _, server = fork_server_info(mp)
+    os.kill(server, signal.SIGKILL)
+    assert path_gone(os.path.dirname(address))
+    assert mp._procstart._forkserver_pid() == server  # not looked at yet
+    assert run_process(fs, _targets.exit_with, 3).exitcode == 3  # a new server; the dead one reaped
+    assert not os.path.exists(f'/proc/{server}')
+
+
+def test_stop_in_another_process_keeps_a_live_servers_socket(mp, fs, pipe):
+    """`_stop()` in a process that did not start the server stops its use there only: the server still serves the
+    others, at the same address."""
+    address, _, _, server = fork_server_info(mp)
+    assert run_process(mp.get_context('fork'), _stop_server_here).exitcode == 0
+    assert os.path.exists(address)
+    assert run_process(fs, _targets.exit_with, 5).exitcode == 5
+    assert mp._procstart._forkserver_pid() == server
+
+
+def _stop_server_here():
+    import procstart.forkserver
+
+    procstart.forkserver._forkserver._stop()
+
+
+def test_a_new_server_removes_directories_nobody_was_left_to_remove(run_py, tmp_path):
+    """A server killed with every process that used it and their tracker leaves its directory; the next server
+    started in the same temporary directory removes it, once it has been unchanged for a minute and nothing listens
+    there. Directories that are newer, where a server listens, or not named as a server's are left alone."""
+
+    def server_dir(name, listening=False, age=120):
+        path = tmp_path / name
+        path.mkdir(mode=0o700)
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(path / 'socket'))
+        listener.listen()
+        (path / 'children').write_text('')
+        os.utime(path, (time.time() - age, time.time() - age))
+        if listening:
+            return listener
+        listener.close()
+
+    server_dir('procstart-0123456789ab')
+    server_dir('procstart-0123456789ac', age=0)
+    live = server_dir('procstart-0123456789ad', listening=True)
+    server_dir('procstart-0123456789')
+    try:
+        run_py(
+            """
+            p = mp.get_context('forkserver').Process(target=_targets.noop); p.start(); p.join()
+            assert p.exitcode == 0
+            """,
+            env={'TMPDIR': str(tmp_path)},
+        )
+    finally:
+        live.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        'procstart-0123456789',
+        'procstart-0123456789ac',
+        'procstart-0123456789ad',
+    ]
+
+
+_REGRTEST_MODULE = """
+import unittest
+import procstart as mp
+import _targets
+
+class Test(unittest.TestCase):
+    def test_forkserver(self):
+        ctx = mp.get_context('forkserver')
+        for _ in range(3):
+            p = ctx.Process(target=_targets.noop)
+            p.start()
+            p.join()
+            self.assertEqual(p.exitcode, 0)
+"""
+
+
+def test_regrtest_workers_leave_no_directory(tmp_path):
+    """CPython's regrtest -j lists a worker's temporary directory as soon as the worker has exited, and reports what
+    is there as leaked: the server's directory is gone by then."""
+    pytest.importorskip('test.libregrtest')
+    for name in ('test_ps_fs_one', 'test_ps_fs_two'):
+        (tmp_path / f'{name}.py').write_text(_REGRTEST_MODULE)
+    proc = run_python(
+        '-m',
+        'test',
+        '-j2',
+        '--testdir',
+        tmp_path,
+        'test_ps_fs_one',
+        'test_ps_fs_two',
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert 'leaked temporary files' not in proc.stdout, proc.stdout
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_socket_is_private(mp, fs):

@@ -12,6 +12,7 @@ import atexit
 from . import _hooks  # noqa: F401 (registers the extension's hooks before anything can start a process)
 from . import process as _process
 from ._procstart import __version__ as __version__
+from ._procstart import _forkserver_at_exit
 
 # procstart's extensions, beside (not in) multiprocessing's __all__.
 from ._procstart import get_fork_thread_check as get_fork_thread_check
@@ -107,4 +108,8 @@ def __getattr__(name):
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
+# Run after _exit_function has joined the children (atexit runs handlers last in, first out): the fork server this
+# process started follows it, and nothing of the server is left once the process has exited.
+atexit.register(_forkserver_at_exit)
+del _forkserver_at_exit
 atexit.register(_process._exit_function)

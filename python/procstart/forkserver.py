@@ -89,6 +89,15 @@ class ForkServer:
                 return
             import pickle
 
+            from . import resource_tracker
+
+            # The tracker first, as CPython's ensure_running: it is told the server's socket directory and removes it
+            # if the server and every process that used it are killed (src/resource_tracker/program.rs).
+            try:
+                resource_tracker.ensure_running()
+            except OSError:
+                pass  # the start that follows says so (spawn._share_tracker)
+
             prep = spawn.get_preparation_data('ForkServer')
             # The server's own authkey is never used: each child gets its parent's in its payload.
             del prep['authkey']

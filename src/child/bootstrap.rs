@@ -148,6 +148,9 @@ impl ChildSetup {
         if registry::has_children() {
             hooks(py)?.exit_function.call0(py)?;
         }
+        // Then the fork server this child started follows it (`procstart/__init__.py` registers
+        // the same at exit in a program's main process).
+        crate::forkserver::client::_forkserver_at_exit(py);
         flush_std_streams(py)?;
         Ok(code)
     }

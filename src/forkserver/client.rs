@@ -7,6 +7,13 @@
 //! fork-server children receive them in their payload (`procstart/popen_spawn.py`). The server exits
 //! when every holder of the alive pipe has exited.
 //!
+//! Its socket directory does not outlive it. The server removes it when it ends, and the process
+//! that started it waits for that at its exit (`_forkserver_at_exit`). A server that was killed
+//! leaves it to whoever outlives it: any process that finds the server dead (a start, `_stop`, its
+//! exit), and the resource tracker, told of the directory when the server starts, which removes
+//! it once the server has died even when every process that used it is gone too. Should all of
+//! them have been killed, the next server started in the same temporary directory removes it.
+//!
 //! The server is the parent of every child it forks: it reaps them and sends each exit status
 //! on the connection that asked for the child, and hands the client its pidfd on the child, so
 //! that the client waits for and signals exactly that process (no PID reuse). A server that
@@ -20,11 +27,11 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::wait::{waitid, WaitPidFlag};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid};
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::intern;
@@ -35,6 +42,7 @@ use super::protocol::{self, Key, Refused, Reply, KEY_LEN};
 use super::remove_socket;
 use crate::errors::os_error;
 use crate::program::{reap, send_payload, start_program};
+use crate::resource_tracker::register_forkserver_dir;
 use crate::sys::pidfd;
 use crate::sys::poll::{wait_readable, Readiness};
 use crate::sys::socket::{random_bytes, MAX_FDS};
@@ -67,13 +75,7 @@ fn forget_key_override() {
 
 impl Server {
     fn is_running(&self) -> bool {
-        match &self.handle {
-            Some(fd) => matches!(
-                wait_readable(std::os::fd::AsRawFd::as_raw_fd(fd), Some(Instant::now())),
-                Ok(Readiness::TimedOut)
-            ),
-            None => nix::sys::signal::kill(self.pid, None).is_ok(),
-        }
+        running(self.pid, self.handle.as_ref())
     }
 
     /// After the server died: the process that started it reaps it, and its socket and
@@ -85,6 +87,50 @@ impl Server {
         }
         remove_socket(&self.address);
     }
+}
+
+/// Whether the server `pid` (held by `handle` when pidfds are supported) still runs.
+fn running(pid: Pid, handle: Option<&OwnedFd>) -> bool {
+    match handle {
+        Some(fd) => matches!(
+            wait_readable(std::os::fd::AsRawFd::as_raw_fd(fd), Some(Instant::now())),
+            Ok(Readiness::TimedOut)
+        ),
+        None => nix::sys::signal::kill(pid, None).is_ok(),
+    }
+}
+
+/// Waits up to `timeout` for the server `pid` to exit, reaping it (this process started it);
+/// whether it has exited. Called with the GIL released.
+fn wait_for_exit(pid: Pid, handle: Option<&OwnedFd>, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let Some(fd) = handle else {
+        // Without a pidfd: polled, as the server's loop polls such children.
+        loop {
+            match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
+                // Exited, or reaped already (SIGCHLD ignored: the kernel reaps it).
+                Ok(_) | Err(_) => return true,
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    loop {
+        match wait_readable(std::os::fd::AsRawFd::as_raw_fd(fd), Some(deadline)) {
+            Ok(Readiness::Ready) | Err(_) => break,
+            Ok(Readiness::TimedOut) => return false,
+            // Python's handlers run once the GIL is taken again, after the wait.
+            Ok(Readiness::Interrupted) => {}
+        }
+    }
+    let _ = waitid(
+        Id::PIDFd(fd.as_fd()),
+        WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+    );
+    true
 }
 
 fn current() -> Option<Arc<Server>> {
@@ -139,12 +185,78 @@ fn private_dir() -> PyResult<PathBuf> {
     }
 }
 
+/// How long after its last change a server directory where nothing listens is taken to be
+/// abandoned: longer than any server start (making the directory, binding, listening) takes.
+const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+
+/// Removes the directories of dead servers that nobody was left to remove (the server killed
+/// with every process that used it and their tracker): this user's `procstart-<12 hex digits>`
+/// directories in `base`, unchanged for `ABANDONED_AFTER`, where nothing listens.
+fn remove_abandoned_dirs(base: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let uid = nix::unistd::getuid().as_raw();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(suffix) = name.to_str().and_then(|n| n.strip_prefix("procstart-")) else {
+            continue;
+        };
+        if suffix.len() != 12 || !suffix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let dir = entry.path();
+        // Not followed: a symlink is not a server's directory.
+        let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+            continue;
+        };
+        let unchanged = meta.modified().ok().and_then(|m| m.elapsed().ok());
+        if !meta.is_dir()
+            || std::os::unix::fs::MetadataExt::uid(&meta) != uid
+            || unchanged.is_none_or(|age| age < ABANDONED_AFTER)
+        {
+            continue;
+        }
+        let address = dir.join("socket");
+        if !listening(&address) {
+            remove_socket(&address);
+        }
+    }
+}
+
+/// Whether a server listens at `address`: a connection is refused only when none does (a dead
+/// server leaves its socket file). Never blocks: a full backlog (`EAGAIN`) is a live server's.
+fn listening(address: &std::path::Path) -> bool {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let Ok(addr) = UnixAddr::new(address) else {
+        return true;
+    };
+    let Ok(fd) = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return true;
+    };
+    !matches!(
+        connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr),
+        Err(Errno::ECONNREFUSED | Errno::ENOENT)
+    )
+}
+
 /// Starts a server: `argv` is its command line (`procstart/forkserver.py`'s `server_main`),
 /// `data` what it reads after the key. Its descriptors: 3 the payload, 4 the listening
 /// socket, 5 the alive pipe's read end.
 #[pyfunction]
 pub fn _forkserver_start(py: Python<'_>, argv: Vec<Vec<u8>>, data: &[u8]) -> PyResult<()> {
     let dir = private_dir()?;
+    if let Some(base) = dir.parent() {
+        py.detach(|| remove_abandoned_dirs(base));
+    }
+    // Told to the tracker before anything can die, so that the directory never outlives both
+    // the server and this process (the tracker outlives them: `resource_tracker/program.rs`).
+    register_forkserver_dir(py, &dir, None);
     let address = dir.join("socket");
     let bound = UnixListener::bind(&address).and_then(|listener| {
         std::fs::set_permissions(&address, std::fs::Permissions::from_mode(0o600))?;
@@ -175,6 +287,8 @@ pub fn _forkserver_start(py: Python<'_>, argv: Vec<Vec<u8>>, data: &[u8]) -> PyR
         payload.extend_from_slice(data);
         send_payload(py, payload_w.as_fd(), &payload)?;
         drop(payload_w);
+        // Now also watched by the tracker, which removes the directory once the server dies.
+        register_forkserver_dir(py, &dir, Some(pid));
         let handle = pidfd::supported().then(|| pidfd::open(pid).ok()).flatten();
         forget_key_override();
         *SERVER.lock().unwrap() = Some(Arc::new(Server {
@@ -267,7 +381,8 @@ pub fn _forkserver_pid() -> Option<i32> {
 }
 
 /// Stops using the server: closes this process's alive pipe and, in the process that started
-/// it, waits for it to exit (CPython's `ForkServer._stop`, used by tests).
+/// it, waits for it to exit (CPython's `ForkServer._stop`, used by tests). Its socket and
+/// directory go unless it still serves other processes of the tree.
 #[pyfunction]
 pub fn _forkserver_stop(py: Python<'_>) -> PyResult<()> {
     let mut slot = SERVER.lock().unwrap();
@@ -292,9 +407,59 @@ pub fn _forkserver_stop(py: Python<'_>) -> PyResult<()> {
     drop(alive_w);
     if owner == Pid::this() {
         reap(py, pid, handle.as_ref())?;
+    } else if running(pid, handle.as_ref()) {
+        // Other processes of the tree still use it: its socket stays.
+        return Ok(());
     }
     remove_socket(&address);
     Ok(())
+}
+
+/// How long the process that started the server waits at its exit for the server to follow.
+/// The server ends as soon as the last holder of its alive pipe has closed it, and removes its
+/// directory; while processes of the tree that outlive this one hold it, it serves them, and
+/// this process stops waiting after this long.
+const EXIT_WAIT: Duration = Duration::from_secs(1);
+
+/// At this process's exit, once its children are joined: stops using the server, so that none
+/// of it outlives the process. The process that started it closes its alive pipe and waits (up
+/// to `EXIT_WAIT`) for the server to exit, which removes the socket directory before this
+/// process is gone (regrtest's `-j` workers have their temporary directory checked right then),
+/// also when the server was killed; any other process removes the directory of a server that
+/// died. Nothing without a server; a second call does nothing.
+#[pyfunction]
+pub fn _forkserver_at_exit(py: Python<'_>) {
+    let Some(server) = SERVER.lock().unwrap().take() else {
+        return;
+    };
+    forget_key_override();
+    let server = match Arc::try_unwrap(server) {
+        Ok(server) => server,
+        // Another thread is still asking it for a child: only a dead server's directory goes.
+        Err(server) => {
+            if !server.is_running() {
+                remove_socket(&server.address);
+            }
+            return;
+        }
+    };
+    let Server {
+        pid,
+        owner,
+        address,
+        alive_w,
+        handle,
+        ..
+    } = server;
+    drop(alive_w);
+    let ended = if owner == Pid::this() {
+        py.detach(|| wait_for_exit(pid, handle.as_ref(), EXIT_WAIT))
+    } else {
+        !running(pid, handle.as_ref())
+    };
+    if ended {
+        remove_socket(&address);
+    }
 }
 
 enum Failure {

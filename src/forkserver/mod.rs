@@ -22,10 +22,13 @@ static PRELOAD: Mutex<Option<Vec<String>>> = Mutex::new(None);
 /// `set_forkserver_preload(..., on_error=...)` (Python 3.15): `ignore`, `warn` or `fail`.
 static PRELOAD_ON_ERROR: Mutex<&'static str> = Mutex::new("ignore");
 
-/// Removes a server's socket and the private directory it is in (`client::private_dir`).
+/// Removes a server's socket, its list of children (`tree.rs`) and the private directory they are
+/// in (`client::private_dir`).
 pub fn remove_socket(address: &std::path::Path) {
     let _ = std::fs::remove_file(address);
     if let Some(children) = tree::file(address) {
+        // With the new list a server killed while writing it leaves.
+        let _ = std::fs::remove_file(children.with_extension("new"));
         let _ = std::fs::remove_file(children);
     }
     if let Some(dir) = address.parent() {

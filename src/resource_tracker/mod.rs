@@ -10,6 +10,8 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
@@ -118,6 +120,25 @@ pub fn _tracker_forget(py: Python<'_>) -> PyResult<()> {
         reap(py, tracker.pid, tracker.handle.as_ref())?;
     }
     Ok(())
+}
+
+/// Tells this process's tracker about a fork server's socket directory, which it removes once
+/// the server `server` has died (or, before the server runs, at its own end) unless a server
+/// listens there: so the directory goes even when the server and every process that used it
+/// are SIGKILLed. `forkserver_dir` is the tracker's one type of procstart's own; the name is the
+/// path in hex (any bytes, never a `:` or a newline), then `.` and the server's pid. Nothing
+/// without a tracker.
+pub fn register_forkserver_dir(py: Python<'_>, dir: &Path, server: Option<Pid>) {
+    let mut line = String::from("REGISTER:");
+    for byte in dir.as_os_str().as_bytes() {
+        line.push_str(&format!("{byte:02x}"));
+    }
+    if let Some(pid) = server {
+        line.push_str(&format!(".{pid}"));
+    }
+    line.push_str(":forkserver_dir\n");
+    // A socket's address fits in 108 bytes, so the line in one atomic write (PIPE_BUF).
+    _tracker_write(py, line.as_bytes());
 }
 
 /// The pipe's write end, to pass to a child; `None` without a tracker.

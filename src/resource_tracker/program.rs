@@ -7,12 +7,23 @@
 //! gone (end of file), it unlinks every resource still registered and warns, as CPython's
 //! `resource_tracker.main` does. Exit code: 0 nothing leaked, 1 leaks cleaned up, 2 an unlink
 //! failed, 3 a line was not understood (the last of these to happen, as CPython).
+//!
+//! One type is procstart's own, `forkserver_dir`: the private directory of a fork server's
+//! socket (`src/forkserver/client.rs`), which must not outlive the server even when the server
+//! and every process that used it are SIGKILLed. The tracker removes it when the server it
+//! names dies, and at its own end; never while a server still listens there, and never as a
+//! leak (no warning, no exit code).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::{c_char, c_int, CString};
+use std::ffi::{c_char, c_int, c_long, c_short, c_ulong, CString, OsString};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::FromRawFd;
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
 
 const PIPE_FD: c_int = 3;
 const SIGINT: c_int = 2;
@@ -28,14 +39,42 @@ extern "C" {
     fn sigaddset(set: *mut SigSet, signum: c_int) -> c_int;
     fn sigprocmask(how: c_int, set: *const SigSet, old: *mut SigSet) -> c_int;
     fn prctl(option: c_int, ...) -> c_int;
+    fn syscall(number: c_long, ...) -> c_long;
+    fn poll(fds: *mut PollFd, count: c_ulong, timeout: c_int) -> c_int;
+    fn close(fd: c_int) -> c_int;
 }
+
+#[repr(C)]
+struct PollFd {
+    fd: c_int,
+    events: c_short,
+    revents: c_short,
+}
+
+const POLLIN: c_short = 1;
+/// The same number on every Linux architecture (it is past the unified numbering, 424).
+const SYS_PIDFD_OPEN: c_long = 434;
+const ESRCH: i32 = 3;
+const ENOENT: i32 = 2;
+const ECONNREFUSED: i32 = 111;
 
 /// glibc's `sigset_t`: 1024 bits.
 #[repr(C)]
 struct SigSet([u64; 16]);
 
 /// `noop` is what PROBE lines name; registering it is accepted and it is never unlinked.
-const RESOURCE_TYPES: [&str; 3] = ["semaphore", "shared_memory", "noop"];
+/// `forkserver_dir` is procstart's (CPython 3.8 to 3.15 know the first three only).
+const RESOURCE_TYPES: [&str; 4] = ["semaphore", "shared_memory", "noop", FORKSERVER_DIR];
+/// A fork server's socket directory, named `<path in hex>` before the server runs and
+/// `<path in hex>.<server pid>` once it does.
+const FORKSERVER_DIR: &str = "forkserver_dir";
+/// How long a `connect` to a fork server's socket may take before the server is taken to be
+/// alive (a blocking connect waits while a live server's backlog is full).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the tracker waits at its end for the servers still running to exit.
+const SERVER_GRACE: Duration = Duration::from_secs(1);
+/// The stack of the threads that watch a server or connect to it.
+const THREAD_STACK: usize = 64 * 1024;
 /// A longer line is not one of ours: it is reported and skipped rather than buffered.
 const MAX_LINE: usize = 4096;
 const PR_SET_NAME: c_int = 15;
@@ -114,9 +153,180 @@ fn apply(line: &[u8], cache: &mut Cache) -> Result<(), String> {
     Ok(())
 }
 
+/// A fork server's socket directory, as a `forkserver_dir` name gives it.
+#[derive(Debug, PartialEq)]
+struct ServerDir {
+    path: PathBuf,
+    /// The server's pid, once it runs.
+    pid: Option<i32>,
+}
+
+/// `<path in hex>` or `<path in hex>.<pid>`; `None` for anything else.
+fn server_dir(name: &str) -> Option<ServerDir> {
+    let (hex, pid) = match name.split_once('.') {
+        Some((hex, pid)) => (hex, Some(pid.parse().ok().filter(|&p: &i32| p > 0)?)),
+        None => (name, None),
+    };
+    if hex.is_empty() || hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    let path = PathBuf::from(OsString::from_vec(bytes));
+    // Only ever a server's directory (`client::private_dir`), whatever a line names.
+    let named = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("procstart-"));
+    (path.is_absolute() && named).then_some(ServerDir { path, pid })
+}
+
+/// The fork server directory a line registers, if it is a well-formed `REGISTER` of one.
+fn registered_server_dir(line: &[u8]) -> Option<ServerDir> {
+    let line = std::str::from_utf8(line).ok()?;
+    match line.trim().split(':').collect::<Vec<_>>()[..] {
+        ["REGISTER", name, FORKSERVER_DIR] => server_dir(name),
+        _ => None,
+    }
+}
+
+/// Whether something listens at `socket`. A server that died leaves its socket file, and
+/// connecting to it is refused; one that runs accepts (and drops the tracker when it does not
+/// answer the challenge). Taken as listening when it cannot be told.
+fn listening(socket: &Path) -> bool {
+    let (sender, receiver) = mpsc::channel();
+    let target = socket.to_path_buf();
+    let connecting = std::thread::Builder::new()
+        .stack_size(THREAD_STACK)
+        .spawn(move || {
+            let _ = sender.send(UnixStream::connect(&target).map(drop));
+        });
+    if connecting.is_err() {
+        return true;
+    }
+    match receiver.recv_timeout(CONNECT_TIMEOUT) {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => !matches!(e.raw_os_error(), Some(ECONNREFUSED | ENOENT)),
+        Err(_) => true,
+    }
+}
+
+/// What a fork server keeps in its directory: its socket, and its list of who asked for each
+/// child (`src/forkserver/tree.rs`), with the new list it may have died writing.
+const SERVER_FILES: [&str; 3] = ["socket", "children", "children.new"];
+
+/// Removes a fork server's files and its directory unless a server listens there: the
+/// directory goes only if nothing else is in it.
+fn remove_if_abandoned(dir: &Path) {
+    if listening(&dir.join(SERVER_FILES[0])) {
+        return;
+    }
+    for name in SERVER_FILES {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// A pidfd of process `pid`; `Err(true)` if there is no such process, `Err(false)` if it
+/// cannot be told (no pidfds: Linux < 5.3).
+fn pidfd_open(pid: i32) -> Result<c_int, bool> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { syscall(SYS_PIDFD_OPEN, pid as c_long, 0 as c_long) };
+    if fd >= 0 {
+        return Ok(fd as c_int);
+    }
+    Err(std::io::Error::last_os_error().raw_os_error() == Some(ESRCH))
+}
+
+/// Waits until every process in `pids` has exited, or `timeout` has passed.
+fn wait_for_exits(pids: impl Iterator<Item = i32>, timeout: Duration) {
+    let mut fds: Vec<PollFd> = pids
+        .filter_map(|pid| pidfd_open(pid).ok())
+        .map(|fd| PollFd {
+            fd,
+            events: POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + timeout;
+    while !fds.is_empty() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        // SAFETY: `fds` is a live array of `fds.len()` PollFds; poll(2) only writes revents.
+        let ready = unsafe {
+            poll(
+                fds.as_mut_ptr(),
+                fds.len() as c_ulong,
+                left.as_millis() as c_int + 1,
+            )
+        };
+        if ready < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            break;
+        }
+        fds.retain(|p| {
+            if p.revents == 0 {
+                return true;
+            }
+            // SAFETY: a descriptor pidfd_open returned, owned here alone.
+            unsafe { close(p.fd) };
+            false
+        });
+    }
+    for p in fds {
+        // SAFETY: as above.
+        unsafe { close(p.fd) };
+    }
+}
+
+/// Removes the server's directory as soon as the server `pid` has died, from a thread of its
+/// own. Without pidfds (Linux < 5.3) it is left for the tracker's end.
+fn watch_server(dir: ServerDir) {
+    let Some(pid) = dir.pid else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .stack_size(THREAD_STACK)
+        .spawn(move || {
+            let fd = match pidfd_open(pid) {
+                Ok(fd) => fd,
+                Err(gone) => {
+                    if gone {
+                        remove_if_abandoned(&dir.path);
+                    }
+                    return;
+                }
+            };
+            let mut pollfd = PollFd {
+                fd,
+                events: POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one PollFd owned by this frame, its count passed as 1; poll(2) only
+            // writes its revents. A pidfd is readable once its process has exited.
+            while unsafe { poll(&mut pollfd, 1, -1) } < 0 {
+                if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                    break;
+                }
+            }
+            // SAFETY: the descriptor pidfd_open returned, owned by this thread alone.
+            unsafe { close(fd) };
+            // A reused pid makes this early: the check of the socket keeps a live server's.
+            remove_if_abandoned(&dir.path);
+        });
+}
+
 /// Applies each line of `input` until its end, reporting on `errors` every line that is not
-/// understood; true when there was one.
-fn track(input: impl Read, cache: &mut Cache, errors: &mut impl Write) -> bool {
+/// understood; true when there was one. `registered` is called with each line applied.
+fn track(
+    input: impl Read,
+    cache: &mut Cache,
+    errors: &mut impl Write,
+    registered: &mut impl FnMut(&[u8]),
+) -> bool {
     let mut reader = BufReader::new(input);
     let mut bad_line = false;
     let mut line = Vec::new();
@@ -141,7 +351,7 @@ fn track(input: impl Read, cache: &mut Cache, errors: &mut impl Write) -> bool {
             }
             Err(format!("ValueError: line longer than {MAX_LINE} bytes"))
         } else {
-            apply(&line, cache)
+            apply(&line, cache).map(|()| registered(&line))
         };
         if let Err(error) = outcome {
             // A bad line is reported and skipped; the tracker goes on.
@@ -176,14 +386,32 @@ fn main() {
     drop(unsafe { (File::from_raw_fd(0), File::from_raw_fd(1)) });
     let mut stderr = std::io::stderr().lock();
     let mut cache = Cache::new();
-    let mut exit_code = if track(pipe, &mut cache, &mut stderr) {
+    let mut watch = |line: &[u8]| {
+        if let Some(dir) = registered_server_dir(line) {
+            watch_server(dir);
+        }
+    };
+    let mut exit_code = if track(pipe, &mut cache, &mut stderr, &mut watch) {
         3
     } else {
         0
     };
-    // Every process that could unregister has exited: what is left has leaked.
+    // Every process that could unregister has exited: what is left has leaked. A fork server's
+    // directory is not a leak: it is left when the server was killed, and goes quietly.
+    let dirs: Vec<ServerDir> = cache
+        .get(FORKSERVER_DIR)
+        .into_iter()
+        .flatten()
+        .filter_map(|name| server_dir(name))
+        .collect();
+    // A server still running now is ending too (the tree that held it has), or was killed a
+    // moment ago and is still exiting, its socket open: each gets a moment to be gone.
+    wait_for_exits(dirs.iter().filter_map(|dir| dir.pid), SERVER_GRACE);
+    for dir in &dirs {
+        remove_if_abandoned(&dir.path);
+    }
     for (rtype, names) in &cache {
-        if names.is_empty() || rtype == "noop" {
+        if names.is_empty() || rtype == "noop" || rtype == FORKSERVER_DIR {
             continue;
         }
         exit_code = 1;
@@ -476,7 +704,7 @@ mod tests {
                 data: &stream,
                 rng: Rng(case as u64 + 1),
             };
-            let bad_line = track(input, &mut cache, &mut errors);
+            let bad_line = track(input, &mut cache, &mut errors, &mut |_| {});
             let errors = String::from_utf8(errors).unwrap();
             assert_eq!(registered(&cache), registered(&model), "case {case}");
             assert_eq!(
@@ -489,5 +717,129 @@ mod tests {
                 .all(|l| l.starts_with("procstart resource_tracker: ")));
             assert_eq!(bad_line, expected_errors > 0);
         }
+    }
+
+    fn hex(path: &Path) -> String {
+        use std::os::unix::ffi::OsStrExt;
+        path.as_os_str()
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// A fresh directory for one test, as `client::private_dir` makes them.
+    fn scratch_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "procstart-tracker-test-{tag}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn server_dir_names() {
+        let path = Path::new("/tmp/d:ir \u{e9}\n/procstart-0a1b2c");
+        assert_eq!(
+            server_dir(&hex(path)),
+            Some(ServerDir {
+                path: path.to_path_buf(),
+                pid: None
+            })
+        );
+        assert_eq!(
+            server_dir(&format!("{}.1234", hex(path))),
+            Some(ServerDir {
+                path: path.to_path_buf(),
+                pid: Some(1234)
+            })
+        );
+        for bad in [
+            "", "2f7", "2f.", "2f.0", "2f.-5", "2f.x", "zz", "7469", "2f.1.2",
+        ] {
+            assert_eq!(server_dir(bad), None, "{bad:?}");
+        }
+        // Only ever a server's directory: not "/", not "/tmp", not a relative path.
+        for other in ["/", "/tmp", "procstart-0a1b2c"] {
+            assert_eq!(server_dir(&hex(Path::new(other))), None, "{other:?}");
+        }
+        let line = format!("REGISTER:{}.7:forkserver_dir\n", hex(path));
+        assert_eq!(registered_server_dir(line.as_bytes()).unwrap().pid, Some(7));
+        for other in ["UNREGISTER", "PROBE"] {
+            let line = format!("{other}:{}.7:forkserver_dir\n", hex(path));
+            assert_eq!(registered_server_dir(line.as_bytes()), None);
+        }
+        let line = format!("REGISTER:{}:semaphore\n", hex(path));
+        assert_eq!(registered_server_dir(line.as_bytes()), None);
+    }
+
+    /// Only a registration of a fork server directory reaches the callback, once applied.
+    #[test]
+    fn track_reports_what_it_applied() {
+        let input = b"REGISTER:2f70726f6373746172742d61:forkserver_dir\nbad line\nREGISTER:/mp-a:semaphore\n";
+        let mut seen = Vec::new();
+        let bad = track(
+            &input[..],
+            &mut Cache::new(),
+            &mut Vec::new(),
+            &mut |line| seen.push(registered_server_dir(line).map(|d| d.path)),
+        );
+        assert!(bad);
+        assert_eq!(seen, [Some(PathBuf::from("/procstart-a")), None]);
+    }
+
+    /// A directory whose server listens is kept; once nothing listens (the server died, its
+    /// socket file left), the server's files and the directory go; a directory holding anything
+    /// else stays.
+    #[test]
+    fn only_an_abandoned_directory_is_removed() {
+        let dir = scratch_dir("abandoned");
+        let listener = std::os::unix::net::UnixListener::bind(dir.join("socket")).unwrap();
+        remove_if_abandoned(&dir);
+        assert!(dir.join("socket").exists());
+        drop(listener);
+        remove_if_abandoned(&dir);
+        assert!(!dir.exists());
+        remove_if_abandoned(&dir);
+
+        let dir = scratch_dir("listed");
+        drop(std::os::unix::net::UnixListener::bind(dir.join("socket")).unwrap());
+        std::fs::write(dir.join("children"), b"12 34\n").unwrap();
+        std::fs::write(dir.join("children.new"), b"").unwrap();
+        remove_if_abandoned(&dir);
+        assert!(!dir.exists());
+
+        let dir = scratch_dir("crowded");
+        drop(std::os::unix::net::UnixListener::bind(dir.join("socket")).unwrap());
+        std::fs::write(dir.join("other"), b"").unwrap();
+        remove_if_abandoned(&dir);
+        assert!(!dir.join("socket").exists());
+        assert!(dir.join("other").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The directory of a server that dies goes as soon as it has died.
+    #[test]
+    fn a_watched_server_directory_goes_with_its_server() {
+        let dir = scratch_dir("watched");
+        drop(std::os::unix::net::UnixListener::bind(dir.join("socket")).unwrap());
+        let mut server = std::process::Command::new("sleep")
+            .arg("0.3")
+            .spawn()
+            .unwrap();
+        watch_server(ServerDir {
+            path: dir.clone(),
+            pid: Some(server.id() as i32),
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(dir.exists());
+        server.wait().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while dir.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!dir.exists());
     }
 }
