@@ -12,24 +12,13 @@ import uuid
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, finish, recv, skip_on_stdlib
+from _support import CHILD_TIMEOUT, last_json, path_gone, run_in_child, shm_path, skip_on_stdlib, wait_until
 
 pytestmark = skip_on_stdlib("these tests drive procstart's resource tracker")
 
 
 def _name(prefix='/mp-pst-'):
     return prefix + uuid.uuid4().hex[:10]
-
-
-def _shm_path(name, rtype='semaphore'):
-    return '/dev/shm/' + ('sem.' if rtype == 'semaphore' else '') + name.lstrip('/')
-
-
-def _wait_gone(path, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return not os.path.exists(path)
 
 
 @pytest.fixture
@@ -138,15 +127,13 @@ def test_leaks_are_unlinked_and_named_when_the_tree_exits(run_py):
     try:
         proc = run_py(_LEAK_SCRIPT, sem, kept, shm, bad)
         pid = int(proc.stdout.split()[-1])
-        assert _wait_gone(_shm_path(sem))
-        assert _wait_gone(_shm_path(shm, 'shared_memory'))
-        assert os.path.exists(_shm_path(kept))
-        deadline = time.monotonic() + 5
-        while os.path.exists(f'/proc/{pid}') and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert path_gone(shm_path(sem))
+        assert path_gone(shm_path(shm, 'shared_memory'))
+        assert os.path.exists(shm_path(kept))
+        path_gone(f'/proc/{pid}')
     finally:
-        if os.path.exists(_shm_path(kept)):
-            os.unlink(_shm_path(kept))
+        if os.path.exists(shm_path(kept)):
+            os.unlink(shm_path(kept))
     err = proc.stderr
     # Bad lines are reported and skipped; the tracker goes on.
     assert 'not enough values to unpack (expected 3, got 1)' in err
@@ -199,7 +186,7 @@ def test_sigkilled_child_leaves_nothing_behind(run_py, method):
     )
     assert proc.stdout.split()[-1] == str(-signal.SIGKILL)
     for name in names:
-        assert _wait_gone(_shm_path(name)), name
+        assert path_gone(shm_path(name)), name
         assert repr(name) in proc.stderr
     assert 'There appear to be 2 leaked semaphore objects' in proc.stderr
 
@@ -208,24 +195,16 @@ def test_sigkilled_child_leaves_nothing_behind(run_py, method):
 
 
 @pytest.mark.parametrize('method', ['fork', 'spawn', 'forkserver'])
-def test_children_share_the_tracker(mp, tracker, method):
-    import multiprocessing
-
-    r, w = multiprocessing.Pipe(duplex=False)
-    p = mp.get_context(method).Process(target=_targets.call_and_send, args=(w, _targets.tracker_pid))
-    p.start()
-    w.close()
-    assert recv(r) == ['ok', tracker._resource_tracker._pid]
-    finish(p)
+def test_children_share_the_tracker(mp, tracker, pipe, method):
+    res, _ = run_in_child(mp.get_context(method), pipe, _targets.tracker_pid)
+    assert res == ['ok', tracker._resource_tracker._pid]
 
 
 def test_dead_tracker_is_relaunched_with_a_warning(tracker):
     rt = tracker._resource_tracker
     old = rt._pid
     os.kill(old, signal.SIGKILL)
-    deadline = time.monotonic() + CHILD_TIMEOUT
-    while rt._check_alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: not rt._check_alive(), CHILD_TIMEOUT)
     with pytest.warns(
         UserWarning, match='resource_tracker: process died unexpectedly, relaunching.  Some resources might leak.'
     ):
@@ -250,9 +229,9 @@ def test_sigkilled_child_holding_procstart_locks(run_py, method):
         print(json.dumps(names))
         """
     )
-    names = json.loads(proc.stdout.strip().splitlines()[-1])
+    names = last_json(proc)
     assert len(names) == 3
     for name in names:
-        assert _wait_gone(_shm_path(name)), name
+        assert path_gone(shm_path(name)), name
         assert repr(name) in proc.stderr
     assert 'There appear to be 3 leaked semaphore objects' in proc.stderr
