@@ -467,7 +467,9 @@ class RunResult:
     finished: bool  # regrtest printed its result (did not crash, nor was it killed)
     stopped: str  # for an unfinished run: why, and the test that was running
     harness_timeout: float | None
-    dump: str = ''  # faulthandler's stacks, where a timeout or a fatal error printed them
+    # For what did not finish (a test file, or 'the run'): the output of the test that was running, and
+    # faulthandler's stacks where a timeout or a fatal error printed them.
+    excerpts: dict = dataclasses.field(default_factory=dict)
 
     def count(self, *outcomes):
         return sum(1 for t in self.tests.values() if t.outcome in outcomes)
@@ -514,6 +516,8 @@ _BLOCK = re.compile(
 # A verbose test line: "test_x (module.Class.test_x) ... ok"; 3.10 prints "(module.Class)"; a docstring puts its
 # first line between.
 _VERBOSE = re.compile(r'^(\w+) \(([\w.]+)\)(?:\n[^\n]*?)? \.\.\. (.*)$', re.MULTILINE)
+# The start of a verbose test line, anywhere in a text.
+_STARTED_ANYWHERE = re.compile(r'^\w+ \([\w.]+\)(?: \.\.\.|$)', re.MULTILINE)
 # The start of a verbose test line (or of a fixture's).
 _STARTED = re.compile(r'^(\w+) \(([\w.]+)\)(?: \.\.\.|$)')
 # regrtest's words for a test file's result (libregrtest/result.py), those of a file that failed first.
@@ -679,29 +683,40 @@ def parse_run(*, suite, method, target, command, returncode, duration, output, j
         files_failed[name] = words.group(1) if words else 'failed'
     files_skipped = _listed(output, 'skipped') + _listed(output, 'run no tests')
     stopped = ''
+    excerpts = {}
     if not finished:
         running = _last_started(output)
         if harness_timeout:
             stopped = f'killed by the harness after {harness_timeout:.0f} s (SIGABRT: faulthandler dump in the log)'
-        elif re.search(r'^Timeout \(\d+:\d\d:\d\d\)!', output, re.MULTILINE):
-            stopped = 'timed out (regrtest --timeout: faulthandler dump in the log)'
+        elif _TIMEOUT.search(output):
+            stopped = 'timed out (regrtest --timeout)'
         elif returncode < 0:
             stopped = f'crashed: killed by {signal.Signals(-returncode).name}'
         else:
             stopped = f'crashed: exit status {returncode}, no result printed'
         if running:
             stopped += f'; running: {running}'
+        excerpts['the run'] = _excerpt(output)
     for name, words in files_failed.items():
         if words.startswith(_UNFINISHED):
-            running = _last_started(sections.get(name, ''))
+            section = sections.get(name, '')
+            if _TIMEOUT.search(section) and not words.startswith('timed out'):
+                words += ', timed out (regrtest --timeout)'
+            running = _last_started(section)
             if running:
-                files_failed[name] = f'{words}; running: {running}'
-    dump = ''
-    m = re.search(r'^(?:Timeout \(\d+:\d\d:\d\d\)!|Fatal Python error: .*)\n(?:.+\n){0,80}', output, re.MULTILINE)
-    if m:
-        dump = m.group(0).rstrip()
+                words += f'; running: {running}'
+            files_failed[name] = words
+            excerpts[name] = _excerpt(section)
+            # Its tests are not in the XML (the worker never sent it): their -v lines say what they did.
+            for test_id, outcome in _verbose_outcomes(section).items():
+                if test_id not in tests:
+                    if outcome.outcome in ('failed', 'error'):
+                        outcome.detail = (
+                            'no traceback: its test file did not finish, and unittest prints them at the end'
+                        )
+                    tests[test_id] = outcome
     return RunResult(
-        dump=dump,
+        excerpts={k: v for k, v in excerpts.items() if v},
         suite=suite,
         method=method,
         target=target,
@@ -720,7 +735,30 @@ def parse_run(*, suite, method, target, command, returncode, duration, output, j
     )
 
 
-def _warnings(section, max_lines=12):
+_TIMEOUT = re.compile(r'Timeout \(\d+:\d\d:\d\d\)!')
+_FATAL = re.compile(r'Timeout \(\d+:\d\d:\d\d\)!|^Fatal Python error: ', re.MULTILINE)
+
+
+def _excerpt(section, before=20, stacks=12):
+    """The end of a test file's (or run's) output that did not finish: what the running test printed (a child's
+    traceback, say), then faulthandler's stacks, each cut to a few lines."""
+    starts = list(_STARTED_ANYWHERE.finditer(section))
+    start = starts[-1].start() if starts else 0
+    tail = section[start:]
+    m = _FATAL.search(tail)
+    printed, dump = (tail[: m.start()], tail[m.start() :]) if m else (tail, '')
+    printed_lines = printed.rstrip().splitlines()
+    if len(printed_lines) > before + 1:
+        printed_lines = [printed_lines[0], f'  ... ({len(printed_lines) - before - 1} lines)', *printed_lines[-before:]]
+    dump_lines = dump.rstrip().splitlines()
+    if len(dump_lines) > stacks:
+        dump_lines = [*dump_lines[:stacks], f'  ... ({len(dump_lines) - stacks} more lines)']
+    # The stacks end where regrtest's own output resumes.
+    dump_lines = [line for line in dump_lines if not line.startswith('== Tests result')]
+    return '\n'.join(printed_lines + dump_lines).strip()
+
+
+def _warnings(section, max_lines=8):
     """The warnings (``Warning --`` lines; support.print_warning prefixes every line of one) of a test file's
     output, each with the test that was the last to start before it."""
     out = []
@@ -766,6 +804,9 @@ def differences(result, reference):
 
 
 def _why_absent(result, test_id):
+    for name in result.unfinished_files:
+        if test_id.startswith(normalize(_FILE_ALIASES.get(name, name)) + '.'):
+            return f'not reached: {name} did not finish'
     for prefix in (test_id.rsplit('.', 1)[0], test_id.rsplit('.', 2)[0]):
         for fixture in ('setUpClass', 'setUpModule'):
             t = result.tests.get(f'{prefix}.{fixture}')
@@ -779,6 +820,11 @@ def _why_absent(result, test_id):
     return 'absent from the run (its module did not load, or regrtest skipped the file)'
 
 
+# Tests listed one by one under one reason, at most; warnings shown per test file, at most.
+MAX_LISTED = 5
+MAX_WARNINGS = 3
+
+
 def report(result, reference=None):
     """The verdict of one run: (ok, text). A run fails for any failure, error, env changed, crash or hang, and a
     procstart run also for any test that its stdlib reference ran and it skipped or did not run."""
@@ -789,7 +835,10 @@ def report(result, reference=None):
         kind = {'failed': 'FAIL', 'error': 'ERROR', 'xpassed': 'UNEXPECTED SUCCESS'}[t.outcome]
         lines.append(f'{kind} {test_id}: {short_error(t.detail)}')
     for name, warnings in result.env_changed.items():
-        lines.append(f'ENV CHANGED {name}:' + ''.join(f'\n    {w}' for w in warnings or ['(no Warning line)']))
+        shown = warnings[:MAX_WARNINGS] or ['(no Warning line)']
+        if len(warnings) > MAX_WARNINGS:
+            shown.append(f'({len(warnings) - MAX_WARNINGS} more warnings in the log)')
+        lines.append(f'ENV CHANGED {name}:' + ''.join(f'\n    {w}' for w in shown))
     for name, words in result.files_failed.items():
         if name in result.unfinished_files:
             lines.append(f'DID NOT FINISH {name}: {words}')
@@ -798,8 +847,19 @@ def report(result, reference=None):
             lines.append(f'FAILED {name}: {words}, no test failed (see the log)')
     if not result.finished:
         lines.append(f'DID NOT FINISH: {result.stopped}')
+    # One line per test, or, for many with one reason (a file that did not finish), a count and a few of them.
+    by_reason = {}
     for d in diffs:
-        lines.append(f'{d.outcome.upper()} here, RAN under stdlib: {d.id}: {d.detail}')
+        by_reason.setdefault((d.outcome, d.detail), []).append(d.id)
+    for (outcome, why), ids in by_reason.items():
+        if len(ids) <= MAX_LISTED:
+            lines += [f'{outcome.upper()} here, RAN under stdlib: {test_id}: {why}' for test_id in ids]
+        else:
+            shown = ', '.join(ids[:MAX_LISTED])
+            lines.append(
+                f'{outcome.upper()} here, RAN under stdlib: {len(ids)} tests: {why}: {shown} ... '
+                f'(and {len(ids) - MAX_LISTED} more)'
+            )
     ok = not lines
     head = f'{result.target}: {label(result.suite, result.method)}: {result.describe()} ({result.duration:.0f} s)' + (
         f'; stdlib: {reference.describe()}' if reference is not None else ''
@@ -809,6 +869,8 @@ def report(result, reference=None):
     for test_id in result.failed:
         t = result.tests.get(test_id) or next(p for p in result.problems if p.id == test_id)
         text.append(f'--- {test_id}\n{t.detail.rstrip()}')
-    if result.dump:
-        text.append(f'--- faulthandler (first lines; the log has all)\n{result.dump}')
+    for name, excerpt in result.excerpts.items():
+        text.append(
+            f"--- {name} did not finish: the running test's output, and where it was (the log has all)\n{excerpt}"
+        )
     return ok, '\n'.join(text)

@@ -130,8 +130,11 @@ def test_a_run_that_never_finished():
     output = 'test_a (test.test_mp.T.test_a) ... ok\ntest_b (test.test_mp.T.test_b) ... \nTimeout (0:10:00)!\nThread 0x1 (most recent call first):\n  File "/x/y.py", line 3 in f\n'
     result = _parse(output, returncode=1)
     assert not result.finished
-    assert result.stopped == ('timed out (regrtest --timeout: faulthandler dump in the log); running: test_mp.T.test_b')
-    assert result.dump.startswith('Timeout (0:10:00)!\nThread 0x1')
+    assert result.stopped == 'timed out (regrtest --timeout); running: test_mp.T.test_b'
+    assert result.excerpts['the run'] == (
+        'test_b (test.test_mp.T.test_b) ...\nTimeout (0:10:00)!\nThread 0x1 (most recent call first):\n'
+        '  File "/x/y.py", line 3 in f'
+    )
     assert result.describe().endswith('HUNG')
     killed = _parse('test_a (test.test_mp.T.test_a) ... ', returncode=-9, harness_timeout=100)
     assert killed.stopped.startswith('killed by the harness after 100 s')
