@@ -105,6 +105,7 @@ class ForkServer:
 
 _forkserver = ForkServer()
 ensure_running = _forkserver.ensure_running
+set_forkserver_preload = _forkserver.set_forkserver_preload
 
 
 def payload(process_obj, parent_death=None):
