@@ -809,6 +809,15 @@ def send_process_group(conn):
     conn.send((os.getpid(), os.getpgid(0)))
 
 
+def stdlib_tracker_reused(parent_tracker_pid):
+    """CPython's ``_is_resource_tracker_reused``: stdlib's tracker in this child is the parent's (a fork child on
+    CPython 3.14 does not know its pid, gh-146313; a spawned one never did), not one of its own."""
+    from multiprocessing.resource_tracker import _resource_tracker
+
+    _resource_tracker.ensure_running()
+    return _resource_tracker._pid in (None, parent_tracker_pid) and _resource_tracker._check_alive()
+
+
 def hold_proxy_until_told(proxy, conn):
     """Keep a Manager proxy while the parent counts its references; exit when told."""
     conn.send('ready')

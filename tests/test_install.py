@@ -10,6 +10,7 @@ redirected (installed) there too.
 import json
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.forkserver
 import multiprocessing.pool
 import multiprocessing.resource_tracker
 import os
@@ -311,10 +312,12 @@ def _stdlib_state():
         *((f'_default_context.{name}', value) for name, value in vars(default).items()),
         *((f'{cls.__name__}._Popen', vars(cls)['_Popen']) for cls in STDLIB_PROCESS_CLASSES),
         *((f'resource_tracker.{name}', getattr(multiprocessing.resource_tracker, name)) for name in TRACKER_NAMES),
+        *((f'forkserver.{name}', getattr(multiprocessing.forkserver, name)) for name in FORKSERVER_NAMES),
     ]
 
 
 TRACKER_NAMES = ('_resource_tracker', 'ensure_running', 'register', 'unregister', 'getfd')
+FORKSERVER_NAMES = ('_forkserver', 'ensure_running', 'set_forkserver_preload')
 
 
 def test_install_uninstall_round_trip(mp):
@@ -337,6 +340,10 @@ def test_install_uninstall_round_trip(mp):
 
         for name in TRACKER_NAMES:
             assert getattr(multiprocessing.resource_tracker, name) is getattr(resource_tracker, name)
+        from procstart import forkserver
+
+        for name in FORKSERVER_NAMES:
+            assert getattr(multiprocessing.forkserver, name) is getattr(forkserver, name)
     finally:
         mp.uninstall()
     mp.uninstall()

@@ -152,3 +152,14 @@ def test_manager_proxy_references_as_stdlib(ctx, std_ctx, make_pipe):
     # current process): procstart's child must count as stdlib's does, and give back what it took when it exits.
     with multiprocessing.Manager() as manager:
         assert _proxy_refcounts(ctx, make_pipe, manager) == _proxy_refcounts(std_ctx, make_pipe, manager)
+
+
+def test_stdlib_resource_tracker_is_the_parents(ctx, make_pipe):
+    # What a child registers with stdlib's tracker (stdlib's shared memory) is the tree's, as under stdlib: a tracker
+    # of the child's own would unlink it when the child exits. On CPython 3.14 a fork child keeps the tracker's pipe
+    # only when the fork declares a Process start (gh-146313).
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    pid = resource_tracker._resource_tracker._pid
+    assert run_in_child(ctx, make_pipe, _targets.stdlib_tracker_reused, pid)[0] == ['ok', True]

@@ -1,9 +1,12 @@
 """Locks, semaphores, conditions, events, barriers and the IPC built on them, shared between processes, for every
 start method: procstart's primitives behave as stdlib's (the reference run checks these same tests against stdlib)."""
 
+import multiprocessing.synchronize
+import operator
+
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, finish, recv, skip_on_stdlib, start_process, start_reporting
+from _support import CHILD_TIMEOUT, finish, recv, run_in_child, skip_on_stdlib, start_process, start_reporting
 
 
 def test_lock_excludes_across_processes(ctx):
@@ -56,6 +59,46 @@ def test_rlock_recursion_and_ownership(ctx, pipe):
     assert repr(rlock) == '<RLock(None, 0)>'
     with pytest.raises(AssertionError, match='^attempt to release recursive lock not owned by thread$'):
         rlock.release()
+
+
+# -- locked(), new in CPython 3.14 (gh-115942): the semaphore's value, seen from any process ---------------------
+
+HAS_LOCKED = hasattr(multiprocessing.synchronize.SemLock, 'locked')
+
+
+def test_locked_exists_as_in_stdlib(ctx):
+    for name, args in {'Lock': (), 'RLock': (), 'Semaphore': (2,), 'BoundedSemaphore': (2,)}.items():
+        assert hasattr(getattr(ctx, name)(*args), 'locked') is HAS_LOCKED, name
+
+
+@pytest.mark.skipif(not HAS_LOCKED, reason='locked() is new in CPython 3.14')
+@pytest.mark.parametrize('factory', ['Lock', 'RLock'])
+def test_locked_across_processes(ctx, make_pipe, factory):
+    lock = getattr(ctx, factory)()
+    locked = operator.methodcaller('locked')
+    assert lock.locked() is False
+    assert run_in_child(ctx, make_pipe, locked, lock)[0] == ['ok', False]
+    with lock:
+        assert lock.locked() is True
+        assert run_in_child(ctx, make_pipe, locked, lock)[0] == ['ok', True]
+    held, release = ctx.Event(), ctx.Event()
+    p = start_process(ctx, _targets.hold_lock, lock, held, release)
+    try:
+        assert held.wait(CHILD_TIMEOUT)
+        assert lock.locked() is True
+    finally:
+        release.set()
+        finish(p)
+    assert lock.locked() is False
+
+
+@pytest.mark.skipif(not HAS_LOCKED, reason='locked() is new in CPython 3.14')
+def test_semaphore_locked_at_zero(ctx):
+    sem = ctx.BoundedSemaphore(2)
+    assert sem.acquire() and sem.locked() is False
+    assert sem.acquire() and sem.locked() is True
+    sem.release()
+    assert sem.locked() is False
 
 
 def test_semaphores(ctx):
