@@ -357,8 +357,8 @@ fn listening(socket: &Path) -> bool {
 }
 
 /// What a fork server keeps in its directory: its socket, and its list of who asked for each
-/// child (`src/forkserver/tree.rs`), with the new list it may have died writing.
-const SERVER_FILES: [&str; 3] = ["socket", "children", "children.new"];
+/// child (`src/forkserver/tree.rs`).
+const SERVER_FILES: [&str; 2] = ["socket", "children"];
 
 /// Removes a fork server's files and its directory unless a server listens there: the
 /// directory goes only if nothing else is in it.
@@ -1055,7 +1055,6 @@ mod tests {
         let dir = scratch_dir("listed");
         drop(std::os::unix::net::UnixListener::bind(dir.join("socket")).unwrap());
         std::fs::write(dir.join("children"), b"12 34\n").unwrap();
-        std::fs::write(dir.join("children.new"), b"").unwrap();
         remove_if_abandoned(&dir);
         assert!(!dir.exists());
 
