@@ -511,7 +511,7 @@ import errno, pathlib
 ctx = mp.get_context('spawn')
 _targets.start_helpers(ctx)
 before = sorted(_targets.open_fds().items())
-helpers = _targets.child_pids()  # long-lived helpers (a resource tracker), if any
+helpers = {pid for pid, _ in _targets.child_pids()}  # long-lived helpers (a resource tracker): by pid, their state changes
 missing = os.path.join(sys.argv[1], 'no-such-python')
 res = {}
 for key, exe in [('missing', missing), ('missing_bytes', os.fsencode(missing)),
@@ -530,7 +530,7 @@ for key, exe in [('missing', missing), ('missing_bytes', os.fsencode(missing)),
             break
     res[key] = [out, repr(p).endswith(' initial>'), p.exitcode, p.pid, len(mp.active_children())]
 res['fds_unchanged'] = sorted(_targets.open_fds().items()) == before
-res['children'] = [c for c in _targets.child_pids() if c not in helpers]
+res['children'] = [c for c in _targets.child_pids() if c[0] not in helpers]
 mp.set_executable(sys.executable)
 p = ctx.Process(target=_targets.noop)
 p.start()
