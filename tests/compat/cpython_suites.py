@@ -337,11 +337,12 @@ class SuiteInterpreter:
 
     # -- one run ---------------------------------------------------------------------------------------------------
 
-    def regrtest_args(self, suite, method, target):
-        """The test names and the filter options for ``suite`` and ``method``."""
+    def regrtest_args(self, suite, method, target, match=None):
+        """The test names and the filter options for ``suite`` and ``method``; ``match``: regrtest ``-m`` patterns
+        that replace the suite's own filter (a re-run of some of its tests)."""
         if suite == MAIN_HANDLING:
             name = MAIN_HANDLING_VIA_RUN if target == 'procstart' else MAIN_HANDLING
-            return ['-m', MAIN_HANDLING_CLASSES[method], name]
+            return [*_match_options(match or [MAIN_HANDLING_CLASSES[method]]), name]
         names = [suite]
         overlay_package = os.path.join(self.overlay, suite)
         if os.path.isdir(overlay_package):
@@ -355,30 +356,38 @@ class SuiteInterpreter:
             # package from 3.12) in its own directory.
             names = [f'test.{suite}']
         if suite == FUTURES:
-            return ['-m', FUTURES_PATTERNS[method], *names]
-        return names
+            return [*_match_options(match or [FUTURES_PATTERNS[method]]), *names]
+        return [*_match_options(match or []), *names]
 
-    def command(self, suite, method, target, jobs, file_timeout, junit):
+    def command(self, suite, method, target, jobs, file_timeout, junit, match=None):
         args = [*REGRTEST_OPTIONS, '--timeout', str(file_timeout), '--junit-xml', junit]
         if jobs:
             args += ['-j', str(jobs)]
             if target == 'procstart':
                 args += ['--python', f'{self.python} {self.worker}']
-        args += self.regrtest_args(suite, method, target)
+        args += self.regrtest_args(suite, method, target, match)
         if target == 'procstart':
             return [self.python, '-m', 'procstart', 'run', '-m', 'test', *args]
         return [self.python, '-m', 'test', *args]
 
     def run(self, suite, method, target, *, jobs=0, file_timeout=600, timeout=None):
-        """Run regrtest for ``(suite, method, target)``; its :class:`RunResult`. ``jobs``: regrtest's ``-j`` (0: the
-        tests run in regrtest's own process). ``timeout``: the harness's bound on the whole run (killed after it)."""
-        stem = os.path.join(self.runs_dir, f'{suite}-{method}-{target}')
+        """Run regrtest for ``(suite, method, target)``, and once more for the tests that failed (see
+        :func:`with_rerun`); its :class:`RunResult`. ``jobs``: regrtest's ``-j`` (0: the tests run in regrtest's own
+        process). ``timeout``: the harness's bound on each run (killed after it)."""
+        result = self._run(suite, method, target, jobs, file_timeout, timeout)
+        if rerun_wanted(result):
+            again = self._run(suite, method, target, jobs, file_timeout, timeout, match=rerun_patterns(result.failed))
+            result = with_rerun(result, again)
+        return result
+
+    def _run(self, suite, method, target, jobs, file_timeout, timeout, match=None):
+        stem = os.path.join(self.runs_dir, f'{suite}-{method}-{target}' + ('-rerun' if match else ''))
         junit, log = stem + '.xml', stem + '.log'
-        cmd = self.command(suite, method, target, jobs, file_timeout, junit)
+        cmd = self.command(suite, method, target, jobs, file_timeout, junit, match)
         env = {k: v for k, v in os.environ.items() if not k.startswith(('PYTEST_', 'PROCSTART_TEST'))}
         env['NO_COLOR'] = '1'
         if timeout is None:  # regrtest's own bound, one file after the other, and a margin
-            timeout = file_timeout * len(self.regrtest_args(suite, method, target)) + 120
+            timeout = file_timeout * len(self.regrtest_args(suite, method, target, match)) + 120
         started = time.monotonic()
         hung = False
         with open(log, 'w', encoding='utf-8') as out:
@@ -433,6 +442,72 @@ class SuiteInterpreter:
             _kill_group(pgid, signal.SIGKILL)
 
 
+def _match_options(patterns):
+    return [option for pattern in patterns for option in ('-m', pattern)]
+
+
+# -- re-running what failed ------------------------------------------------------------------------------------------
+
+# A run with more failures than this is broken, not unlucky: nothing is re-run.
+MAX_RERUN = 5
+
+
+def rerun_wanted(result):
+    """Whether the tests that failed in ``result`` are re-run: CPython's own CI re-runs a failed test once
+    (regrtest's ``--rerun``, ``-w`` before 3.13) and calls one that passes then flaky, not failed. The same policy here,
+    for both targets alike: a run that finished, with a few failures (:data:`MAX_RERUN`), each a test or a fixture
+    (not a crash, a hang or "env changed", which stay failures)."""
+    return (
+        result.finished and not result.files_failed.keys() - _files_of(result) and 0 < len(result.failed) <= MAX_RERUN
+    )
+
+
+def _files_of(result):
+    """The regrtest test files whose failure is that of a failed test (not a crash, not an import error)."""
+    return {
+        name
+        for name, words in result.files_failed.items()
+        if name not in result.unfinished_files
+        and any(t.startswith(normalize(_FILE_ALIASES.get(name, name)) + '.') for t in result.failed)
+    }
+
+
+def rerun_patterns(test_ids):
+    """regrtest ``-m`` patterns selecting ``test_ids`` again (a subtest's test whole; a fixture's class whole)."""
+    patterns = []
+    for test_id in test_ids:
+        *_, owner, name = test_id.split(' ')[0].split('.')
+        pattern = f'*.{owner}.*' if name in ('setUpClass', 'setUpModule') else f'*.{owner}.{name}'
+        if pattern not in patterns:
+            patterns.append(pattern)
+    return patterns
+
+
+def with_rerun(result, again):
+    """``result`` with the tests that passed when re-run (``again``) moved from its failures to
+    :attr:`RunResult.flaky` (with their first failure). A fixture passed again when no test of its class failed
+    again and one passed."""
+    result.rerun = again
+    files = _files_of(result)
+    failed_again = {t.split(' ')[0] for t in again.failed}
+    for test_id in result.failed:
+        base = test_id.split(' ')[0]
+        owner, name = base.rsplit('.', 1)
+        if name in ('setUpClass', 'setUpModule'):
+            passed = not any(t.startswith(owner + '.') for t in failed_again) and any(
+                t.startswith(owner + '.') and o.outcome == 'passed' for t, o in again.tests.items()
+            )
+        else:
+            passed = base not in failed_again and getattr(again.tests.get(base), 'outcome', None) == 'passed'
+        if passed and again.finished and not again.env_changed:
+            t = result.tests.get(test_id) or next(p for p in result.problems if p.id == test_id)
+            result.flaky[test_id] = t.detail
+    for name in files:
+        if not any(t.startswith(normalize(_FILE_ALIASES.get(name, name)) + '.') for t in result.failed):
+            del result.files_failed[name]
+    return result
+
+
 def _kill_group(pgid, sig):
     try:
         os.killpg(pgid, sig)
@@ -470,6 +545,9 @@ class RunResult:
     # For what did not finish (a test file, or 'the run'): the output of the test that was running, and
     # faulthandler's stacks where a timeout or a fatal error printed them.
     excerpts: dict = dataclasses.field(default_factory=dict)
+    # Failed, then passed when re-run (with_rerun): id -> the first failure's traceback; and that re-run.
+    flaky: dict = dataclasses.field(default_factory=dict)
+    rerun: RunResult | None = None
 
     def count(self, *outcomes):
         return sum(1 for t in self.tests.values() if t.outcome in outcomes)
@@ -478,7 +556,7 @@ class RunResult:
     def failed(self):
         """Failures and errors, with an XML entry or not."""
         ids = {t.id for t in self.tests.values() if t.outcome in ('failed', 'error', 'xpassed')}
-        return sorted(ids | {p.id for p in self.problems})
+        return sorted((ids | {p.id for p in self.problems}) - self.flaky.keys())
 
     def counts(self):
         return {
@@ -486,7 +564,7 @@ class RunResult:
             'skipped': self.count('skipped'),
             'failed': len(self.failed),
             'env changed': len(self.env_changed),
-        }
+        } | ({'flaky': len(self.flaky)} if self.flaky else {})
 
     @property
     def unfinished_files(self):
@@ -865,6 +943,9 @@ def report(result, reference=None):
         f'; stdlib: {reference.describe()}' if reference is not None else ''
     )
     text = [head, f'$ {subprocess.list2cmdline(result.command)}', f'log: {result.log}', *lines]
+    if result.rerun is not None:
+        text.append(f're-run of what failed: {result.rerun.describe()}, log: {result.rerun.log}')
+    text += [f'FLAKY (failed, passed when re-run) {test_id}: {short_error(d)}' for test_id, d in result.flaky.items()]
     # The full tracebacks, last: the summary lines above say what, these say where.
     for test_id in result.failed:
         t = result.tests.get(test_id) or next(p for p in result.problems if p.id == test_id)

@@ -11,7 +11,11 @@ unchanged, with procstart starting its processes. The bar is CPython's own suite
 Each is a test ``(suite, method, target)``: target ``procstart`` runs ``python -m procstart run -m test ...``, target
 ``stdlib`` the same ``python -m test ...`` (the reference). A run fails for any failure or error, any test file
 regrtest reports as "env changed", a crash or a hang; a procstart run also for every test its stdlib reference ran
-(passed or failed) that it skipped or did not run. The failure message names each test with its exception, then
+(passed or failed) that it skipped or did not run. As in CPython's own CI (regrtest's ``--rerun``), the tests that
+failed in a run that finished, a few of them (``cpython_suites.MAX_RERUN``), are run once more, under both targets
+alike: one that passes then is flaky, not failed, and is named in the session summary (``FLAKY`` lines, ``N flaky``
+in the version's line); these runs share 2 cores four at a time, and CPython's timing tests (its 3.14 forkserver
+suite, say) sometimes fail under stdlib itself there. The failure message names each test with its exception, then
 the full tracebacks, and the command and the log to look further.
 
 How the suites are found (the interpreter's ``test`` package, generated thin modules, Debian's
@@ -176,6 +180,13 @@ def summary_lines():
                     parts.append(f'{target} {result.describe()} ({result.duration:.0f} s)')
             if parts:
                 lines.append(f'suite {suites.label(suite, method)}: ' + ' | '.join(parts))
+            for target in suites.TARGETS:
+                result = SUITE_RESULTS.get((suite, method, target))
+                for test_id, detail in (result.flaky if result is not None else {}).items():
+                    lines.append(
+                        f'suite {suites.label(suite, method)}: {target}: FLAKY (failed, passed when re-run): {test_id}: '
+                        f'{suites.short_error(detail)}'
+                    )
     ran = {key[0] for key in SUITE_RESULTS}
     lines += [f'suite {name}: from {source}' for name, source in SUITE_SOURCES.items() if name in ran]
     return lines + SUITE_NOTES
@@ -197,8 +208,11 @@ def summary_short():
         failed = sum(len(r.failed) for r in results)
         env = sum(len(r.env_changed) for r in results)
         unfinished = sum(not r.finished for r in results)
+        flaky = sum(len(r.flaky) for r in results)
         text += ''.join(
-            f', {n} {what}' for n, what in ((failed, 'failed'), (env, 'env changed'), (unfinished, 'unfinished')) if n
+            f', {n} {what}'
+            for n, what in ((failed, 'failed'), (env, 'env changed'), (unfinished, 'unfinished'), (flaky, 'flaky'))
+            if n
         )
         parts.append(text)
     return 'suites ' + '; '.join(parts) if parts else ''

@@ -169,3 +169,75 @@ def test_short_error_names_the_child_programs_stderr():
         "AssertionError: Process return code is 2 [stderr: python: can't open file '/tmp/d': [Errno 21] Is a "
         'directory] (test_multiprocessing_main_handling.py:165 in _check_script)'
     )
+
+
+_FAILING = textwrap.dedent(
+    f"""\
+    0:00:05 load avg: 1.00 [1/1] test_mp.test_misc failed (1 failure)
+    test_ok (test.test_mp.test_misc.TestA.test_ok) ... ok
+    test_bad (test.test_mp.test_misc.TestA.test_bad) ... FAIL
+
+    {_RULE}
+    FAIL: test_bad (test.test_mp.test_misc.TestA.test_bad)
+    {_DASH}
+    AssertionError: 0 != 1
+
+    {_RULE}
+    ERROR: setUpClass (test.test_mp.test_misc.TestC)
+    {_DASH}
+    OSError: busy
+
+    {_DASH}
+    Ran 3 tests in 0.1s
+
+    == Tests result: FAILURE ==
+
+    1 test failed:
+        test_mp.test_misc
+
+    Result: FAILURE
+    """
+)
+
+
+def test_what_fails_is_rerun_once_and_flaky_when_it_passes():
+    result = _parse(_FAILING)
+    assert result.failed == ['test_mp.test_misc.TestA.test_bad', 'test_mp.test_misc.TestC.setUpClass']
+    assert suites.rerun_wanted(result)
+    assert suites.rerun_patterns(result.failed) == ['*.TestA.test_bad', '*.TestC.*']
+
+    again = _parse(
+        'test_bad (test.test_mp.test_misc.TestA.test_bad) ... ok\n'
+        'test_c (test.test_mp.test_misc.TestC.test_c) ... ok\n'
+        '== Tests result: SUCCESS ==\n',
+        returncode=0,
+    )
+    result = suites.with_rerun(result, again)
+    assert result.failed == []
+    assert result.files_failed == {}
+    assert result.clean
+    assert list(result.flaky) == ['test_mp.test_misc.TestA.test_bad', 'test_mp.test_misc.TestC.setUpClass']
+    assert result.describe() == '1 passed 0 skipped 0 failed 0 env changed 2 flaky'
+    ok, text = suites.report(result)
+    assert ok
+    assert 'FLAKY (failed, passed when re-run) test_mp.test_misc.TestA.test_bad: AssertionError: 0 != 1' in text
+
+
+def test_what_fails_again_stays_failed():
+    again = _parse(
+        'test_bad (test.test_mp.test_misc.TestA.test_bad) ... FAIL\n'
+        'test_c (test.test_mp.test_misc.TestC.test_c) ... ok\n'
+        '== Tests result: FAILURE ==\n'
+    )
+    result = suites.with_rerun(_parse(_FAILING), again)
+    assert result.failed == ['test_mp.test_misc.TestA.test_bad']
+    assert result.files_failed == {'test_mp.test_misc': 'failed (1 failure)'}
+    assert not suites.report(result)[0]
+
+
+def test_a_crash_or_many_failures_are_not_rerun():
+    crashed = _parse('test_a (test.test_mp.T.test_a) ... FAIL\n', returncode=-11)
+    assert not suites.rerun_wanted(crashed)
+    many = ''.join(f'test_{i} (test.test_mp.T.test_{i}) ... FAIL\n' for i in range(suites.MAX_RERUN + 1))
+    assert not suites.rerun_wanted(_parse(many + '== Tests result: FAILURE ==\n'))
+    assert suites.rerun_wanted(_parse(many.split('\n', 1)[1] + '== Tests result: FAILURE ==\n'))
