@@ -150,7 +150,7 @@ impl ChildSetup {
         }
         // Then the fork server this child started follows it (`procstart/__init__.py` registers
         // the same at exit in a program's main process).
-        crate::forkserver::client::_forkserver_at_exit(py);
+        crate::forkserver::client::_forkserver_at_exit(py)?;
         flush_std_streams(py)?;
         Ok(code)
     }

@@ -78,6 +78,39 @@ impl Server {
         running(self.pid, self.handle.as_ref())
     }
 
+    /// Stops using the server: closes this process's alive pipe; the process that started it
+    /// waits for it to end (`wait`), any other only looks. Once it has ended, its directory
+    /// goes (also when it was killed, which left it behind); while other processes of the tree
+    /// still hold it, it stays.
+    fn release(self, py: Python<'_>, wait: OwnerWait) -> PyResult<()> {
+        let Server {
+            pid,
+            owner,
+            address,
+            alive_w,
+            handle,
+            ..
+        } = self;
+        drop(alive_w);
+        let ended = if owner != Pid::this() {
+            !running(pid, handle.as_ref())
+        } else {
+            match wait {
+                OwnerWait::Reap => {
+                    reap(py, pid, handle.as_ref())?;
+                    true
+                }
+                OwnerWait::AtMost(limit) => {
+                    py.detach(|| wait_for_exit(pid, handle.as_ref(), limit))
+                }
+            }
+        };
+        if ended {
+            remove_socket(&address);
+        }
+        Ok(())
+    }
+
     /// After the server died: the process that started it reaps it, and its socket and
     /// directory go (a server that exits normally removes them itself).
     fn clean_up_after(&self) {
@@ -87,6 +120,14 @@ impl Server {
         }
         remove_socket(&self.address);
     }
+}
+
+/// How the process that started the server waits for it once it has closed its alive pipe.
+enum OwnerWait {
+    /// Until it has ended, and reaps it.
+    Reap,
+    /// At most this long (at exit, the kernel's init reaps it).
+    AtMost(Duration),
 }
 
 /// Whether the server `pid` (held by `handle` when pidfds are supported) still runs.
@@ -396,23 +437,7 @@ pub fn _forkserver_stop(py: Python<'_>) -> PyResult<()> {
     };
     drop(slot);
     forget_key_override();
-    let Server {
-        pid,
-        owner,
-        address,
-        alive_w,
-        handle,
-        ..
-    } = server;
-    drop(alive_w);
-    if owner == Pid::this() {
-        reap(py, pid, handle.as_ref())?;
-    } else if running(pid, handle.as_ref()) {
-        // Other processes of the tree still use it: its socket stays.
-        return Ok(());
-    }
-    remove_socket(&address);
-    Ok(())
+    server.release(py, OwnerWait::Reap)
 }
 
 /// How long the process that started the server waits at its exit for the server to follow.
@@ -428,9 +453,9 @@ const EXIT_WAIT: Duration = Duration::from_secs(1);
 /// also when the server was killed; any other process removes the directory of a server that
 /// died. Nothing without a server; a second call does nothing.
 #[pyfunction]
-pub fn _forkserver_at_exit(py: Python<'_>) {
+pub fn _forkserver_at_exit(py: Python<'_>) -> PyResult<()> {
     let Some(server) = SERVER.lock().unwrap().take() else {
-        return;
+        return Ok(());
     };
     forget_key_override();
     let server = match Arc::try_unwrap(server) {
@@ -440,26 +465,10 @@ pub fn _forkserver_at_exit(py: Python<'_>) {
             if !server.is_running() {
                 remove_socket(&server.address);
             }
-            return;
+            return Ok(());
         }
     };
-    let Server {
-        pid,
-        owner,
-        address,
-        alive_w,
-        handle,
-        ..
-    } = server;
-    drop(alive_w);
-    let ended = if owner == Pid::this() {
-        py.detach(|| wait_for_exit(pid, handle.as_ref(), EXIT_WAIT))
-    } else {
-        !running(pid, handle.as_ref())
-    };
-    if ended {
-        remove_socket(&address);
-    }
+    server.release(py, OwnerWait::AtMost(EXIT_WAIT))
 }
 
 enum Failure {
