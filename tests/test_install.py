@@ -14,10 +14,11 @@ import multiprocessing.forkserver
 import multiprocessing.pool
 import multiprocessing.resource_tracker
 import os
+import signal
 import textwrap
 
 import pytest
-from _support import run_python, skip_on_stdlib
+from _support import CHILD_TIMEOUT, run_python, skip_on_stdlib, wait_gone
 
 pytestmark = skip_on_stdlib('install() and `python -m procstart run` are procstart extensions')
 
@@ -36,6 +37,7 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
+import signal
 import sys
 
 
@@ -472,3 +474,46 @@ def test_stdlib_shared_memory_registers_with_procstarts_tracker(run_py, tmp_path
     assert proc.stdout.split() == ['0']
     assert 'leaked shared_memory' in proc.stderr, proc.stderr
     assert not os.path.exists(f'/dev/shm/{name}')
+
+
+# -- issue 15's guarantees reach programs that use only stdlib's names -------------------------------------------------
+
+
+@pytest.mark.parametrize('method', ['spawn', 'forkserver'])
+def test_inline_queue_under_install(run_py, method):
+    # CPython's child fails in SemLock._rebuild when the parent drops the queue while the child still unpickles it;
+    # under install() the queue lives until the child has it, whatever name the program started it by.
+    out = run_py(f"""
+        import gc
+        import multiprocessing
+        mp.install()
+        ctx = multiprocessing.get_context({method!r})
+        p = ctx.Process(target=_targets.use_queue, args=(_targets.SlowToLoad(0.5), ctx.Queue()))
+        p.start()
+        gc.collect()
+        p.join()
+        print(p.exitcode)
+    """)
+    assert out.stdout.split() == ['0'], out.stderr
+
+
+@pytest.mark.parametrize('how', ['kill', 'terminate'])
+def test_forkserver_tree_signalled_whole_under_install(run_py, how):
+    # Three levels of forkserver processes started through stdlib's names: the fork server is the kernel parent of
+    # all of them, and a tree signal still reaches the whole user's tree.
+    out = run_py(f"""
+        import multiprocessing
+        mp.install()
+        ctx = multiprocessing.get_context('forkserver')
+        r, w = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_targets.logical_tree, args=(w, ('forkserver', 'forkserver')))
+        p.start()
+        nodes = [r.recv() for _ in range(3)]
+        p.{how}(tree=True)
+        p.join()
+        print(json.dumps([[pid for pid, _, _ in nodes], [parent for _, parent, _ in nodes], p.exitcode]))
+    """)
+    pids, parents, exitcode = json.loads(out.stdout.splitlines()[-1])
+    assert parents[1:] == pids[:-1]
+    assert exitcode == -(signal.SIGKILL if how == 'kill' else signal.SIGTERM)
+    assert [pid for pid in pids if not wait_gone(pid, CHILD_TIMEOUT)] == []
