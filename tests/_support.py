@@ -85,6 +85,17 @@ def fd_target(fd):
 # -- processes of the module under test ----------------------------------------------------------------------------
 
 
+# Trees several levels deep with mixed start methods: the fork server is the kernel parent of every forkserver
+# process, yet each belongs under the process that asked for it: (start method of the child, of its child, ...).
+MIXED_TREES = [
+    ('forkserver', 'forkserver', 'forkserver'),
+    ('fork', 'forkserver', 'forkserver'),
+    ('spawn', 'forkserver'),
+    ('forkserver', 'fork'),
+    ('forkserver', 'spawn', 'forkserver'),
+]
+
+
 def recv(conn, timeout=CHILD_TIMEOUT):
     """``conn.recv()`` that fails instead of hanging."""
     assert conn.poll(timeout), f'nothing received within {timeout} s'

@@ -940,12 +940,30 @@ def report_loaded_then_wait(conn, referent):
     conn.recv()
 
 
-def logical_tree(conn, methods):
+def logical_tree(conn, methods, process_kwargs=None):
     """One node of a tree one child wide: sends (pid, ``parent_process()``'s pid, process group), then starts a child
-    with the start method ``methods[0]`` running this with the rest, and sleeps until killed."""
+    with the start method ``methods[0]`` (and ``process_kwargs``) running this with the rest, and sleeps until
+    killed."""
     mp = target_mp()
     parent = mp.parent_process()
     conn.send((os.getpid(), parent.pid if parent else None, os.getpgid(0)))
     if methods:
-        mp.get_context(methods[0]).Process(target=logical_tree, args=(conn, methods[1:])).start()
+        child = mp.get_context(methods[0]).Process(
+            target=logical_tree, args=(conn, methods[1:], process_kwargs), **(process_kwargs or {})
+        )
+        child.start()
     time.sleep(60)
+
+
+def chain_exit_reasons(conn, methods):
+    """One node of a chain one child wide: starts a child with the start method ``methods[0]`` running this with the
+    rest, joins it and sends what it saw of its end: [pid, exitcode, exit_reason, whether rusage has a max RSS]; then
+    exits with 10 + the levels below it. The last node segfaults."""
+    mp = target_mp()
+    if not methods:
+        segfault()
+    p = mp.get_context(methods[0]).Process(target=chain_exit_reasons, args=(conn, methods[1:]))
+    p.start()
+    p.join()
+    conn.send([p.pid, p.exitcode, p.exit_reason, p.rusage.max_rss > 0])
+    sys.exit(10 + len(methods))

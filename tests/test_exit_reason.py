@@ -5,7 +5,7 @@ import signal
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, IS_STDLIB, finish, last_json, recv, run_process, start_reporting
+from _support import CHILD_TIMEOUT, IS_STDLIB, MIXED_TREES, finish, last_json, recv, run_process, start_reporting
 
 pytestmark = pytest.mark.skipif(IS_STDLIB, reason='procstart extension: stdlib has no rusage/exit_reason')
 
@@ -101,3 +101,18 @@ def test_rusage_collects_an_ended_child(ctx):
     assert wait([p.sentinel], CHILD_TIMEOUT)
     assert p.rusage is not None
     finish(p)
+
+
+@pytest.mark.parametrize('methods', MIXED_TREES, ids='-'.join)
+def test_nested_children_have_their_reasons(mp, pipe, methods):
+    # Every node joins its own child, whoever forked it (the fork server for a forkserver child): the exit status and
+    # the resource usage reach the node that started it, at every level.
+    p, r = start_reporting(mp.get_context(methods[0]), pipe, _targets.chain_exit_reasons, methods[1:])
+    seen = [recv(r) for _ in methods[1:]]
+    finish(p)
+    assert [(code, reason, rss) for _, code, reason, rss in seen] == [
+        (-signal.SIGSEGV, 'segmentation fault (SIGSEGV)', True),
+        *((11 + depth, f'exited with {11 + depth}', True) for depth in range(len(methods) - 2)),
+    ]
+    assert p.exitcode == 10 + len(methods) - 1
+    assert p.exit_reason == f'exited with {p.exitcode}'

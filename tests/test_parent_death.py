@@ -8,8 +8,19 @@ import signal
 import textwrap
 import time
 
+import _targets
 import pytest
-from _support import CHILD_TIMEOUT, IS_STDLIB, path_gone, shm_path, wait_gone
+from _support import (
+    CHILD_TIMEOUT,
+    IS_STDLIB,
+    MIXED_TREES,
+    finish,
+    path_gone,
+    recv,
+    shm_path,
+    start_reporting,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.skipif(IS_STDLIB, reason='procstart extension: CPython leaves all of these running')
 
@@ -135,3 +146,18 @@ def test_fork_siblings_do_not_keep_a_child_alive_without_pidfd(run_py, tmp_path)
     finally:
         os.kill(sibling, signal.SIGKILL)
     assert wait_gone(sibling, CHILD_TIMEOUT)
+
+
+@pytest.mark.parametrize('methods', MIXED_TREES, ids='-'.join)
+def test_die_with_parent_means_the_logical_parent(mp, pipe, methods):
+    # Below the child, every node is started with die_with_parent=True; the child is SIGKILLed. Its forkserver
+    # children have the fork server for kernel parent, yet die with it, and theirs with them, level by level.
+    p, r = start_reporting(
+        mp.get_context(methods[0]), pipe, _targets.logical_tree, methods[1:], {'die_with_parent': True}
+    )
+    pids = [recv(r)[0] for _ in methods]
+    os.kill(p.pid, signal.SIGKILL)
+    finish(p)
+    died = time.monotonic()
+    below = pids[1:]
+    assert _gone_by(below, died + GRACE * len(below)) == dict.fromkeys(below, True)

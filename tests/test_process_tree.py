@@ -6,7 +6,17 @@ import signal
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, IS_STDLIB, finish, last_json, recv, run_process, start_reporting, wait_gone
+from _support import (
+    CHILD_TIMEOUT,
+    IS_STDLIB,
+    MIXED_TREES,
+    finish,
+    last_json,
+    recv,
+    run_process,
+    start_reporting,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.skipif(IS_STDLIB, reason='procstart extension: stdlib has no process trees')
 
@@ -116,17 +126,6 @@ def test_new_process_group_with_a_fork_hook_that_moves_the_child(run_py):
         print(json.dumps([p.exitcode, os.getpgid(0) != p.pid]))
     """)
     assert last_json(out) == [5, True]
-
-
-# Trees several levels deep with mixed start methods: the fork server is the kernel parent of every forkserver
-# process, yet each belongs under the process that asked for it.
-MIXED_TREES = [
-    ('forkserver', 'forkserver', 'forkserver'),
-    ('fork', 'forkserver', 'forkserver'),
-    ('spawn', 'forkserver'),
-    ('forkserver', 'fork'),
-    ('forkserver', 'spawn', 'forkserver'),
-]
 
 
 @pytest.mark.parametrize('methods', MIXED_TREES, ids='-'.join)
