@@ -748,8 +748,8 @@ def test_payload_encoding_choice(mp, spawn):
 
     def encoding(*args):
         p = spawn.Process(target=_targets.describe_args_to_file, args=args)
-        data, fds = spawn_module.payload(p)
-        return data[:1], fds
+        segments, fds = spawn_module.payload(p)
+        return segments[0], fds
 
     from multiprocessing import resource_tracker
 
@@ -762,8 +762,13 @@ def test_payload_encoding_choice(mp, spawn):
     helpers = [fd for fd in (tracker_fd, procstart_tracker.getfd(), server and server[2]) if fd is not None]
     assert encoding('path', (1, 'a', [2.0]), {'k': None}) == (b'M', helpers)
     shared = []
-    assert encoding('path', (shared, shared), {})[0] == b'P'
-    assert encoding('path', (_targets.TaggedStr('x'),), {})[0] == b'P'
+    assert encoding('path', (shared, shared), {})[0] == b'S'
+    assert encoding('path', (_targets.TaggedStr('x'),), {})[0] == b'S'
+    # Strings past marshal's budget, in one or in many, go to the pickle stream.
+    budget = spawn_module.MARSHAL_BUDGET
+    assert encoding('path', (b'x' * (budget // 2),), {})[0] == b'M'
+    assert encoding('path', (b'x' * (budget + 1),), {})[0] == b'S'
+    assert encoding('path', (['x' * 1024] * (budget // 1024 + 1),), {})[0] == b'S'
     local = lambda: 0
     with pytest.raises(Exception) as info:
         encoding('path', (local,), {})  # left to pickle, which refuses it as CPython does
@@ -772,7 +777,7 @@ def test_payload_encoding_choice(mp, spawn):
     r, w = multiprocessing.get_context('spawn').Pipe()
     try:
         data, fds = encoding('path', (w,), {})
-        assert data[:1] == b'P' and fds == [*helpers, w.fileno()]
+        assert data == b'S' and fds == [*helpers, w.fileno()]
     finally:
         r.close()
         w.close()

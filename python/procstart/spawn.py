@@ -11,11 +11,16 @@ in the payload (`duplicate_for_child`), and nothing else besides 0, 1, 2. The pa
 its end after writing the payload, which is one of:
 
 - `M` + a marshal-encoded pair (preparation data, process) of plain values and by-name
-  references (see `_encode`), when everything in it is that simple: a module-level target and
-  plain arguments, the common case. The child then needs no `_pickle`, whose import (it pulls
-  in functools and collections) is a fifth of a spawn child's start-up.
-- `P` + an 8-byte little-endian length, the pickled preparation data (CPython's keys), then the
-  pickled `Process`: everything else, exactly as CPython sends it.
+  references (see `_encode`), when everything in it is that simple and small (`MARSHAL_BUDGET`
+  bytes of strings at most): a module-level target and plain arguments, the common case. The
+  child then needs no `_pickle`, whose import (it pulls in functools and collections) is a fifth
+  of a spawn child's start-up.
+- `S` + the pickled preparation data (CPython's keys), then the pickled `Process`: everything
+  else, as CPython sends it but with protocol 5 (see `_readonly_arrays_as_stdlib` for what stays
+  as protocol 4 gives it). No copy of the payload is made on its way: `payload` returns the
+  pickler's writes (`_Segments`), big strings, bytearrays and buffers as the objects themselves,
+  the launcher writes them to the pipe, and the child's unpickler reads each big one straight
+  into the object it makes.
 
 The child imports as little as it can: no stdlib `multiprocessing` unless the payload holds
 stdlib objects, `runpy` only for the unusual main modules (`-m`, zip files, directories,
@@ -49,8 +54,10 @@ def entry_code(module, function):
 
 CHILD_CODE = entry_code('procstart.spawn', 'spawn_main')
 
-_LENGTH_BYTES = 8
-_MARSHALLED, _PICKLED = b'M', b'P'
+_MARSHALLED, _STREAMED = b'M', b'S'
+# The child's read buffer: at least a pipe's default capacity. Big strings, buffers and
+# bytearrays bypass it: the unpickler reads them straight into the new objects.
+_READ_BUFFER = 1 << 16
 
 # The main modules a child replaced, kept alive (CPython's spawn.old_main_modules).
 old_main_modules = []
@@ -206,6 +213,51 @@ def _refusing_main_pickler(base):
     return Pickler
 
 
+# The `S` payload's pickles: protocol 5 writes a bytearray and a buffer (a NumPy array's data) in
+# band from their own memory, where protocol 4 copies them into a new bytes first.
+_STREAM_PROTOCOL = 5
+
+
+class _Segments(list):
+    """The file a streamed payload is pickled into: what the pickler writes, kept as the pickler
+    wrote it, for the launcher to write to the child's pipe once the child exists. The C pickler
+    writes its frames (up to 64 KiB, new bytes each) and every big bytes, bytearray or buffer as
+    the object itself (not a copy): those are kept as a byte view, whose export keeps a bytearray
+    from being resized until the launcher has written it."""
+
+    def write(self, data):
+        if type(data) is not bytes:
+            raw = getattr(data, 'raw', None)
+            data = raw() if raw is not None else memoryview(data).cast('B')
+        self.append(data)
+
+    def release(self):
+        for data in self:
+            if type(data) is memoryview:
+                data.release()
+        self.clear()
+
+
+def _readonly_arrays_as_stdlib(base):
+    """Before 3.14, stdlib pickles with protocol 4, which makes a read-only NumPy array writable
+    in the child; protocol 5 keeps it read-only. Such arrays are pickled as protocol 4 does."""
+    import pickle
+
+    numpy = sys.modules.get('numpy')
+    if numpy is None or pickle.DEFAULT_PROTOCOL >= _STREAM_PROTOCOL:
+        return base
+    ndarray = numpy.ndarray
+
+    class Pickler(base):
+        def reducer_override(self, obj):
+            if isinstance(obj, ndarray) and not obj.flags.writeable:
+                return obj.__reduce_ex__(4)
+            parent = getattr(super(), 'reducer_override', None)
+            return NotImplemented if parent is None else parent(obj)
+
+    return Pickler
+
+
 def _dumps(pickler_class, obj):
     import io
 
@@ -273,6 +325,18 @@ class _NotPlain(Exception):
 
 _PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes)
 
+# The most bytes of str and bytes a marshalled payload carries: past it, the pickle stream costs
+# less than marshal's copies (it is written from the objects themselves, and read into them).
+MARSHAL_BUDGET = 256 << 10
+
+
+class _Seen(set):
+    """The containers `_encode` has met, and how many more bytes of strings it may take."""
+
+    def __init__(self, budget):
+        super().__init__()
+        self.budget = budget
+
 
 def _by_name(obj):
     """(module, qualname) of a function or class that pickle would save by reference, when the
@@ -298,6 +362,11 @@ def _encode(obj, seen):
 
     kind = type(obj)
     if kind in _PLAIN_TYPES:
+        if kind is bytes or kind is str:
+            # Big strings go to the pickle stream, which the child reads straight into them.
+            seen.budget -= len(obj)
+            if seen.budget < 0:
+                raise _NotPlain
         return obj
     if kind in (tuple, list, dict):
         if id(obj) in seen:
@@ -313,7 +382,7 @@ def _encode(obj, seen):
     raise _NotPlain
 
 
-def _encode_process(process_obj):
+def _encode_process(process_obj, seen):
     import copyreg
 
     cls = type(process_obj)
@@ -327,7 +396,7 @@ def _encode_process(process_obj):
         or cls in copyreg.dispatch_table
     ):
         raise _NotPlain
-    return ('o', _by_name(cls), _encode(process_obj.__getstate__(), set()))
+    return ('o', _by_name(cls), _encode(process_obj.__getstate__(), seen))
 
 
 def _decode(node):
@@ -359,17 +428,20 @@ def _decode(node):
 
 
 def _marshalled(prep, process_obj):
-    """The `M` payload, or None when it cannot carry these."""
+    """The `M` payload's segments, or None when it cannot carry these."""
     import marshal
 
     # marshal's format is the running interpreter's own.
     if os.fsencode(_procstart.get_executable()) != os.fsencode(sys.executable or ''):
         return None
     try:
-        encoded = (_encode(prep, set()), _encode_process(process_obj))
+        prep_seen = _Seen(MARSHAL_BUDGET)
+        encoded = _encode(prep, prep_seen)
+        process_seen = _Seen(prep_seen.budget)
+        encoded = (encoded, _encode_process(process_obj, process_seen))
     except (_NotPlain, RecursionError):
         return None
-    return _MARSHALLED + marshal.dumps(encoded)
+    return [_MARSHALLED, marshal.dumps(encoded)]
 
 
 def _share_stdlib_tracker(prep, popen):
@@ -428,29 +500,34 @@ def payload(process_obj, method='spawn', parent_death=None):
     _share_stdlib_tracker(prep, popen)
     _share_tracker(prep, popen)
     _share_forkserver(prep, popen)
-    data = _marshalled(prep, process_obj)
-    if data is not None:
-        return data, popen.fds
+    segments = _marshalled(prep, process_obj)
+    if segments is not None:
+        return segments, popen.fds
     pickler_class = _pickler_class()
     if not _main_is_importable():
         pickler_class = _refusing_main_pickler(pickler_class)
+    pickler_class = _readonly_arrays_as_stdlib(pickler_class)
     mp_context = sys.modules.get('multiprocessing.context')
     _spawning.popen = popen
     if mp_context is not None:
         mp_context.set_spawning_popen(popen)
+    segments = _Segments([_STREAMED])
     try:
-        prep_bytes = _dumps(pickler_class, prep)
+        pickler_class(segments, _STREAM_PROTOCOL).dump(prep)
         try:
-            process_bytes = _dumps(pickler_class, process_obj)
+            pickler_class(segments, _STREAM_PROTOCOL).dump(process_obj)
         except Exception as error:
             _explain(pickler_class, process_obj, error, method)
             raise
+    except BaseException:
+        # No export of the arguments' buffers outlives a failed start (a traceback keeps frames).
+        segments.release()
+        raise
     finally:
         _spawning.popen = None
         if mp_context is not None:
             mp_context.set_spawning_popen(None)
-    data = b''.join((_PICKLED, len(prep_bytes).to_bytes(_LENGTH_BYTES, 'little'), prep_bytes, process_bytes))
-    return data, popen.fds
+    return segments, popen.fds
 
 
 def command_line(code=CHILD_CODE):
@@ -500,22 +577,23 @@ def spawn_main():
 def run_child(payload_fd, parent_sentinel, forked=False):
     """Read the payload, become the parent's child, run the process and exit (CPython's
     `spawn._main`). `forked`: in a fork-server child rather than a fresh interpreter."""
-    data = read_payload(payload_fd)
-    if forked and not data:
+    stream = open(payload_fd, 'rb', buffering=_READ_BUFFER)  # noqa: SIM115 -- closed once loaded
+    tag = stream.read(1)
+    if forked and not tag:
         # The parent gave up on this child before sending it anything (Ctrl-C during start()).
         os._exit(1)
-    if data[:1] == _MARSHALLED:
+    if tag == _MARSHALLED:
         import marshal
 
-        prep_node, process_data = marshal.loads(data[1:])
+        with stream:
+            prep_node, process_data = marshal.loads(stream.read())
         prep, load = _decode(prep_node), _decode
     else:
         import _pickle
 
-        prep_end = 1 + _LENGTH_BYTES + int.from_bytes(data[1 : 1 + _LENGTH_BYTES], 'little')
-        prep, load = _pickle.loads(data[1 + _LENGTH_BYTES : prep_end]), _pickle.loads
-        process_data = data[prep_end:]
-    del data
+        # The process's pickle follows the preparation data's in the stream; it is loaded after
+        # prepare(), which makes its classes importable.
+        prep, load, process_data = _pickle.load(stream), _load_and_close, stream
     if 'die_with_parent' in prep:
         # First, so that a parent dying while this child imports its modules takes it along.
         _procstart._die_with_parent(*prep['die_with_parent'], parent_sentinel)
@@ -537,6 +615,13 @@ def run_child(payload_fd, parent_sentinel, forked=False):
             hook.cancel()
     del main._inheriting, process_data
     _procstart._run_child(process_obj, parent_sentinel, forked)
+
+
+def _load_and_close(stream):
+    import _pickle
+
+    with stream:
+        return _pickle.load(stream)
 
 
 def _stdlib_current_process_is_procstarts(module):

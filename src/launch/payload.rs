@@ -7,19 +7,21 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::PyList;
 
+use super::transport::send_segments;
 use crate::errors::os_error;
 use crate::hooks::hooks;
 use crate::link::ChildLink;
 use crate::options::{LaunchOptions, ParentDeath};
 use crate::popen::Popen;
-use crate::program::{borrow_inherited, send_payload};
+use crate::program::borrow_inherited;
 use crate::start_method::StartMethod;
 use crate::streams::flush_std_streams;
 
 pub struct PayloadLaunch<'py> {
-    payload: Bound<'py, PyBytes>,
+    /// What `spawn.payload` pickled, as the pickler wrote it (`transport.rs`).
+    payload: Bound<'py, PyList>,
     /// The descriptors of the stdlib objects the payload refers to (`duplicate_for_child`).
     inherited: Vec<i32>,
     payload_r: OwnedFd,
@@ -83,7 +85,7 @@ impl<'py> PayloadLaunch<'py> {
     ) -> PyResult<Popen> {
         drop(self.payload_r);
         let popen = popen(self.link)?;
-        send_payload(py, self.payload_w, self.payload.as_bytes())?;
+        send_segments(py, self.payload_w, &self.payload)?;
         Ok(popen)
     }
 }
