@@ -105,3 +105,43 @@ pub fn send_segments(py: Python<'_>, pipe: OwnedFd, segments: &Bound<'_, PyList>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use nix::fcntl::OFlag;
+    use nix::unistd::pipe2;
+
+    use super::*;
+
+    #[test]
+    fn writes_every_slice_in_order_past_the_pipe_capacity() {
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        // More slices than IOV_MAX, more bytes than a pipe holds: batches and partial writes.
+        let parts: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| vec![(i % 251) as u8; 1 + (i as usize * 37) % 500])
+            .collect();
+        let expected: Vec<u8> = parts.concat();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            std::fs::File::from(r).read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        assert!(write_all_vectored(w.as_fd(), &mut slices).unwrap());
+        drop(w);
+        assert_eq!(reader.join().unwrap(), expected);
+    }
+
+    #[test]
+    fn a_reader_gone_is_not_an_error() {
+        // Rust's runtime ignores SIGPIPE (as the Python interpreter does): the write fails
+        // with EPIPE instead of killing the process.
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        drop(r);
+        let data = [7u8; 100];
+        let mut slices = [IoSlice::new(&data)];
+        assert!(!write_all_vectored(w.as_fd(), &mut slices).unwrap());
+    }
+}
