@@ -179,3 +179,23 @@ def test_child_killed_while_loading_its_payload(mp, method):
 def _started(p):
     p.start()
     return p
+
+
+@METHODS
+def test_big_bytes_dropped_and_overwritten_after_start_arrive_intact(mp, method, tmp_path):
+    # The parent splices big bytes into the pipe (the child reads them from the object's own pages): start() returns
+    # only once the child has read them, so the memory may be reused at once.
+    import hashlib
+
+    size = 8 * MIB
+    path = tmp_path / 'j'
+    box = [bytes(range(256)) * (size // 256)]
+    digest = hashlib.sha256(box[0]).hexdigest()
+    p = mp.get_context(method).Process(target=_targets.describe_buffers_to_file, args=(str(path), box))
+    p.start()
+    box.clear()
+    reuse = [bytearray(b'\xff' * size) for _ in range(4)]
+    finish(p)
+    assert p.exitcode == 0
+    assert json.loads(path.read_text())['args'][0]['digest'] == digest
+    del reuse

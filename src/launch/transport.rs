@@ -1,16 +1,20 @@
 //! Writing a spawn or fork-server child's payload to its pipe: the segments `procstart/spawn.py`
 //! returns (`_Segments`), in order, without joining them. `bytes` segments (the pickler's frames,
-//! the marshal payload, big `bytes` arguments themselves) go out in `writev` batches with the GIL
-//! released; a byte view of a bytearray or buffer (a NumPy array's data) through `os.write`,
-//! which releases it too (abi3 for 3.10 has no buffer protocol). Either way nothing is copied
-//! in user space: the kernel copies each byte once into the pipe, and the child's unpickler reads
-//! big objects straight into the objects it makes.
+//! the marshal payload, big `bytes` arguments themselves) go out with the GIL released: small
+//! ones in `writev` batches, big ones (`SPLICE_MIN` on) spliced (`vmsplice`), so that the pipe
+//! refers to the object's own pages and the child's read is the only copy; the launcher then
+//! waits until the child has read them (`wait_drained`) before the objects may go. A byte view of
+//! a bytearray or buffer (a NumPy array's data) goes through `os.write`, which releases the GIL
+//! too (abi3 for 3.10 has no buffer protocol), copied once by the kernel: a mutable object may
+//! change after start() returns. The child's unpickler reads big objects straight into the
+//! objects it makes.
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg};
+use nix::fcntl::{fcntl, vmsplice, FcntlArg, SpliceFFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use pyo3::exceptions::PyBrokenPipeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -25,6 +29,10 @@ const BIG_PAYLOAD: usize = 1 << 20;
 const BIG_PIPE: i32 = 1 << 20;
 /// `writev` takes at most `IOV_MAX` (1024 on Linux) slices.
 const MAX_SLICES: usize = 1024;
+/// `bytes` from this size on are spliced into the pipe rather than copied into it.
+const SPLICE_MIN: usize = 256 << 10;
+/// How often the parent looks whether the child has read everything spliced.
+const DRAIN_POLL: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// Writes all of `slices` to `fd`, retrying on EINTR; false if the reader is gone (EPIPE):
 /// a child that died before reading it all is not an error here, its exit code tells.
@@ -66,7 +74,75 @@ fn write_view(py: Python<'_>, fd: BorrowedFd<'_>, view: &Bound<'_, PyAny>) -> Py
     Ok(true)
 }
 
-/// Writes `segments` (bytes, or byte views) to the payload pipe, and closes it.
+/// Writes `parts` (the bytes of consecutive `bytes` segments) in order: runs of small ones with
+/// `writev`, big ones spliced (`vmsplice`: the pipe takes references to their pages, the child's
+/// read is then the only copy). Sets `spliced` once it has spliced; false if the reader is gone.
+fn write_parts(fd: BorrowedFd<'_>, parts: &[&[u8]], spliced: &mut bool) -> nix::Result<bool> {
+    let mut rest = parts;
+    while !rest.is_empty() {
+        let small = rest.iter().take_while(|p| p.len() < SPLICE_MIN).count();
+        if small > 0 {
+            let mut slices: Vec<IoSlice<'_>> =
+                rest[..small].iter().map(|p| IoSlice::new(p)).collect();
+            if !write_all_vectored(fd, &mut slices)? {
+                return Ok(false);
+            }
+            rest = &rest[small..];
+        } else {
+            *spliced = true;
+            if !splice_all(fd, rest[0])? {
+                return Ok(false);
+            }
+            rest = &rest[1..];
+        }
+    }
+    Ok(true)
+}
+
+/// `vmsplice`s all of `data` into the pipe `fd`; false if the reader is gone.
+fn splice_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> nix::Result<bool> {
+    while !data.is_empty() {
+        match vmsplice(fd, &[IoSlice::new(data)], SpliceFFlags::empty()) {
+            Ok(n) => data = &data[n..],
+            Err(Errno::EINTR) => {}
+            Err(Errno::EPIPE) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Waits until the pipe `fd` writes to is empty, or has no reader left: until then the reader
+/// may still copy spliced bytes from their objects' pages, which must stay as they are.
+fn wait_drained(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD on a pipe stores the number of bytes queued in it into the int it is
+        // given, which lives across the call.
+        Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut queued) })?;
+        if queued == 0 {
+            return Ok(());
+        }
+        // No event asked for: poll reports POLLERR alone, which a pipe's write end has once no
+        // reader is left.
+        let mut fds = [PollFd::new(fd, PollFlags::empty())];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_)
+                if fds[0]
+                    .revents()
+                    .is_some_and(|r| r.contains(PollFlags::POLLERR)) =>
+            {
+                return Ok(())
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+        std::thread::sleep(DRAIN_POLL);
+    }
+}
+
+/// Writes `segments` (bytes, or byte views) to the payload pipe, and closes it. Returns once
+/// the child has read every spliced byte (or is gone): the caller may then drop the segments.
 pub fn send_segments(py: Python<'_>, pipe: OwnedFd, segments: &Bound<'_, PyList>) -> PyResult<()> {
     let fd = pipe.as_fd();
     let items: Vec<Bound<'_, PyAny>> = segments.iter().collect();
@@ -75,22 +151,37 @@ pub fn send_segments(py: Python<'_>, pipe: OwnedFd, segments: &Bound<'_, PyList>
         // Best effort: the default size works, only with more wake-ups.
         let _ = fcntl(fd, FcntlArg::F_SETPIPE_SZ(BIG_PIPE));
     }
-    let mut rest = &items[..];
+    let mut spliced = false;
+    let sent = send_items(py, fd, &items, &mut spliced);
+    if spliced {
+        // Also after an error: the objects are dropped after this.
+        let drained = py.detach(|| wait_drained(fd)).map_err(os_error);
+        sent?;
+        return drained;
+    }
+    sent
+}
+
+fn send_items(
+    py: Python<'_>,
+    fd: BorrowedFd<'_>,
+    items: &[Bound<'_, PyAny>],
+    spliced: &mut bool,
+) -> PyResult<()> {
+    let mut rest = items;
     while !rest.is_empty() {
         let run = rest
             .iter()
             .take_while(|item| item.is_exact_instance_of::<PyBytes>())
             .count();
         if run > 0 {
-            let mut slices: Vec<IoSlice<'_>> = rest[..run]
+            let parts: Vec<&[u8]> = rest[..run]
                 .iter()
-                .map(|item| {
-                    // Checked exact bytes above.
-                    IoSlice::new(item.cast::<PyBytes>().map_or(&[][..], |b| b.as_bytes()))
-                })
+                // Checked exact bytes above.
+                .map(|item| item.cast::<PyBytes>().map_or(&[][..], |b| b.as_bytes()))
                 .collect();
             if !py
-                .detach(|| write_all_vectored(fd, &mut slices))
+                .detach(|| write_parts(fd, &parts, spliced))
                 .map_err(os_error)?
             {
                 return Ok(());
@@ -143,5 +234,46 @@ mod tests {
         let data = [7u8; 100];
         let mut slices = [IoSlice::new(&data)];
         assert!(!write_all_vectored(w.as_fd(), &mut slices).unwrap());
+    }
+
+    #[test]
+    fn spliced_bytes_are_read_before_wait_drained_returns() {
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 253) as u8).collect();
+        let expected = data.clone();
+        let reader = std::thread::spawn(move || {
+            let mut file = std::fs::File::from(r);
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                std::thread::sleep(std::time::Duration::from_micros(20));
+                match file.read(&mut chunk).unwrap() {
+                    0 => return got,
+                    n => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        let mut spliced = false;
+        let parts = [&b"head"[..], &data[..], &b"tail"[..]];
+        assert!(write_parts(w.as_fd(), &parts, &mut spliced).unwrap());
+        assert!(spliced);
+        wait_drained(w.as_fd()).unwrap();
+        // Whatever the pages hold from now on, the reader has its copy.
+        let mut data = data;
+        data.fill(0);
+        drop(w);
+        assert_eq!(
+            reader.join().unwrap(),
+            [&b"head"[..], &expected, &b"tail"[..]].concat()
+        );
+    }
+
+    #[test]
+    fn wait_drained_returns_once_the_reader_is_gone() {
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        let data = vec![1u8; 1000];
+        assert!(splice_all(w.as_fd(), &data).unwrap());
+        drop(r);
+        wait_drained(w.as_fd()).unwrap();
     }
 }
