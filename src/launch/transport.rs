@@ -29,7 +29,8 @@ const BIG_PAYLOAD: usize = 1 << 20;
 const BIG_PIPE: i32 = 1 << 20;
 /// `writev` takes at most `IOV_MAX` (1024 on Linux) slices.
 const MAX_SLICES: usize = 1024;
-/// `bytes` from this size on are spliced into the pipe rather than copied into it.
+/// `bytes` from this size on are spliced into the pipe rather than copied into it (in a
+/// payload of `BIG_PAYLOAD` or more).
 const SPLICE_MIN: usize = 256 << 10;
 /// How often the parent looks whether the child has read everything spliced.
 const DRAIN_POLL: std::time::Duration = std::time::Duration::from_micros(100);
@@ -77,10 +78,15 @@ fn write_view(py: Python<'_>, fd: BorrowedFd<'_>, view: &Bound<'_, PyAny>) -> Py
 /// Writes `parts` (the bytes of consecutive `bytes` segments) in order: runs of small ones with
 /// `writev`, big ones spliced (`vmsplice`: the pipe takes references to their pages, the child's
 /// read is then the only copy). Sets `spliced` once it has spliced; false if the reader is gone.
-fn write_parts(fd: BorrowedFd<'_>, parts: &[&[u8]], spliced: &mut bool) -> nix::Result<bool> {
+fn write_parts(
+    fd: BorrowedFd<'_>,
+    parts: &[&[u8]],
+    splice_min: usize,
+    spliced: &mut bool,
+) -> nix::Result<bool> {
     let mut rest = parts;
     while !rest.is_empty() {
-        let small = rest.iter().take_while(|p| p.len() < SPLICE_MIN).count();
+        let small = rest.iter().take_while(|p| p.len() < splice_min).count();
         if small > 0 {
             let mut slices: Vec<IoSlice<'_>> =
                 rest[..small].iter().map(|p| IoSlice::new(p)).collect();
@@ -151,8 +157,14 @@ pub fn send_segments(py: Python<'_>, pipe: OwnedFd, segments: &Bound<'_, PyList>
         // Best effort: the default size works, only with more wake-ups.
         let _ = fcntl(fd, FcntlArg::F_SETPIPE_SZ(BIG_PIPE));
     }
+    // A payload that fits in the pipe is copied: start() then never waits for the child.
+    let splice_min = if total >= BIG_PAYLOAD {
+        SPLICE_MIN
+    } else {
+        usize::MAX
+    };
     let mut spliced = false;
-    let sent = send_items(py, fd, &items, &mut spliced);
+    let sent = send_items(py, fd, &items, splice_min, &mut spliced);
     if spliced {
         // Also after an error: the objects are dropped after this.
         let drained = py.detach(|| wait_drained(fd)).map_err(os_error);
@@ -166,6 +178,7 @@ fn send_items(
     py: Python<'_>,
     fd: BorrowedFd<'_>,
     items: &[Bound<'_, PyAny>],
+    splice_min: usize,
     spliced: &mut bool,
 ) -> PyResult<()> {
     let mut rest = items;
@@ -181,7 +194,7 @@ fn send_items(
                 .map(|item| item.cast::<PyBytes>().map_or(&[][..], |b| b.as_bytes()))
                 .collect();
             if !py
-                .detach(|| write_parts(fd, &parts, spliced))
+                .detach(|| write_parts(fd, &parts, splice_min, spliced))
                 .map_err(os_error)?
             {
                 return Ok(());
@@ -255,7 +268,7 @@ mod tests {
         });
         let mut spliced = false;
         let parts = [&b"head"[..], &data[..], &b"tail"[..]];
-        assert!(write_parts(w.as_fd(), &parts, &mut spliced).unwrap());
+        assert!(write_parts(w.as_fd(), &parts, SPLICE_MIN, &mut spliced).unwrap());
         assert!(spliced);
         wait_drained(w.as_fd()).unwrap();
         // Whatever the pages hold from now on, the reader has its copy.
