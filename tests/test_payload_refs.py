@@ -48,6 +48,25 @@ def test_references_released_once_loaded(ctx):
     assert p.exitcode == 0
 
 
+def test_big_payload_references_released_once_loaded(ctx):
+    # A payload past the pipe's size, a big bytes spliced into it: the child reads it exactly (the parent keeps its
+    # end of the pipe open, so no end of file comes), then closes its end, and the parent lets go.
+    kept = _targets.Referent()
+    probe = weakref.ref(kept)
+    here, there = ctx.Pipe()
+    p = ctx.Process(target=_targets.report_loaded_then_wait, args=(there, (kept, b'b' * (8 << 20))))
+    p.start()
+    del kept
+    assert here.poll(30), 'the child never loaded its payload'
+    assert here.recv() == 'loaded'
+    assert p.is_alive()  # a look at the child lets go of what it has loaded
+    gc.collect()
+    assert probe() is None, 'still held once the child had loaded its payload'
+    here.send('done')
+    finish(p)
+    assert p.exitcode == 0
+
+
 def test_references_released_when_child_dies_loading(ctx):
     kept = _targets.Referent()
     probe = weakref.ref(kept)
