@@ -3,9 +3,12 @@
 * Per CPython test module of tests/compat (its ``SUMMARY_TITLE``), a count per start method under the module's
   ``SUMMARY_LABEL`` (``compat fork: 45 passed, 3 skipped, ...``, ``compat futures fork: ...``), and, loudly, every
   compat test module that skipped as a whole, with its reason (CPython's tests not installed ...).
+* CPython's complete suites run by regrtest (tests/compat/test_cpython_suites.py, marker ``suites``): one line per
+  suite and start method, procstart's counts beside stdlib's (``suite test_multiprocessing_spawn: procstart 343
+  passed 36 skipped 1 failed 0 env changed (120 s) | stdlib 344 passed ...``).
 * Last, one line for the whole run on this interpreter (``python 3.14.1: 1302 passed, 0 failed, 41 skipped;
-  compat fork 48/55 ...``), also appended to the file ``PROCSTART_SUMMARY_FILE`` names, where .ci/versions collects
-  the lines of every version it runs.
+  compat fork 48/55 ...; suites procstart 7/9 clean, 3 failed; stdlib 9/9 clean``), also appended to the file
+  ``PROCSTART_SUMMARY_FILE`` names, where .ci/versions collects the lines of every version it runs.
 
 A compat test is one whose class has ``COMPAT_START_METHOD``; its module's summary attributes are read from it.
 """
@@ -24,6 +27,7 @@ _suite_of = {}  # nodeid -> (test module, start method)
 _outcome_of = {}  # nodeid -> worst outcome over its phases
 _errors = set()  # nodeids that failed outside the call phase (setup/teardown, e.g. a leak check)
 _not_run = {}  # nodeid of a compat test module skipped as a whole -> reason
+_suite_modules = {}  # test modules of CPython's complete suites (they have ``summary_lines``), in collection order
 
 
 def pytest_collectreport(report):
@@ -34,6 +38,8 @@ def pytest_collectreport(report):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        if hasattr(getattr(item, 'module', None), 'summary_lines'):
+            _suite_modules[item.module] = None
         cls = getattr(item, 'cls', None)
         method = getattr(cls, 'COMPAT_START_METHOD', None)
         if method is not None:
@@ -96,6 +102,10 @@ def _version_line(terminalreporter):
             ran = len(nodeids) - counts['skipped']
             per_method.append(f'{method} {counts["passed"]}/{ran}')
         line += f'; {module.SUMMARY_LABEL} ' + ' '.join(per_method)
+    for module in _suite_modules:
+        short = module.summary_short()
+        if short:
+            line += f'; {short}'
     for nodeid in _not_run:
         line += f'; NOT RUN {nodeid}'
     return line
@@ -111,6 +121,12 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f'{module.SUMMARY_LABEL} {method}: {_describe(nodeids)}')
         for line in module.SUMMARY_NOTES:
             terminalreporter.write_line(line)
+    for module in _suite_modules:
+        lines = module.summary_lines()
+        if lines:
+            terminalreporter.write_sep('-', "CPython's complete multiprocessing suites (regrtest): procstart | stdlib")
+            for line in lines:
+                terminalreporter.write_line(line)
     for nodeid, reason in _not_run.items():
         terminalreporter.write_sep('!', f'compat: {nodeid} NOT RUN', red=True, bold=True)
         terminalreporter.write_line(reason, red=True, bold=True)

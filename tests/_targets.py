@@ -24,10 +24,10 @@ def target_mp():
     return importlib.import_module(MODNAME)
 
 
-def outcome(func, *args):
+def outcome(func, *args, **kwargs):
     """``['ok', result]`` or ``[exception type name, str(exception)]``."""
     try:
-        return ['ok', func(*args)]
+        return ['ok', func(*args, **kwargs)]
     except BaseException as e:  # we report whatever the call raised, KeyboardInterrupt and SystemExit included
         return [type(e).__name__, str(e)]
 
@@ -73,6 +73,14 @@ def raise_keyboard_interrupt():
 
 def os_exit(code):
     os._exit(code)
+
+
+def start_helpers(ctx):
+    """Start and join one child of ``ctx``, so that the long-lived helpers it needs (a fork server, a resource
+    tracker) run from here on and what a script counts afterwards is not theirs."""
+    p = ctx.Process(target=noop)
+    p.start()
+    p.join()
 
 
 def square(x):
@@ -230,6 +238,19 @@ def wait_for_interrupt(conn, default_handler):
     time.sleep(30)
 
 
+def interrupted(func, *args):
+    """Call ``func(*args)`` with a SIGINT for this process 0.3 s in: ``'interrupted'`` if that raised
+    KeyboardInterrupt at once (within 10 s), else what happened instead."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    t0 = time.monotonic()
+    try:
+        func(*args)
+    except KeyboardInterrupt:
+        return 'interrupted' if time.monotonic() - t0 < 10 else 'interrupted late'
+    return 'not interrupted'
+
+
 # -- bootstrap details (CPython test_wait_for_threads / test_error_on_stdio_flush) -------------------------------
 
 
@@ -250,15 +271,19 @@ def set_event(evt):
     evt.set()
 
 
-def break_stdio_then_set(evt, stream_name, action):
-    if action == 'close':
-        import io
+def broken_stream(closed):
+    """A stand-in for ``sys.stdout``/``sys.stderr`` that cannot be flushed: a closed stream, or None."""
+    if not closed:
+        return None
+    import io
 
-        stream = io.StringIO()
-        stream.close()
-    else:
-        stream = None
-    setattr(sys, stream_name, stream)
+    stream = io.StringIO()
+    stream.close()
+    return stream
+
+
+def break_stdio_then_set(evt, stream_name, action):
+    setattr(sys, stream_name, broken_stream(action == 'close'))
     evt.set()
 
 
@@ -652,19 +677,19 @@ def hold_lock(lock, held, release):
         release.wait(30)
 
 
-def wait_for_flag(cond, flag, conn):
+def wait_for_flag(conn, cond, flag):
     with cond:
         ok = cond.wait_for(lambda: flag.value == 1, timeout=30)
     conn.send(ok)
     conn.close()
 
 
-def barrier_wait(barrier, conn):
+def barrier_wait(conn, barrier):
     conn.send(barrier.wait(30))
     conn.close()
 
 
-def event_wait(event, conn):
+def event_wait(conn, event):
     conn.send(event.wait(30))
     conn.close()
 
@@ -674,7 +699,7 @@ def queue_put_many(q, n):
         q.put(i)
 
 
-def release_foreign(lock, conn):
+def release_foreign(conn, lock):
     """Try to release a lock this process does not hold; send the outcome."""
     conn.send(outcome(lock.release))
     conn.close()
@@ -784,6 +809,15 @@ def send_process_group(conn):
     conn.send((os.getpid(), os.getpgid(0)))
 
 
+def stdlib_tracker_reused(parent_tracker_pid):
+    """CPython's ``_is_resource_tracker_reused``: stdlib's tracker in this child is the parent's (a fork child on
+    CPython 3.14 does not know its pid, gh-146313; a spawned one never did), not one of its own."""
+    from multiprocessing.resource_tracker import _resource_tracker
+
+    _resource_tracker.ensure_running()
+    return _resource_tracker._pid in (None, parent_tracker_pid) and _resource_tracker._check_alive()
+
+
 def hold_proxy_until_told(proxy, conn):
     """Keep a Manager proxy while the parent counts its references; exit when told."""
     conn.send('ready')
@@ -791,16 +825,83 @@ def hold_proxy_until_told(proxy, conn):
     conn.close()
 
 
-def process_classes_subclass_stdlib_classes():
-    """Exit code 0 if this child's Process classes subclass stdlib's, once it imports stdlib ``multiprocessing``."""
-    import multiprocessing.context
+# -- procstart's classes and stdlib's (test_stdlib_classes.py) -------------------------------------------------------
 
+METHODS = ('fork', 'spawn', 'forkserver')
+CONTEXT_CLASSES = {'fork': 'ForkContext', 'spawn': 'SpawnContext', 'forkserver': 'ForkServerContext'}
+PROCESS_CLASSES = {'fork': 'ForkProcess', 'spawn': 'SpawnProcess', 'forkserver': 'ForkServerProcess'}
+LOCK_CLASSES = {'Lock': (), 'RLock': (), 'Semaphore': (2,), 'BoundedSemaphore': (2,)}
+
+
+def stdlib_class_objects(kind):
+    """``{label: object}``: the module under test's contexts, Process classes (and a subclass of one) or locks,
+    made without importing stdlib ``multiprocessing`` here (procstart does not import it; its locks do)."""
     mp = target_mp()
-    ok = issubclass(mp.Process, multiprocessing.context.Process) and all(
-        issubclass(mp.get_context(method).Process, multiprocessing.process.BaseProcess)
-        for method in ('fork', 'spawn', 'forkserver')
-    )
-    sys.exit(0 if ok else 1)
+    if kind == 'contexts':
+        return {**{method: mp.get_context(method) for method in METHODS}, 'default': mp.context._default_context}
+    if kind == 'processes':
+
+        class Early(mp.get_context('spawn').Process):
+            pass
+
+        classes = {method: mp.get_context(method).Process for method in METHODS}
+        return {'Process': mp.Process, **classes, 'subclass': Early}
+    assert kind == 'locks', kind
+    return {
+        f'{method} {name}': getattr(mp.get_context(method), name)(*args)
+        for method in METHODS
+        for name, args in LOCK_CLASSES.items()
+    }
+
+
+def stdlib_class_failures(kind, objects):
+    """The labels of the checks ``objects`` (:func:`stdlib_class_objects`) fail: that they are instances or
+    subclasses of stdlib ``multiprocessing``'s classes (imported here), as libraries check them."""
+    from multiprocessing import context, process, synchronize
+
+    checks = []
+    if kind == 'contexts':
+
+        def resolve(ctx):  # as libraries take a context or a start method name
+            if not isinstance(ctx, context.BaseContext):
+                ctx = context._default_context.get_context(ctx)
+            return ctx
+
+        for method, ctx in objects.items():
+            cls = 'DefaultContext' if method == 'default' else CONTEXT_CLASSES[method]
+            checks += [
+                (f'{method} BaseContext', isinstance(ctx, context.BaseContext)),
+                (f'{method} {cls}', isinstance(ctx, getattr(context, cls))),
+                (f'{method} idiom', resolve(ctx) is ctx and (method == 'default' or resolve(method) is not None)),
+            ]
+    elif kind == 'processes':
+        checks += [
+            ('Process BaseProcess', issubclass(objects['Process'], process.BaseProcess)),
+            ('Process context.Process', issubclass(objects['Process'], context.Process)),
+            ('Process instance', isinstance(objects['Process'](), process.BaseProcess)),
+            ('current_process', isinstance(target_mp().current_process(), process.BaseProcess)),
+            ('subclass SpawnProcess', issubclass(objects['subclass'], context.SpawnProcess)),
+        ]
+        for method, cls in PROCESS_CLASSES.items():
+            stdlib_cls = getattr(context, cls)
+            checks += [
+                (f'{method} BaseProcess', issubclass(objects[method], process.BaseProcess)),
+                (f'{method} {cls}', issubclass(objects[method], stdlib_cls)),
+                (f'{method} instance', isinstance(objects[method](), stdlib_cls)),
+            ]
+    else:
+        for label, lock in objects.items():
+            name = label.split()[1]
+            checks += [
+                (label, isinstance(lock, getattr(synchronize, name))),
+                (f'{label} SemLock', isinstance(lock, synchronize.SemLock)),
+            ]
+    return [label for label, ok in checks if not ok]
+
+
+def exit_if_stdlib_class_checks_fail(kind):
+    """Exit code 1 if :func:`stdlib_class_failures` finds any in this child, else 0."""
+    sys.exit(1 if stdlib_class_failures(kind, stdlib_class_objects(kind)) else 0)
 
 
 def describe_buffers_to_file(path, *args):

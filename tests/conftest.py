@@ -5,14 +5,17 @@
 Fixtures:
 
 * ``mp`` -- the module under test; ``modname`` -- its import name (for scripts run in a fresh interpreter).
-* ``start_method`` -- procstart's pytest plugin's: parametrised over ``get_all_start_methods()`` (fork, spawn and
+* ``start_method`` -- procstart's pytest plugin's: parametrised over its ``START_METHODS`` (fork, spawn and
   forkserver).
 * ``ctx`` -- ``mp.get_context(start_method)``; ``std_ctx`` -- the *stdlib* context of the same method, whose
   Queue/Pipe/Event objects are used as IPC so that stdlib objects are exercised inside procstart children.
 * ``make_pipe`` -- factory of stdlib ``Pipe(duplex=False)`` pairs, closed after the test.
 * ``pipe`` -- the same, for tests not parametrised over the start method.
-* ``run_py`` -- run a script in a fresh interpreter (for stderr capture, interpreter exit and global state);
-  ``child_env`` -- the environment it runs in.
+* ``run_py`` -- run a script in a fresh interpreter (for stderr capture, interpreter exit and global state).
+* ``fork_thread_check`` -- set procstart's fork thread check for one test (set back after it).
+
+Helpers that are not fixtures (running a program, starting and finishing a process, waiting, descriptors) are in
+``_support``; what children run is in ``_targets``; tests/README.md says where a new test goes.
 
 Leak checks, procstart's pytest plugin's (``procstart.pytest_plugin``): its ``no_process_leaks`` around every test
 (autouse), and its ``ProcessSnapshot`` once for the whole session. Each fails when there are new live children (a
@@ -32,7 +35,6 @@ import multiprocessing.util
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -44,7 +46,7 @@ if TESTS_DIR not in sys.path:
     # _targets must be importable here and in every child (spawn/forkserver children get the parent's sys.path).
     sys.path.insert(0, TESTS_DIR)
 
-from _support import CHILD_TIMEOUT, IS_STDLIB, MODNAME
+from _support import CHILD_TIMEOUT, IS_STDLIB, MODNAME, SCRIPT_HEADER, run_python
 
 # The start_method fixture and the leak checks (already registered where procstart is installed, by the pytest11
 # entry point of the same name; listed for a run from the source tree), and the suite's own summary.
@@ -136,47 +138,32 @@ def make_pipe(std_ctx):
     yield from _pipes()
 
 
-@pytest.fixture(scope='session')
-def child_env(mp):
-    """The environment of a fresh interpreter: tests/ (and the directory the module under test was imported from)
-    on PYTHONPATH, ``PROCSTART_TEST_TARGET`` inherited."""
-    paths = [TESTS_DIR]
-    if not IS_STDLIB:
-        paths.append(os.path.dirname(os.path.dirname(os.path.abspath(mp.__file__))))
-    if os.environ.get('PYTHONPATH'):
-        paths.append(os.environ['PYTHONPATH'])
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+@pytest.fixture
+def run_py():
+    """``run_py(code, *args, flags=(), timeout=60, check=True, env=None)`` -> CompletedProcess (text).
+
+    The script runs as ``python [flags] -c code args...`` through ``_support.run_python`` (from tests/, with
+    ``env`` set over ``_support.child_env()``). ``code`` is dedented and prefixed with ``_support.SCRIPT_HEADER``:
+    ``import json, os, sys, time; import _targets; import <module under test> as mp``.
+    """
+
+    def run(code, *args, flags=(), timeout=60, check=True, env=None):
+        script = SCRIPT_HEADER + textwrap.dedent(code)
+        return run_python('-c', script, *args, flags=flags, timeout=timeout, check=check, env=env)
+
+    return run
 
 
 @pytest.fixture
-def run_py(child_env):
-    """``run_py(code, *args, flags=(), timeout=60, check=True, env=None)`` -> CompletedProcess (text).
-
-    The script runs as ``python [flags] -c code args...`` in ``child_env`` (with ``env`` set over it), from
-    tests/. ``code`` is dedented and prefixed with ``import json, os, sys, time; import _targets; import <module under test> as mp``.
-    """
-    header = f'import json, os, sys, time\nimport _targets\nimport {MODNAME} as mp\n'
-
-    def run(code, *args, flags=(), timeout=60, check=True, env=None):
-        script = header + textwrap.dedent(code)
-        cmd = [sys.executable, *flags, '-c', script, *map(str, args)]
-        proc = subprocess.run(
-            cmd,
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**child_env, **(env or {})},
-            cwd=TESTS_DIR,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f'script exited with {proc.returncode}\n--- script:\n{script}\n--- stdout:\n{proc.stdout}'
-                f'\n--- stderr:\n{proc.stderr}'
-            )
-        return proc
-
-    return run
+def fork_thread_check(mp):
+    """``fork_thread_check(mode)`` sets procstart's fork thread check for the test (which re-arms its once-per-process
+    warning), and the mode it found is set back after it. Stdlib has no such check: there it does nothing."""
+    if IS_STDLIB:
+        yield lambda mode: None
+        return
+    before = mp.get_fork_thread_check()
+    yield mp.set_fork_thread_check
+    mp.set_fork_thread_check(before)
 
 
 # -- leak checks: procstart.pytest_plugin's ----------------------------------------------------------------

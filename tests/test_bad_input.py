@@ -7,7 +7,7 @@ import os
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, finish, skip_on_stdlib
+from _support import CHILD_TIMEOUT, finish, run_process, skip_on_stdlib
 
 # (description, call(mp, ctx), exception type, exact message or None for "any message")
 CASES = [
@@ -138,9 +138,7 @@ def test_join_timeout_nan(ctx):
 
 def test_non_callable_target_fails_in_the_child(ctx):
     # As CPython: the target is only called in the child, which reports the TypeError and exits 1.
-    p = ctx.Process(target=5)
-    p.start()
-    finish(p)
+    p = run_process(ctx, 5)
     assert p.exitcode == 1
 
 

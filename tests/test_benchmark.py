@@ -14,9 +14,8 @@ import sys
 import termios
 import xml.etree.ElementTree as ET
 
-import procstart
 import pytest
-from _support import IS_STDLIB
+from _support import IS_STDLIB, child_env, run_python
 
 pytestmark = pytest.mark.skipif(IS_STDLIB, reason="procstart's benchmark (it measures both libraries)")
 
@@ -30,23 +29,9 @@ needs_matplotlib = pytest.mark.skipif(
 )
 
 
-def _command(*args):
-    return [sys.executable, '-m', 'procstart', *args]
-
-
-def _env(*first_on_path):
-    """This process's environment, with `first_on_path` and then this procstart first on PYTHONPATH."""
-    paths = [*first_on_path, os.path.dirname(os.path.dirname(os.path.abspath(procstart.__file__)))]
-    if os.environ.get('PYTHONPATH'):
-        paths.append(os.environ['PYTHONPATH'])
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
-
-
 def _benchmark(*args, first_on_path=()):
     """`python -m procstart args`, stdout and stderr pipes -> CompletedProcess (text)."""
-    return subprocess.run(
-        _command(*args), check=False, capture_output=True, text=True, timeout=90, env=_env(*first_on_path)
-    )
+    return run_python('-m', 'procstart', *args, path=first_on_path, timeout=90, check=False)
 
 
 def _svg_texts(path):
@@ -84,7 +69,11 @@ def test_progress_on_a_terminal_is_one_line_rewritten():
     try:
         fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack('HHHH', 24, columns, 0, 0))
         with subprocess.Popen(
-            _command(*SMALL, '--methods', 'fork'), stdout=subprocess.PIPE, stderr=terminal, text=True, env=_env()
+            [sys.executable, '-m', 'procstart', *SMALL, '--methods', 'fork'],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            text=True,
+            env=child_env(),
         ) as proc:
             stdout, _ = proc.communicate(timeout=90)
         assert proc.returncode == 0

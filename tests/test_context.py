@@ -11,7 +11,7 @@ import sys
 import textwrap
 
 import pytest
-from _support import IS_STDLIB, skip_if_stdlib, skip_on_stdlib
+from _support import IS_STDLIB, last_json, skip_if_stdlib
 
 V = sys.version_info
 # The default start method: fork, forkserver from 3.14 (gh-84559) -- but spawn where no temporary directory is
@@ -28,23 +28,13 @@ PRELOAD_ON_ERROR = V >= (3, 15)
 CONTEXT_CLASS = {'fork': 'ForkContext', 'spawn': 'SpawnContext', 'forkserver': 'ForkServerContext'}
 
 
-# Script prelude: ``check(func, *args)`` -> ['ok', result] or [exception type, message]
-CHECK = """
-def check(func, *args, **kwargs):
-    try:
-        return ['ok', func(*args, **kwargs)]
-    except Exception as e:
-        return [type(e).__name__, str(e)]
-"""
-
-
 @pytest.fixture
 def run_json(run_py):
-    """Run a script (after the ``CHECK`` prelude) in a fresh interpreter; return the JSON it printed last."""
+    """Run a script in a fresh interpreter; return the JSON it printed last. ``check(func, *args, **kwargs)`` is
+    ``_targets.outcome``: ``['ok', result]`` or ``[exception type name, message]``."""
 
     def run(code, *args, **kwargs):
-        proc = run_py(CHECK + textwrap.dedent(code), *args, **kwargs)
-        return json.loads(proc.stdout.splitlines()[-1])
+        return last_json(run_py('check = _targets.outcome\n' + textwrap.dedent(code), *args, **kwargs))
 
     return run
 
@@ -427,7 +417,7 @@ def test_forkserver_preload_on_error(run_py, modules, on_error):
         pytest.skip('on_error is new in 3.15')
     kwargs = {} if on_error is None else {'on_error': on_error}
     proc = run_py(_PRELOAD_RUN, json.dumps(modules), json.dumps(kwargs), flags=('-W', 'always::ImportWarning'))
-    res = json.loads(proc.stdout.splitlines()[-1])
+    res = last_json(proc)
     failing = 'no_such_module_xyz' in modules
     if on_error == 'fail' and failing:
         assert res == ['error', True, ['Forkserver process may have crashed during module preloading. Check stderr.']]
@@ -468,7 +458,7 @@ def test_forkserver_preload_failing_main(run_py, tmp_path, modname, on_error):
         f'import runpy; sys.argv = [{str(script)!r}, {json.dumps(kwargs)!r}]; runpy.run_path(sys.argv[0], run_name="__main__")',
         flags=('-W', 'always::ImportWarning'),
     )
-    assert json.loads(proc.stdout.splitlines()[-1]) == 1
+    assert last_json(proc) == 1
     assert proc.stderr.count('RuntimeError: boom in main') == 1, proc.stderr
     warning = f'ImportWarning: Failed to preload __main__ from {str(script)!r}: boom in main'
     assert (warning in proc.stderr) == (on_error == 'warn'), proc.stderr
@@ -491,64 +481,3 @@ def test_context_factories(ctx, start_method):
 def test_module_api(mp):
     missing = [name for name in multiprocessing.__all__ if not hasattr(mp, name)]
     assert missing == []
-
-
-# -- isinstance parity with stdlib's context classes (issue 13) ------------------------------------------------------
-
-# Checks, as (label, bool) pairs, that the module under test's contexts are instances of stdlib's context classes, and
-# that a library's `isinstance(ctx, BaseContext)` idiom takes them as they are.
-CONTEXT_ISINSTANCE = """
-import multiprocessing.context as stdlib_context
-
-def resolve(ctx):  # as libraries take a context or a start method name
-    if not isinstance(ctx, stdlib_context.BaseContext):
-        ctx = stdlib_context._default_context.get_context(ctx)
-    return ctx
-
-def context_checks():
-    checks = []
-    for method, cls in {'fork': 'ForkContext', 'spawn': 'SpawnContext', 'forkserver': 'ForkServerContext'}.items():
-        ctx = mp.get_context(method)
-        checks.append((method + ' BaseContext', isinstance(ctx, stdlib_context.BaseContext)))
-        checks.append((method + ' ' + cls, isinstance(ctx, getattr(stdlib_context, cls))))
-        checks.append((method + ' idiom', resolve(ctx) is ctx and resolve(method) is not None))
-    default = mp.context._default_context
-    checks.append(('default BaseContext', isinstance(default, stdlib_context.BaseContext)))
-    checks.append(('default DefaultContext', isinstance(default, stdlib_context.DefaultContext)))
-    checks.append(('default idiom', resolve(default) is default))
-    return checks
-"""
-
-
-def test_contexts_are_stdlib_context_instances(mp):
-    # Here stdlib multiprocessing was imported before the module under test.
-    namespace = {'mp': mp}
-    exec(CONTEXT_ISINSTANCE, namespace)  # noqa: S102 -- the checks the fresh-interpreter test runs too
-    assert [label for label, ok in namespace['context_checks']() if not ok] == []
-
-
-def test_contexts_are_stdlib_context_instances_stdlib_imported_after(run_py):
-    # procstart imports no stdlib multiprocessing: its classes take stdlib's as bases when stdlib's are imported.
-    proc = run_py(
-        f"""
-        imported_before = 'multiprocessing.context' in sys.modules
-        {textwrap.indent(CONTEXT_ISINSTANCE, '        ').strip()}
-        print(json.dumps([imported_before, [label for label, ok in context_checks() if not ok]]))
-        """
-    )
-    imported_before, failed = json.loads(proc.stdout.splitlines()[-1])
-    assert failed == []
-    if not IS_STDLIB:
-        assert imported_before is False
-
-
-@skip_on_stdlib('procstart context classes with stdlib bases')
-def test_context_names_are_procstart_own(mp):
-    # The stdlib bases are for isinstance only: no name of a context class resolves through them (DefaultContext's
-    # __init__, 3.14's _default_context …), so no behaviour of stdlib's comes in.
-    from _support import stdlib_owned_names
-
-    classes = [type(mp.get_context(method)) for method in ('fork', 'spawn', 'forkserver')]
-    for cls in [*classes, type(mp.context._default_context)]:
-        assert stdlib_owned_names(cls) == [], cls
-    assert type(mp.context._default_context).__init__ is object.__init__

@@ -6,7 +6,7 @@ import sys
 
 import _targets
 import pytest
-from _support import IS_STDLIB, finish, recv
+from _support import IS_STDLIB, finish, recv, start_reporting
 
 pytestmark = pytest.mark.skipif(IS_STDLIB, reason='procstart extension: stdlib Process has no env')
 
@@ -15,13 +15,15 @@ def test_env_merged_over_the_parents(ctx, make_pipe, monkeypatch):
     # PATH: inherited unchanged (a fork-server child inherits the server's environment, as under CPython, which
     # has the same PATH); PROCSTART_REPLACED: set here after the server may have started.
     monkeypatch.setenv('PROCSTART_REPLACED', 'parent')
-    r, w = make_pipe()
-    p = ctx.Process(
-        target=_targets.send_environ,
-        args=(w, 'PATH', 'PROCSTART_REPLACED', 'PROCSTART_NEW'),
+    p, r = start_reporting(
+        ctx,
+        make_pipe,
+        _targets.send_environ,
+        'PATH',
+        'PROCSTART_REPLACED',
+        'PROCSTART_NEW',
         env={'PROCSTART_REPLACED': 'child', 'PROCSTART_NEW': 'é ü'},
     )
-    p.start()
     kept, replaced, new, _ = recv(r)
     finish(p)
     assert (kept, replaced, new) == (os.environ['PATH'], 'child', 'é ü')
@@ -30,18 +32,14 @@ def test_env_merged_over_the_parents(ctx, make_pipe, monkeypatch):
 
 def test_spawned_interpreter_starts_with_it(ctx, make_pipe, start_method):
     """Variables the interpreter reads at start-up take effect only in a spawned child."""
-    r, w = make_pipe()
-    p = ctx.Process(target=_targets.send_environ, args=(w,), env={'PYTHONDONTWRITEBYTECODE': '1'})
-    p.start()
+    p, r = start_reporting(ctx, make_pipe, _targets.send_environ, env={'PYTHONDONTWRITEBYTECODE': '1'})
     (dont_write_bytecode,) = recv(r)
     finish(p)
     assert dont_write_bytecode == (1 if start_method == 'spawn' else sys.flags.dont_write_bytecode)
 
 
 def test_no_env_is_inherited(ctx, make_pipe):
-    r, w = make_pipe()
-    p = ctx.Process(target=_targets.send_environ, args=(w, 'PATH'), env=None)
-    p.start()
+    p, r = start_reporting(ctx, make_pipe, _targets.send_environ, 'PATH', env=None)
     assert recv(r)[0] == os.environ['PATH']
     finish(p)
     assert not hasattr(p, '_env')
@@ -73,9 +71,7 @@ def test_set_before_the_parents_modules_are_imported(ctx, make_pipe, tmp_path, m
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     probe = __import__(module)
-    r, w = make_pipe()
-    p = ctx.Process(target=probe.report, args=(w,), env={'PROCSTART_AT_IMPORT': 'yes'})
-    p.start()
+    p, r = start_reporting(ctx, make_pipe, probe.report, env={'PROCSTART_AT_IMPORT': 'yes'})
     at_import = recv(r)
     finish(p)
     assert at_import == (None if start_method == 'fork' else 'yes')

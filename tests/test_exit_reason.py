@@ -1,12 +1,11 @@
 """procstart extension: ``Process.rusage`` and ``Process.exit_reason`` -- why a child died, for every start method."""
 
-import json
 import os
 import signal
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, IS_STDLIB, finish, recv
+from _support import CHILD_TIMEOUT, IS_STDLIB, finish, last_json, recv, run_process, start_reporting
 
 pytestmark = pytest.mark.skipif(IS_STDLIB, reason='procstart extension: stdlib has no rusage/exit_reason')
 
@@ -46,17 +45,13 @@ def test_terminate_is_named(ctx):
 
 
 def test_segfault(ctx):
-    p = ctx.Process(target=_targets.segfault)
-    p.start()
-    finish(p)
+    p = run_process(ctx, _targets.segfault)
     assert p.exit_reason == 'segmentation fault (SIGSEGV)'
 
 
 def test_foreign_sigkill_points_at_the_oom_killer_with_max_rss(ctx, make_pipe):
     """What the out-of-memory killer does, simulated: a child holding 200 MiB gets a SIGKILL nobody here sent."""
-    r, w = make_pipe()
-    p = ctx.Process(target=_targets.hog_memory, args=(w, 200))
-    p.start()
+    p, r = start_reporting(ctx, make_pipe, _targets.hog_memory, 200)
     assert recv(r) == 'ready'
     os.kill(p.pid, signal.SIGKILL)
     finish(p)
@@ -68,17 +63,13 @@ def test_foreign_sigkill_points_at_the_oom_killer_with_max_rss(ctx, make_pipe):
 
 def test_address_space_limit_gives_memory_error(ctx):
     """The other way to run out of memory: an RLIMIT_AS the allocation exceeds -- MemoryError, exit 1."""
-    p = ctx.Process(target=_targets.allocate_over_limit, args=(256,))
-    p.start()
-    finish(p)
+    p = run_process(ctx, _targets.allocate_over_limit, 256)
     assert p.exit_reason == 'exited with 1'
     assert p.rusage.max_rss < 256 << 20
 
 
 def test_cpu_time(ctx):
-    p = ctx.Process(target=_targets.spin, args=(0.3,))
-    p.start()
-    finish(p)
+    p = run_process(ctx, _targets.spin, 0.3)
     assert p.exitcode == 0
     assert p.rusage.user_time + p.rusage.system_time >= 0.25
 
@@ -93,7 +84,7 @@ def test_status_collected_elsewhere(run_py, start_method):
         p.join(10)
         print(json.dumps([p.exitcode, p.exit_reason, p.rusage]))
     """)
-    code, reason, usage = json.loads(out.stdout.strip().splitlines()[-1])
+    code, reason, usage = last_json(out)
     if start_method == 'forkserver':  # the server reaps its children: nothing is lost
         assert (code, reason) == (3, 'exited with 3') and usage is not None
     else:

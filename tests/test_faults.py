@@ -2,12 +2,11 @@
 out of descriptors; a parent out of descriptors; children reaped behind the library's back. Each test asserts what
 survives; the autouse leak checks (conftest.py) assert that nothing leaks."""
 
-import json
 import signal
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, IS_STDLIB, finish
+from _support import CHILD_TIMEOUT, IS_STDLIB, finish, last_json, run_process
 
 
 def test_child_sigkilled_while_writing_to_a_queue(ctx):
@@ -25,25 +24,17 @@ def test_child_sigkilled_while_writing_to_a_queue(ctx):
     q.close()
     q.cancel_join_thread()  # the queue's lock may have died with its holder
     # The parent goes on starting processes.
-    again = ctx.Process(target=_targets.exit_with, args=(4,))
-    again.start()
-    finish(again)
-    assert again.exitcode == 4
+    assert run_process(ctx, _targets.exit_with, 4).exitcode == 4
 
 
 def test_child_segfault(ctx):
-    p = ctx.Process(target=_targets.segfault)
-    p.start()
-    finish(p)
+    p = run_process(ctx, _targets.segfault)
     assert p.exitcode == -signal.SIGSEGV
     assert 'SIGSEGV' in repr(p)
 
 
 def test_child_exhausting_its_fd_limit(ctx):
-    p = ctx.Process(target=_targets.exhaust_fds)
-    p.start()
-    finish(p)
-    assert p.exitcode == 0
+    assert run_process(ctx, _targets.exhaust_fds).exitcode == 0
 
 
 @pytest.mark.parametrize('reaper', ['sig_ign', 'waitpid_any'])
@@ -56,7 +47,7 @@ def test_children_reaped_elsewhere(run_py, start_method, reaper):
             signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         ctx = mp.get_context({start_method!r})
         if {start_method!r} != 'fork':
-            warm = ctx.Process(target=_targets.noop); warm.start(); warm.join()  # helpers started beforehand
+            _targets.start_helpers(ctx)
         p = ctx.Process(target=_targets.sleep_then_exit, args=(0.3, 3))
         p.start()
         if {reaper!r} == 'waitpid_any':
@@ -75,15 +66,14 @@ def test_children_reaped_elsewhere(run_py, start_method, reaper):
     if IS_STDLIB and start_method != 'forkserver':
         pytest.skip('CPython reports such a child alive forever (the behaviour procstart fixes)')
     expected = 3 if start_method == 'forkserver' else 255
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == [False, expected, True]
+    assert last_json(out) == [False, expected, True]
 
 
 def test_start_without_free_fds_raises_and_leaves_nothing(run_py, start_method):
     out = run_py(f"""
         import errno, resource
         ctx = mp.get_context({start_method!r})
-        warm = ctx.Process(target=_targets.noop)
-        warm.start(); warm.join()
+        _targets.start_helpers(ctx)
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
         hog = []
@@ -119,7 +109,7 @@ def test_start_without_free_fds_raises_and_leaves_nothing(run_py, start_method):
         state.append(zombies)
         print(json.dumps(state))
     """)
-    outcome, initial, children, code, fds_unchanged, later, zombies = json.loads(out.stdout.strip().splitlines()[-1])
+    outcome, initial, children, code, fds_unchanged, later, zombies = last_json(out)
     assert outcome in ('EMFILE', 'started' if IS_STDLIB else 'EMFILE')
     if outcome == 'EMFILE':
         assert initial and children == [] and code is None and fds_unchanged

@@ -6,16 +6,9 @@ import warnings
 
 import _targets
 import pytest
-from _support import IS_STDLIB, finish
+from _support import IS_STDLIB, finish, run_process
 
 pytestmark = pytest.mark.skipif(IS_STDLIB, reason='procstart extension')
-
-
-@pytest.fixture
-def check_mode(mp):
-    """Sets the mode for the test (re-arming the warning) and restores the default after it."""
-    yield mp.set_fork_thread_check
-    mp.set_fork_thread_check('warn')
 
 
 @pytest.fixture
@@ -28,18 +21,13 @@ def other_thread():
     thread.join()
 
 
-def _start(ctx):
-    p = ctx.Process(target=_targets.noop)
-    p.start()
-    finish(p)
-    return p
-
-
-def test_warns_once_naming_the_threads(mp, check_mode, other_thread):
-    check_mode('warn')
+def test_warns_once_naming_the_threads(mp, fork_thread_check, other_thread):
+    fork_thread_check('warn')
     ctx = mp.get_context('fork')
+    p = ctx.Process(target=_targets.noop)
     with pytest.warns(RuntimeWarning) as record:
-        _start(ctx)
+        p.start()
+    finish(p)
     (warning,) = record
     message = str(warning.message)
     assert "'busy-worker'" in message and "'forkserver'" in message and "'spawn'" in message
@@ -47,11 +35,11 @@ def test_warns_once_naming_the_threads(mp, check_mode, other_thread):
     assert warning.filename == __file__  # points at the caller of start()
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        _start(ctx)  # once per process
+        run_process(ctx, _targets.noop)  # once per process
 
 
-def test_error_refuses_before_starting_anything(mp, check_mode, other_thread):
-    check_mode('error')
+def test_error_refuses_before_starting_anything(mp, fork_thread_check, other_thread):
+    fork_thread_check('error')
     p = mp.get_context('fork').Process(target=_targets.noop)
     with pytest.raises(RuntimeError, match="other threads run \\('busy-worker'\\)"):
         p.start()
@@ -59,27 +47,27 @@ def test_error_refuses_before_starting_anything(mp, check_mode, other_thread):
 
 
 @pytest.mark.parametrize('method', ['spawn', 'forkserver'])
-def test_other_methods_are_not_checked(mp, check_mode, other_thread, method):
-    check_mode('error')
-    assert _start(mp.get_context(method)).exitcode == 0
+def test_other_methods_are_not_checked(mp, fork_thread_check, other_thread, method):
+    fork_thread_check('error')
+    assert run_process(mp.get_context(method), _targets.noop).exitcode == 0
 
 
-def test_ignore_and_single_thread_are_silent(mp, check_mode, other_thread):
+def test_ignore_and_single_thread_are_silent(mp, fork_thread_check, other_thread):
     ctx = mp.get_context('fork')
-    check_mode('ignore')
+    fork_thread_check('ignore')
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        _start(ctx)
+        run_process(ctx, _targets.noop)
 
 
-def test_no_other_thread_no_warning(mp, check_mode):
-    check_mode('error')
-    assert _start(mp.get_context('fork')).exitcode == 0
+def test_no_other_thread_no_warning(mp, fork_thread_check):
+    fork_thread_check('error')
+    assert run_process(mp.get_context('fork'), _targets.noop).exitcode == 0
 
 
-def test_get_and_bad_mode(mp, check_mode):
+def test_get_and_bad_mode(mp, fork_thread_check):
     assert mp.get_fork_thread_check() == 'warn'
-    check_mode('ignore')
+    fork_thread_check('ignore')
     assert mp.get_fork_thread_check() == 'ignore'
     for bad in ('loud', None, 1):
         with pytest.raises(ValueError, match="fork thread check must be 'warn', 'error' or 'ignore', not "):

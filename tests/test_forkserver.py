@@ -8,23 +8,37 @@ skips them.
 
 import glob
 import hmac
+import json
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
 import socket
+import sys
+import tempfile
+import textwrap
 import time
 
 import _targets
 import pytest
 from _support import (
     CHILD_TIMEOUT,
+    SCRIPT_HEADER,
     answer_challenge,
+    authenticated_socket,
+    fd_count,
     finish,
     fork_server_client,
+    fork_server_info,
+    last_json,
+    path_gone,
     recv,
+    run_process,
+    run_python,
     skip_on_stdlib,
+    start_reporting,
     wait_gone,
+    wait_until,
 )
 
 pytestmark = skip_on_stdlib("these tests drive procstart's fork server directly")
@@ -35,22 +49,8 @@ KEY_LEN = 32
 @pytest.fixture
 def fs(mp):
     ctx = mp.get_context('forkserver')
-    ctx.Process(target=_targets.noop).start()  # the server runs from here on (joined by the leak check's reaping)
-    for p in mp.active_children():
-        p.join()
+    _targets.start_helpers(ctx)
     return ctx
-
-
-def server_info(mp):
-    address, key, alive_fd, pid = mp._procstart._forkserver_info()
-    return os.fsdecode(address), key, alive_fd, pid
-
-
-def run_child(ctx, target, *args):
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    finish(p)
-    return p.exitcode
 
 
 # -- lifecycle -------------------------------------------------------------------------------------------------
@@ -67,7 +67,7 @@ def test_server_starts_lazily_once(run_py):
         after = mp._procstart._forkserver_pid()
         print(json.dumps([before, after, mp._procstart._forkserver_pid() == after, [p.exitcode for p in procs]]))
     """).stdout
-    before, after, same, codes = __import__('json').loads(out)
+    before, after, same, codes = json.loads(out)
     assert before is None
     assert after is not None and same
     assert codes == [0, 0, 0]
@@ -116,16 +116,16 @@ def test_preload_modules_imported_once_in_server(tmp_path, run_py):
         p.join()
     """
     ).stdout
-    (status, loaded_in), server = __import__('json').loads(out)
+    (status, loaded_in), server = json.loads(out)
     assert status == 'ok'
     assert loaded_in == server
 
 
 def test_relaunch_after_sigkill_reaps_and_cleans_up(mp, fs):
-    address, _, _, old = server_info(mp)
+    address, _, _, old = fork_server_info(mp)
     os.kill(old, signal.SIGKILL)
     assert wait_gone(old)
-    assert run_child(fs, _targets.exit_with, 3) == 3
+    assert run_process(fs, _targets.exit_with, 3).exitcode == 3
     new = mp._procstart._forkserver_pid()
     assert new != old
     assert not os.path.exists(address)
@@ -137,7 +137,7 @@ def test_relaunch_after_sigkill_reaps_and_cleans_up(mp, fs):
 def test_sigterm_removes_the_socket_directory(mp, fs):
     """A server stopped with SIGTERM (a supervisor stopping the process group) removes its socket and directory,
     dies of the signal, and the next start() starts a new one; its children still die of SIGTERM themselves."""
-    address, _, _, old = server_info(mp)
+    address, _, _, old = fork_server_info(mp)
     os.kill(old, signal.SIGTERM)
     assert wait_gone(old)
     assert not os.path.exists(os.path.dirname(address))
@@ -155,12 +155,11 @@ def test_server_exits_with_its_last_holder(run_py):
     """The process that started the server waits at its exit for the server to follow, so that its socket directory
     is gone when that process is (regrtest -j checks a worker's temporary directory right then)."""
     out = run_py("""
-        ctx = mp.get_context('forkserver')
-        p = ctx.Process(target=_targets.noop); p.start(); p.join()
+        _targets.start_helpers(mp.get_context('forkserver'))
         address = os.fsdecode(mp._procstart._forkserver_info()[0])
         print(json.dumps([mp._procstart._forkserver_pid(), address]))
     """).stdout
-    server, address = __import__('json').loads(out)
+    server, address = json.loads(out)
     assert not os.path.exists(os.path.dirname(address))
     assert wait_gone(server, timeout=2.0), 'the server outlived the process that started it'
 
@@ -173,20 +172,13 @@ _SERVER_AND_TRACKER = """
     import signal
     import _support
     ctx = mp.get_context('forkserver')
-    p = ctx.Process(target=_targets.noop); p.start(); p.join()
+    _targets.start_helpers(ctx)
     address = os.fsdecode(mp._procstart._forkserver_info()[0])
     server, tracker = mp._procstart._forkserver_pid(), mp._procstart._tracker_pid()
     if sys.argv[1] == 'no tracker':
         os.kill(tracker, signal.SIGKILL)
         os.waitpid(tracker, 0)
 """
-
-
-def _until(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return condition()
 
 
 @pytest.mark.parametrize('tracker', ['tracker', 'no tracker'])
@@ -202,7 +194,7 @@ def test_a_killed_servers_directory_goes_at_the_clients_exit(run_py, tracker):
     """,
         tracker,
     ).stdout
-    address, left_before_exit = __import__('json').loads(out)
+    address, left_before_exit = json.loads(out)
     assert not os.path.exists(os.path.dirname(address))
     if tracker == 'no tracker':
         assert left_before_exit  # so it was the exit that removed it
@@ -223,7 +215,7 @@ def test_an_adopters_exit_removes_a_dead_servers_directory(run_py):
     """,
         'no tracker',
     ).stdout
-    assert __import__('json').loads(out) == [0, False]
+    assert json.loads(out) == [0, False]
 
 
 @pytest.mark.parametrize('pause', [0, 0.2])
@@ -243,7 +235,7 @@ def test_server_and_client_sigkilled(run_py, pause):
         check=False,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    address, tracker = __import__('json').loads(proc.stdout)
+    address, tracker = json.loads(proc.stdout)
     assert wait_gone(tracker), 'the tracker outlived the last process holding it'
     assert not os.path.exists(os.path.dirname(address))
 
@@ -255,25 +247,22 @@ def test_the_tracker_removes_a_dead_servers_directory_at_once(mp, fs):
 
     # A server registered with the tracker this process has now (another test may have replaced the tracker).
     procstart.forkserver._forkserver._stop()
-    assert run_child(fs, _targets.noop) == 0
-    address, _, _, server = server_info(mp)
+    assert run_process(fs, _targets.noop).exitcode == 0
+    address, _, _, server = fork_server_info(mp)
     os.kill(server, signal.SIGKILL)
-    assert _until(lambda: not os.path.exists(os.path.dirname(address)))
+    assert path_gone(os.path.dirname(address))
     assert mp._procstart._forkserver_pid() == server  # not looked at yet
-    assert run_child(fs, _targets.exit_with, 3) == 3  # a new server; the dead one reaped
+    assert run_process(fs, _targets.exit_with, 3).exitcode == 3  # a new server; the dead one reaped
     assert not os.path.exists(f'/proc/{server}')
 
 
 def test_stop_in_another_process_keeps_a_live_servers_socket(mp, fs, pipe):
     """`_stop()` in a process that did not start the server stops its use there only: the server still serves the
     others, at the same address."""
-    address, _, _, server = server_info(mp)
-    p = mp.get_context('fork').Process(target=_stop_server_here)
-    p.start()
-    finish(p)
-    assert p.exitcode == 0
+    address, _, _, server = fork_server_info(mp)
+    assert run_process(mp.get_context('fork'), _stop_server_here).exitcode == 0
     assert os.path.exists(address)
-    assert run_child(fs, _targets.exit_with, 5) == 5
+    assert run_process(fs, _targets.exit_with, 5).exitcode == 5
     assert mp._procstart._forkserver_pid() == server
 
 
@@ -337,33 +326,30 @@ class Test(unittest.TestCase):
 """
 
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
-
-
 def test_regrtest_workers_leave_no_directory(tmp_path):
     """CPython's regrtest -j lists a worker's temporary directory as soon as the worker has exited, and reports what
     is there as leaked: the server's directory is gone by then."""
-    import subprocess
-    import sys
-
     pytest.importorskip('test.libregrtest')
     for name in ('test_ps_fs_one', 'test_ps_fs_two'):
         (tmp_path / f'{name}.py').write_text(_REGRTEST_MODULE)
-    proc = subprocess.run(
-        [sys.executable, '-m', 'test', '-j2', '--testdir', str(tmp_path), 'test_ps_fs_one', 'test_ps_fs_two'],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [TESTS, os.environ.get('PYTHONPATH')]))},
+    proc = run_python(
+        '-m',
+        'test',
+        '-j2',
+        '--testdir',
+        tmp_path,
+        'test_ps_fs_one',
+        'test_ps_fs_two',
         cwd=tmp_path,
+        timeout=120,
+        check=False,
     )
     assert 'leaked temporary files' not in proc.stdout, proc.stdout
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_socket_is_private(mp, fs):
-    address, *_ = server_info(mp)
+    address, *_ = fork_server_info(mp)
     directory = os.path.dirname(address)
     assert not address.startswith('\0')
     assert os.stat(directory).st_mode & 0o777 == 0o700
@@ -372,14 +358,14 @@ def test_socket_is_private(mp, fs):
 
 
 def test_stop_waits_for_the_server(mp, fs):
-    address, _, _, pid = server_info(mp)
+    address, _, _, pid = fork_server_info(mp)
     import procstart.forkserver
 
     procstart.forkserver._forkserver._stop()
     assert mp._procstart._forkserver_pid() is None
     assert not os.path.exists(f'/proc/{pid}')
     assert not os.path.exists(address)
-    assert run_child(fs, _targets.exit_with, 4) == 4
+    assert run_process(fs, _targets.exit_with, 4).exitcode == 4
 
 
 # -- authentication --------------------------------------------------------------------------------------------
@@ -405,12 +391,12 @@ def test_connection_client_handshakes_with_the_server(mp, fs):
     """The server authenticates as CPython 3.14's does, with multiprocessing.connection's handshake: a Client holding
     the key completes it (CPython's test_forkserver_auth_is_enabled); the server drops it when it hangs up, and serves
     on."""
-    address, key, _, pid = server_info(mp)
+    address, key, _, pid = fork_server_info(mp)
     assert len(key) == KEY_LEN
     for _ in range(3):
         fork_server_client(address, key).close()
     assert mp._procstart._forkserver_pid() == pid
-    assert run_child(fs, _targets.exit_with, 5) == 5
+    assert run_process(fs, _targets.exit_with, 5).exitcode == 5
 
 
 def test_a_client_that_only_authenticates_is_dropped_quietly(run_py):
@@ -429,11 +415,11 @@ def test_a_client_that_only_authenticates_is_dropped_quietly(run_py):
 
 
 def test_connection_client_with_a_wrong_key_is_refused(mp, fs):
-    address, key, _, pid = server_info(mp)
+    address, key, _, pid = fork_server_info(mp)
     with pytest.raises(multiprocessing.AuthenticationError, match='^digest sent was rejected$'):
         fork_server_client(address, bytes(len(key)))
     assert mp._procstart._forkserver_pid() == pid
-    assert run_child(fs, _targets.exit_with, 6) == 6
+    assert run_process(fs, _targets.exit_with, 6).exitcode == 6
 
 
 @pytest.mark.parametrize('digest', ['wrong-key', 'md5', 'sha512', 'unprefixed', 'too-long'])
@@ -441,7 +427,7 @@ def test_only_a_sha256_digest_with_the_key_is_welcome(mp, fs, digest):
     """Anything but `{sha256}` and the HMAC with the key is told #FAILURE#, as CPython tells it, and dropped: among
     them CPython's legacy HMAC-MD5, all that Python 3.11 and older speak, and another digest even with the key. A
     message longer than 256 bytes is dropped unread (CPython's recv_bytes(256))."""
-    address, key, _, pid = server_info(mp)
+    address, key, _, pid = fork_server_info(mp)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(CHILD_TIMEOUT)
         s.connect(address)
@@ -463,7 +449,7 @@ def test_only_a_sha256_digest_with_the_key_is_welcome(mp, fs, digest):
             received = b''
     assert received == (b'' if digest == 'too-long' else FAILURE)
     assert mp._procstart._forkserver_pid() == pid
-    assert run_child(fs, _targets.exit_with, 6) == 6
+    assert run_process(fs, _targets.exit_with, 6).exitcode == 6
 
 
 @pytest.mark.parametrize(
@@ -474,14 +460,14 @@ def test_only_a_sha256_digest_with_the_key_is_welcome(mp, fs, digest):
 def test_server_answers_only_sha256_challenges(mp, fs, challenge):
     """Once the client is welcome, the server answers its challenge only for `{sha256}` (and not CPython's legacy
     lengths, 20 bytes, which mean HMAC-MD5); otherwise it drops the client without an answer."""
-    address, key, _, pid = server_info(mp)
+    address, key, _, pid = fork_server_info(mp)
     with multiprocessing.connection.Client(address) as conn:
         answer_challenge(conn, key)
         conn.send_bytes(b'#CHALLENGE#' + challenge)
         with pytest.raises((EOFError, ConnectionResetError)):
             conn.recv_bytes()
     assert mp._procstart._forkserver_pid() == pid
-    assert run_child(fs, _targets.exit_with, 6) == 6
+    assert run_process(fs, _targets.exit_with, 6).exitcode == 6
 
 
 @pytest.mark.parametrize(
@@ -490,7 +476,7 @@ def test_server_answers_only_sha256_challenges(mp, fs, challenge):
     ids=['nothing', 'nul', 'short', 'answer-sized', 'long', 'http'],
 )
 def test_garbage_is_dropped_and_server_survives(mp, fs, garbage):
-    address, _, _, pid = server_info(mp)
+    address, _, _, pid = fork_server_info(mp)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(CHILD_TIMEOUT)
         s.connect(address)
@@ -507,28 +493,28 @@ def test_garbage_is_dropped_and_server_survives(mp, fs, garbage):
     assert received[:CHALLENGE_LEN].startswith((CHALLENGE_LEN - 4).to_bytes(4, 'big') + b'#CHALLENGE#')
     assert received[CHALLENGE_LEN:] in (b'', FAILURE)
     assert mp._procstart._forkserver_pid() == pid
-    assert run_child(fs, _targets.exit_with, 7) == 7
+    assert run_process(fs, _targets.exit_with, 7).exitcode == 7
 
 
 def test_stalled_peer_does_not_hold_up_others(mp, fs):
     """Connections are authenticated side by side: a silent peer waits alone until it is dropped."""
-    address, _, _, _ = server_info(mp)
+    address, _, _, _ = fork_server_info(mp)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(address)
         s.settimeout(CHILD_TIMEOUT)
         assert len(_recv_exact(s, CHALLENGE_LEN)) == CHALLENGE_LEN  # the server has taken the connection
-        assert run_child(fs, _targets.exit_with, 8) == 8
+        assert run_process(fs, _targets.exit_with, 8).exitcode == 8
         # Served while the silent peer is still connected and waiting (its deadline is 2 s).
         s.setblocking(False)
         with pytest.raises(BlockingIOError):
             s.recv(1)
         s.settimeout(CHILD_TIMEOUT)
         assert s.recv(1) == b''  # then dropped
-    assert run_child(fs, _targets.exit_with, 11) == 11
+    assert run_process(fs, _targets.exit_with, 11).exitcode == 11
 
 
 def test_client_with_wrong_key_gets_authentication_error(mp, fs, run_py):
-    address, _, _, pid = server_info(mp)
+    address, _, _, pid = fork_server_info(mp)
     out = run_py(f"""
         import multiprocessing
         alive = os.open(os.devnull, os.O_RDONLY)  # stands for the alive pipe this client would hold
@@ -542,7 +528,7 @@ def test_client_with_wrong_key_gets_authentication_error(mp, fs, run_py):
     """).stdout.splitlines()
     assert out == ['AuthenticationError digest sent was rejected', str(pid)]
     assert mp._procstart._forkserver_pid() == pid
-    assert run_child(fs, _targets.exit_with, 10) == 10
+    assert run_process(fs, _targets.exit_with, 10).exitcode == 10
 
 
 _SERVER_CHALLENGE = b'#CHALLENGE#{sha256}' + b'c' * 40
@@ -624,7 +610,7 @@ def test_client_refuses_a_server_as_cpythons_client_does(run_py, tmp_path, says,
         server.join()
         print(json.dumps([errors, heard]))
     """)
-    errors, heard_by_server = __import__('json').loads(out.stdout)
+    errors, heard_by_server = json.loads(out.stdout)
     procstart_error, *cpython_error = errors
     assert procstart_error == error
     # Some 3.12 releases (3.12.1) forgot the f of this one f-string; procstart says what 3.14 says.
@@ -640,7 +626,7 @@ def test_a_wrong_forkserver_authkey_fails_start(mp, fs):
     from procstart import forkserver
 
     server = forkserver._forkserver
-    _, key, _, pid = server_info(mp)
+    _, key, _, pid = fork_server_info(mp)
     assert server._forkserver_authkey == key
     for wrong in (b'T' * len(key), b'x', b'k' * 300):
         server._forkserver_authkey = wrong
@@ -652,16 +638,16 @@ def test_a_wrong_forkserver_authkey_fails_start(mp, fs):
         assert mp._procstart._forkserver_pid() == pid
     del server._forkserver_authkey
     assert server._forkserver_authkey == key
-    assert run_child(fs, _targets.exit_with, 9) == 9
+    assert run_process(fs, _targets.exit_with, 9).exitcode == 9
     server._forkserver_authkey = b'T'
     server._forkserver_authkey = None
     assert server._forkserver_authkey == key
-    assert run_child(fs, _targets.exit_with, 10) == 10
+    assert run_process(fs, _targets.exit_with, 10).exitcode == 10
     server._forkserver_authkey = b'T'
     server._stop()
     assert server._forkserver_authkey is None
-    assert run_child(fs, _targets.exit_with, 11) == 11
-    assert server._forkserver_authkey == server_info(mp)[1] != key
+    assert run_process(fs, _targets.exit_with, 11).exitcode == 11
+    assert server._forkserver_authkey == fork_server_info(mp)[1] != key
 
 
 def test_forkserver_authkey_under_mock_patch(mp, fs):
@@ -684,13 +670,13 @@ def test_forkserver_authkey_under_mock_patch(mp, fs):
             p.start()
         del p
     assert server._forkserver_authkey == key
-    assert run_child(fs, _targets.exit_with, 0) == 0
+    assert run_process(fs, _targets.exit_with, 0).exitcode == 0
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason='needs root to connect as another user')
 def test_other_users_are_refused(mp, fs):
     """SO_PEERCRED: even with the directory opened up, another user's connection gets nothing."""
-    address, _, _, pid = server_info(mp)
+    address, _, _, pid = fork_server_info(mp)
     directory = os.path.dirname(address)
     # The server's directory, and the run's own temporary directory above it (conftest.py), opened up.
     opened = [(path, os.stat(path).st_mode & 0o7777) for path in (os.path.dirname(directory), directory, address)]
@@ -726,23 +712,16 @@ def test_other_users_are_refused(mp, fs):
 
 
 def test_child_holds_no_server_descriptors(mp, fs, pipe):
-    _, _, _, server = server_info(mp)
+    _, _, _, server = fork_server_info(mp)
     # While this child is forked, the server holds the connections of another client's children (a fork child's:
     # the server reaps those and reports their status on their connections).
-    busy_r, busy_w = pipe()
-    busy = [mp.get_context('fork').Process(target=_targets.start_forkserver_children, args=(busy_w, [0, 0], 1.0))]
-    for p in busy:
-        p.start()
+    busy, busy_r = start_reporting(mp.get_context('fork'), pipe, _targets.start_forkserver_children, [0, 0], 1.0)
     time.sleep(0.3)
-    r, w = pipe()
-    p = fs.Process(target=_targets.forkserver_view, args=(w,))
-    p.start()
-    w.close()
+    p, r = start_reporting(fs, pipe, _targets.forkserver_view)
     pid, ppid, seen_server, fds = recv(r)
     finish(p)
     assert recv(busy_r) == ([0, 0], server)
-    for b in busy:
-        finish(b)
+    finish(busy)
     assert pid == p.pid and ppid == server  # the server forks and reaps it, as CPython's
     assert seen_server == server
     kinds = sorted(t.split(':')[0] for fd, t in fds.items() if fd > 2)
@@ -855,18 +834,14 @@ def test_children_report_true_status_after_server_death(run_py, reaper):
     if reaper == 'init' and not _pidfd_exit_info():
         pytest.skip('the kernel does not report exit status to pidfd holders (PIDFD_INFO_EXIT, Linux 6.15)')
     if reaper == 'self':
-        out = run_py(_OWNER_KILLS_SERVER, 'self').stdout
+        proc = run_py(_OWNER_KILLS_SERVER, 'self')
     else:
-        import textwrap
-
-        owner = 'import json, os, sys, time\nimport _targets\nimport procstart as mp\n' + textwrap.dedent(
-            _OWNER_KILLS_SERVER
-        )
-        out = run_py(
+        owner = SCRIPT_HEADER + textwrap.dedent(_OWNER_KILLS_SERVER)
+        proc = run_py(
             f'import subprocess; subprocess.run([sys.executable, "-c", {_REAPER!r}, sys.executable, "-c", {owner!r}, '
             '"init"], check=True)'
-        ).stdout
-    alive, codes, victim, after, relaunched = __import__('json').loads(out.strip().splitlines()[-1])
+        )
+    alive, codes, victim, after, relaunched = last_json(proc)
     assert alive == [True, True, True]
     assert codes == [3, 4, 0]
     assert victim == -signal.SIGTERM
@@ -876,10 +851,7 @@ def test_children_report_true_status_after_server_death(run_py, reaper):
 def test_children_of_other_processes_get_status_from_server(mp, fs, pipe):
     """A process that did not start the server (here a fork child) gets children the server reaps; exit codes and
     signals still come through."""
-    r, w = pipe()
-    p = mp.get_context('fork').Process(target=_targets.start_forkserver_children, args=(w, [0, 3, 7]))
-    p.start()
-    w.close()
+    p, r = start_reporting(mp.get_context('fork'), pipe, _targets.start_forkserver_children, [0, 3, 7])
     codes, server = recv(r)
     finish(p)
     assert codes == [0, 3, 7]
@@ -889,10 +861,7 @@ def test_children_of_other_processes_get_status_from_server(mp, fs, pipe):
 def test_join_waits_for_the_child_when_the_server_dies(mp, fs, pipe):
     """join() waits until the orphaned child of a dead server really ends -- CPython returns at once while the orphan
     keeps running."""
-    r, w = pipe()
-    p = mp.get_context('fork').Process(target=_targets.start_forkserver_children, args=(w, [3], 1.0))
-    p.start()
-    w.close()
+    p, r = start_reporting(mp.get_context('fork'), pipe, _targets.start_forkserver_children, [3], 1.0)
     time.sleep(0.3)  # the grandchild is running
     started = time.monotonic()
     os.kill(mp._procstart._forkserver_pid(), signal.SIGKILL)
@@ -901,7 +870,7 @@ def test_join_waits_for_the_child_when_the_server_dies(mp, fs, pipe):
     # 255 unless whoever inherited the orphan reaped it (init here may or may not), then its true status.
     assert codes in ([255], [3])
     assert time.monotonic() - started >= 0.5
-    assert run_child(fs, _targets.exit_with, 2) == 2  # relaunched, the dead server reaped
+    assert run_process(fs, _targets.exit_with, 2).exitcode == 2  # relaunched, the dead server reaped
 
 
 # -- one server per tree -------------------------------------------------------------------------------------------
@@ -911,10 +880,7 @@ def test_join_waits_for_the_child_when_the_server_dies(mp, fs, pipe):
 def test_descendants_share_the_server(mp, fs, pipe, method):
     """CPython starts a server per process that uses forkserver (gh-86354), and a fork child of a server's owner
     fails with ChildProcessError."""
-    r, w = pipe()
-    p = mp.get_context('fork').Process(target=_targets.nested_server_pids, args=(w, method))
-    p.start()
-    w.close()
+    p, r = start_reporting(mp.get_context('fork'), pipe, _targets.nested_server_pids, method)
     top, middle, grandchild, grandchild_code, middle_code = recv(r)
     finish(p)
     server = mp._procstart._forkserver_pid()
@@ -923,10 +889,8 @@ def test_descendants_share_the_server(mp, fs, pipe, method):
 
 
 def test_no_stray_socket_directories(mp, fs):
-    address, *_ = server_info(mp)
+    address, *_ = fork_server_info(mp)
     mine = os.path.dirname(address)
-    import tempfile
-
     # The run's own temporary directory (conftest.py): every directory there is this run's.
     stray = [d for d in glob.glob(os.path.join(tempfile.gettempdir(), 'procstart-*')) if d != mine]
     assert stray == []
@@ -938,7 +902,7 @@ def test_no_stray_socket_directories(mp, fs):
 def test_server_runs_with_the_interpreter_flags_and_executable(tmp_path, run_py):
     out_file = tmp_path / 'flags.json'
     link = tmp_path / 'python-link'
-    os.symlink(os.path.realpath(__import__('sys').executable), link)
+    os.symlink(os.path.realpath(sys.executable), link)
     run_py(
         f"""
         mp.set_executable({str(link)!r})
@@ -952,7 +916,7 @@ def test_server_runs_with_the_interpreter_flags_and_executable(tmp_path, run_py)
         """,
         flags=('-O', '-s'),
     )
-    flags = __import__('json').loads(out_file.read_text())
+    flags = json.loads(out_file.read_text())
     assert flags['optimize'] == 1
     assert flags['no_user_site'] == 1
 
@@ -983,40 +947,10 @@ def test_without_pidfd(run_py):
         f.join()
         print(json.dumps([kind, p.exitcode, codes, nested, f.exitcode]))
     """).stdout
-    assert __import__('json').loads(out) == ['pipe', -signal.SIGTERM, [0, 3], [5, 6], 0]
-
-
-def test_ctrl_c_interrupts_join(run_py):
-    out = run_py("""
-        import signal, threading
-        p = mp.get_context('forkserver').Process(target=_targets.sleep, args=(30,))
-        p.start()
-        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
-        t0 = time.monotonic()
-        try:
-            p.join()
-            print('not interrupted')
-        except KeyboardInterrupt:
-            print('interrupted', time.monotonic() - t0 < 10)
-        p.kill()
-        p.join()
-    """).stdout
-    assert out.strip() == 'interrupted True'
+    assert json.loads(out) == ['pipe', -signal.SIGTERM, [0, 3], [5, 6], 0]
 
 
 # -- robustness (review findings) ------------------------------------------------------------------------------
-
-
-def _authenticated(address, key):
-    """A connected socket that has passed the handshake (the server now expects a REQUEST)."""
-    with fork_server_client(address, key) as conn:
-        s = socket.socket(fileno=os.dup(conn.fileno()))
-    s.settimeout(CHILD_TIMEOUT)
-    return s
-
-
-def _server_fd_count(pid):
-    return len(os.listdir(f'/proc/{pid}/fd'))
 
 
 @pytest.mark.parametrize(
@@ -1031,11 +965,11 @@ def _server_fd_count(pid):
 )
 def test_bad_requests_leak_no_descriptors_in_the_server(mp, fs, request_):
     magic, declared, attached = request_
-    address, key, _, server = server_info(mp)
-    before = _server_fd_count(server)
+    address, key, _, server = fork_server_info(mp)
+    before = fd_count(server)
     r, w = os.pipe()
     try:
-        with _authenticated(address, key) as s:
+        with authenticated_socket(address, key) as s:
             header = magic.encode() + (0).to_bytes(2, 'little') + declared.to_bytes(4, 'little')
             fds = [r] * attached
             # At most 253 descriptors go in one message; more than a REQUEST may carry are sent with each byte.
@@ -1049,12 +983,9 @@ def test_bad_requests_leak_no_descriptors_in_the_server(mp, fs, request_):
     finally:
         os.close(r)
         os.close(w)
-    deadline = time.monotonic() + 5
-    while _server_fd_count(server) > before and time.monotonic() < deadline:
-        time.sleep(0.01)
     # Not more than before (it can be fewer: earlier tests' children may have been reaped meanwhile).
-    assert _server_fd_count(server) <= before
-    assert run_child(fs, _targets.exit_with, 12) == 12
+    assert wait_until(lambda: fd_count(server) <= before)
+    assert run_process(fs, _targets.exit_with, 12).exitcode == 12
 
 
 def test_owner_ignoring_sigchld(run_py):
@@ -1072,25 +1003,19 @@ def test_owner_ignoring_sigchld(run_py):
             codes.append(p.exitcode)
         print(json.dumps(codes))
     """).stdout
-    assert __import__('json').loads(out) == [0, 7, 255]
+    assert json.loads(out) == [0, 7, 255]
 
 
 def test_ctrl_c_while_the_server_does_not_answer(run_py):
     out = run_py("""
-        import signal, threading
+        import signal
         ctx = mp.get_context('forkserver')
-        p = ctx.Process(target=_targets.noop); p.start(); p.join()
+        _targets.start_helpers(ctx)
         server = mp._procstart._forkserver_pid()
         os.kill(server, signal.SIGSTOP)
-        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
-        t0 = time.monotonic()
-        try:
-            ctx.Process(target=_targets.noop).start()
-            print('not interrupted')
-        except KeyboardInterrupt:
-            print('interrupted', time.monotonic() - t0 < 10)
+        print(_targets.interrupted(ctx.Process(target=_targets.noop).start))
         os.kill(server, signal.SIGCONT)
         q = ctx.Process(target=_targets.exit_with, args=(3,)); q.start(); q.join()
         print(q.exitcode)
     """).stdout.split('\n')
-    assert out[:2] == ['interrupted True', '3']
+    assert out[:2] == ['interrupted', '3']

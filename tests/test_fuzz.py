@@ -6,12 +6,22 @@ import multiprocessing.connection
 import os
 import random
 import socket
-import time
 import uuid
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, answer_challenge, finish, fork_server_client, skip_on_stdlib
+from _support import (
+    CHILD_TIMEOUT,
+    answer_challenge,
+    authenticated_socket,
+    fd_count,
+    fork_server_info,
+    last_json,
+    run_process,
+    shm_path,
+    skip_on_stdlib,
+    wait_until,
+)
 
 pytestmark = skip_on_stdlib("procstart's own wire formats")
 
@@ -21,19 +31,6 @@ ROUNDS = 300
 
 def _random_bytes(rng, limit):
     return rng.randbytes(rng.randrange(limit))
-
-
-def _fd_count(pid):
-    return len(os.listdir(f'/proc/{pid}/fd'))
-
-
-def _settle(pid, expected, timeout=5.0):
-    """The fd count of ``pid`` once it is back to ``expected`` or below (earlier tests' children may still be reaped
-    meanwhile, which only lowers it)."""
-    deadline = time.monotonic() + timeout
-    while _fd_count(pid) > expected and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return _fd_count(pid)
 
 
 def _one_connection(rng, address, key, pipe_fd):
@@ -53,8 +50,7 @@ def _one_connection(rng, address, key, pipe_fd):
         conn.close()
         frame = _random_bytes(rng, 200)
     else:
-        with fork_server_client(address, key) as conn:
-            s = socket.socket(fileno=os.dup(conn.fileno()))
+        s = authenticated_socket(address, key)
         frame = _random_bytes(rng, 24)
     with s:
         s.settimeout(CHILD_TIMEOUT)
@@ -72,12 +68,9 @@ def _one_connection(rng, address, key, pipe_fd):
 
 def test_random_frames_at_the_fork_server(mp):
     ctx = mp.get_context('forkserver')
-    p = ctx.Process(target=_targets.noop)
-    p.start()
-    finish(p)
-    address, key, _, server = mp._procstart._forkserver_info()
-    address = os.fsdecode(address)
-    fds_before = _fd_count(server)
+    run_process(ctx, _targets.noop)
+    address, key, _, server = fork_server_info(mp)
+    fds_before = fd_count(server)
     rng = random.Random(SEED)
     r, w = os.pipe()
     try:
@@ -87,11 +80,9 @@ def test_random_frames_at_the_fork_server(mp):
         os.close(r)
         os.close(w)
     assert mp._procstart._forkserver_pid() == server  # not crashed, not replaced
-    assert _settle(server, fds_before) <= fds_before
-    p = ctx.Process(target=_targets.exit_with, args=(5,))
-    p.start()
-    finish(p)
-    assert p.exitcode == 5
+    # Back to where it was or below (earlier tests' children may still be reaped meanwhile, which only lowers it).
+    assert wait_until(lambda: fd_count(server) <= fds_before)
+    assert run_process(ctx, _targets.exit_with, 5).exitcode == 5
 
 
 def test_random_lines_at_the_tracker(run_py):
@@ -110,9 +101,9 @@ def test_random_lines_at_the_tracker(run_py):
         os.write(fd, b'\\n')
         alive = rt._check_alive()
         rt._stop()
-        print(json.dumps([alive, rt._exitcode, os.path.exists('/dev/shm/sem.' + {name!r}[1:])]))
+        print(json.dumps([alive, rt._exitcode, os.path.exists({shm_path(name)!r})]))
     """)
-    alive, exitcode, still_there = __import__('json').loads(out.stdout.strip().splitlines()[-1])
+    alive, exitcode, still_there = last_json(out)
     assert alive
     # Garbage reported (3), or, when the leak was the last thing to happen, the registered semaphore cleaned up (1).
     assert exitcode in (1, 3)
@@ -133,4 +124,4 @@ def test_tracker_line_lengths(run_py, size):
         rt._stop()
         print(json.dumps([ok, rt._exitcode]))
     """)
-    assert __import__('json').loads(out.stdout.strip().splitlines()[-1]) == [True, 3]
+    assert last_json(out) == [True, 3]

@@ -10,15 +10,14 @@ redirected (installed) there too.
 import json
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.forkserver
 import multiprocessing.pool
 import multiprocessing.resource_tracker
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
-from _support import skip_on_stdlib
+from _support import run_python, skip_on_stdlib
 
 pytestmark = skip_on_stdlib('install() and `python -m procstart run` are procstart extensions')
 
@@ -101,22 +100,9 @@ if __name__ == '__main__':
 '''
 
 
-@pytest.fixture
-def python(child_env):
-    """``python(*args, cwd)`` -> CompletedProcess (text): ``python args...`` in a fresh interpreter."""
-
-    def run(*args, cwd):
-        return subprocess.run(
-            [sys.executable, *map(str, args)],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=child_env,
-            cwd=cwd,
-        )
-
-    return run
+def python(*args, cwd):
+    """``python args...`` in a fresh interpreter, in ``cwd`` -> CompletedProcess (text), whatever its exit status."""
+    return run_python(*args, cwd=cwd, timeout=120, check=False)
 
 
 def _write(path, text):
@@ -128,7 +114,7 @@ def _write(path, text):
 # -- python -m procstart run ---------------------------------------------------------------------------------------
 
 
-def test_run_stdlib_program(python, tmp_path, start_method):
+def test_run_stdlib_program(tmp_path, start_method):
     _write(tmp_path / 'prog' / 'program.py', PROGRAM)
     (tmp_path / 'cwd').mkdir()
     out = tmp_path / 'out'
@@ -153,7 +139,7 @@ def test_run_stdlib_program(python, tmp_path, start_method):
     assert report['executor'] == [[x + 1, ['executor', *BY_PROCSTART, main]] for x in range(3)]
 
 
-def test_start_method_option_is_a_default_the_program_may_override(python, tmp_path):
+def test_start_method_option_is_a_default_the_program_may_override(tmp_path):
     program = _write(
         tmp_path / 'program.py',
         """
@@ -173,7 +159,7 @@ def test_start_method_option_is_a_default_the_program_may_override(python, tmp_p
     assert proc.stdout.split() == ['child', 'None', 'forkserver', 'forkserver', '0']
 
 
-def test_program_under_plain_python_is_stdlibs(python, tmp_path):
+def test_program_under_plain_python_is_stdlibs(tmp_path):
     """The control for the test above: what the same program reports when stdlib starts its processes."""
     program = _write(tmp_path / 'program.py', PROGRAM)
     proc = python(program, tmp_path, 0, cwd=tmp_path)
@@ -185,7 +171,7 @@ def test_program_under_plain_python_is_stdlibs(python, tmp_path):
     assert report['manager'][2] == 'multiprocessing.context'
 
 
-def test_run_module(python, tmp_path):
+def test_run_module(tmp_path):
     """`run -m`: as `python -m`, the module's file as argv[0], the working directory first on sys.path, and spawn
     children re-import the module by name."""
     _write(tmp_path / 'pkg' / '__init__.py', '')
@@ -227,7 +213,7 @@ def test_run_module(python, tmp_path):
     ],
     ids=['exception', 'syntax-error', 'exit-message', 'exit-code', 'keyboard-interrupt'],
 )
-def test_run_ends_as_python_does(python, tmp_path, source):
+def test_run_ends_as_python_does(tmp_path, source):
     script = _write(tmp_path / 'script.py', source)
     ours = python('-m', 'procstart', 'run', script, cwd=tmp_path)
     theirs = python(script, cwd=tmp_path)
@@ -264,7 +250,7 @@ def _program_as(kind, tmp_path):
 
 
 @pytest.mark.parametrize('kind', ['directory', 'zip', 'compiled', 'no-main'])
-def test_run_what_python_runs(python, tmp_path, kind):
+def test_run_what_python_runs(tmp_path, kind):
     # Python runs a directory or zip archive by its __main__ module (first on sys.path) and a compiled file by its
     # code; `run` does the same, the program's processes being procstart's.
     program = _program_as(kind, tmp_path)
@@ -281,7 +267,7 @@ def test_run_what_python_runs(python, tmp_path, kind):
 
 
 @pytest.mark.parametrize('args', [['missing.py'], ['-m', 'no_such_module']], ids=['missing-script', 'missing-module'])
-def test_run_missing_program_as_python(python, tmp_path, args):
+def test_run_missing_program_as_python(tmp_path, args):
     ours = python('-m', 'procstart', 'run', *args, cwd=tmp_path)
     theirs = python(*args, cwd=tmp_path)
     assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr)
@@ -298,7 +284,7 @@ def test_run_missing_program_as_python(python, tmp_path, args):
     ],
     ids=['nothing', 'no-module', 'bad-method', 'bad-option'],
 )
-def test_run_usage_errors(python, tmp_path, args, error):
+def test_run_usage_errors(tmp_path, args, error):
     proc = python('-m', 'procstart', 'run', *args, cwd=tmp_path)
     assert proc.returncode == 2
     usage, message = proc.stderr.splitlines()[0], proc.stderr.splitlines()[-1]
@@ -306,7 +292,7 @@ def test_run_usage_errors(python, tmp_path, args, error):
     assert message.startswith(f'python -m procstart run: error: {error}')
 
 
-def test_run_help(python, tmp_path):
+def test_run_help(tmp_path):
     proc = python('-m', 'procstart', 'run', '--help', cwd=tmp_path)
     assert proc.returncode == 0
     assert proc.stdout.startswith('usage: python -m procstart run')
@@ -326,10 +312,12 @@ def _stdlib_state():
         *((f'_default_context.{name}', value) for name, value in vars(default).items()),
         *((f'{cls.__name__}._Popen', vars(cls)['_Popen']) for cls in STDLIB_PROCESS_CLASSES),
         *((f'resource_tracker.{name}', getattr(multiprocessing.resource_tracker, name)) for name in TRACKER_NAMES),
+        *((f'forkserver.{name}', getattr(multiprocessing.forkserver, name)) for name in FORKSERVER_NAMES),
     ]
 
 
 TRACKER_NAMES = ('_resource_tracker', 'ensure_running', 'register', 'unregister', 'getfd')
+FORKSERVER_NAMES = ('_forkserver', 'ensure_running', 'set_forkserver_preload')
 
 
 def test_install_uninstall_round_trip(mp):
@@ -352,6 +340,10 @@ def test_install_uninstall_round_trip(mp):
 
         for name in TRACKER_NAMES:
             assert getattr(multiprocessing.resource_tracker, name) is getattr(resource_tracker, name)
+        from procstart import forkserver
+
+        for name in FORKSERVER_NAMES:
+            assert getattr(multiprocessing.forkserver, name) is getattr(forkserver, name)
     finally:
         mp.uninstall()
     mp.uninstall()

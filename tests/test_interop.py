@@ -11,21 +11,13 @@ import re
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, finish, recv
+from _support import CHILD_TIMEOUT, finish, recv, run_in_child, run_process, start_process
 
 
 @pytest.fixture(params=['stdlib', 'ctx'])
 def factory(request, ctx, std_ctx):
     """Where the shared objects come from: the stdlib context of the method, or the context under test."""
     return std_ctx if request.param == 'stdlib' else ctx
-
-
-def _run(ctx, func, *args):
-    p = ctx.Process(target=func, args=args)
-    p.start()
-    finish(p)
-    assert p.exitcode == 0
-    return p
 
 
 # -- pools ---------------------------------------------------------------------------------------------------------
@@ -59,7 +51,7 @@ def test_process_pool_executor(ctx):
 def test_queue(ctx, factory):
     q = factory.Queue()
     payload = {'a': [1, 2, 3], 'b': 'text'}
-    _run(ctx, _targets.queue_put, q, payload)
+    assert run_process(ctx, _targets.queue_put, q, payload).exitcode == 0
     assert q.get(timeout=CHILD_TIMEOUT) == payload
     q.close()
     q.join_thread()
@@ -67,14 +59,14 @@ def test_queue(ctx, factory):
 
 def test_simple_queue(ctx, factory):
     q = factory.SimpleQueue()
-    _run(ctx, _targets.queue_put, q, ('x', 1))
+    assert run_process(ctx, _targets.queue_put, q, ('x', 1)).exitcode == 0
     assert q.get() == ('x', 1)
     q.close()
 
 
 def test_joinable_queue(ctx, factory):
     q = factory.JoinableQueue()
-    _run(ctx, _targets.queue_put, q, 5)
+    assert run_process(ctx, _targets.queue_put, q, 5).exitcode == 0
     assert q.get(timeout=CHILD_TIMEOUT) == 5
     q.task_done()
     q.join()
@@ -96,15 +88,13 @@ def test_duplex_pipe(ctx, factory):
 def test_event(ctx, factory):
     evt = factory.Event()
     assert not evt.is_set()
-    _run(ctx, _targets.set_event, evt)
+    assert run_process(ctx, _targets.set_event, evt).exitcode == 0
     assert evt.is_set()
 
 
 def test_value(ctx, factory):
     v = factory.Value('i', 0)
-    procs = [ctx.Process(target=_targets.value_add, args=(v, 50)) for _ in range(2)]
-    for p in procs:
-        p.start()
+    procs = [start_process(ctx, _targets.value_add, v, 50) for _ in range(2)]
     for p in procs:
         finish(p)
         assert p.exitcode == 0
@@ -113,7 +103,7 @@ def test_value(ctx, factory):
 
 def test_array(ctx, factory):
     arr = factory.Array('i', 3)
-    _run(ctx, _targets.value_add, _targets.ArrayElement(arr), 4)
+    assert run_process(ctx, _targets.value_add, _targets.ArrayElement(arr), 4).exitcode == 0
     assert arr[0] == 4
 
 
@@ -122,28 +112,18 @@ def test_lock(ctx, make_pipe, factory, kind):
     lock = getattr(factory, kind)()
     assert lock.acquire(timeout=CHILD_TIMEOUT)
     try:
-        r, w = make_pipe()
-        p = ctx.Process(target=_targets.call_and_send, args=(w, _targets.lock_try, lock))
-        p.start()
-        w.close()
-        assert recv(r) == ['ok', False]  # held by the parent
-        finish(p)
+        assert run_in_child(ctx, make_pipe, _targets.lock_try, lock)[0] == ['ok', False]  # held by the parent
     finally:
         lock.release()
-    r, w = make_pipe()
-    p = ctx.Process(target=_targets.call_and_send, args=(w, _targets.lock_try, lock))
-    p.start()
-    w.close()
-    assert recv(r) == ['ok', True]
-    finish(p)
+    assert run_in_child(ctx, make_pipe, _targets.lock_try, lock)[0] == ['ok', True]
 
 
 def test_manager_dict(ctx, factory):
     with factory.Manager() as manager:
         d = manager.dict()
         lst = manager.list()
-        _run(ctx, _targets.dict_set, d, 'key', [1, 2])
-        _run(ctx, _targets.queue_put, _targets.ListAppender(lst), 'item')
+        assert run_process(ctx, _targets.dict_set, d, 'key', [1, 2]).exitcode == 0
+        assert run_process(ctx, _targets.queue_put, _targets.ListAppender(lst), 'item').exitcode == 0
         assert dict(d) == {'key': [1, 2]}
         assert list(lst) == ['item']
 
@@ -172,3 +152,14 @@ def test_manager_proxy_references_as_stdlib(ctx, std_ctx, make_pipe):
     # current process): procstart's child must count as stdlib's does, and give back what it took when it exits.
     with multiprocessing.Manager() as manager:
         assert _proxy_refcounts(ctx, make_pipe, manager) == _proxy_refcounts(std_ctx, make_pipe, manager)
+
+
+def test_stdlib_resource_tracker_is_the_parents(ctx, make_pipe):
+    # What a child registers with stdlib's tracker (stdlib's shared memory) is the tree's, as under stdlib: a tracker
+    # of the child's own would unlink it when the child exits. On CPython 3.14 a fork child keeps the tracker's pipe
+    # only when the fork declares a Process start (gh-146313).
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    pid = resource_tracker._resource_tracker._pid
+    assert run_in_child(ctx, make_pipe, _targets.stdlib_tracker_reused, pid)[0] == ['ok', True]

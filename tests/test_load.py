@@ -2,12 +2,9 @@
 starting 50 processes at the same time. Every exit code must be right, the descriptor count must stay bounded while it
 runs and come back to where it was (the autouse leak checks), and no zombie may remain."""
 
-import os
-import threading
-
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT
+from _support import CHILD_TIMEOUT, fd_count, run_threads
 
 pytestmark = pytest.mark.slow
 
@@ -16,12 +13,8 @@ pytestmark = pytest.mark.slow
 FDS_PER_LIVE_CHILD = 4
 
 
-def _fd_count():
-    return len(os.listdir('/proc/self/fd'))
-
-
 def test_1000_processes_at_most_64_alive(ctx):
-    baseline = _fd_count()
+    baseline = fd_count()
     peak = baseline
     alive, codes = [], {}
     for i in range(1000):
@@ -32,7 +25,7 @@ def test_1000_processes_at_most_64_alive(ctx):
         p = ctx.Process(target=_targets.os_exit, args=(i % 256,), name=f'load-{i}')
         p.start()
         alive.append(p)
-        peak = max(peak, _fd_count())
+        peak = max(peak, fd_count())
     for p in alive:
         p.join(CHILD_TIMEOUT)
         codes[p.name] = p.exitcode
@@ -40,7 +33,8 @@ def test_1000_processes_at_most_64_alive(ctx):
     assert peak <= baseline + 64 * FDS_PER_LIVE_CHILD + 16, (baseline, peak)
 
 
-def test_8_threads_each_starting_50(ctx):
+def test_8_threads_each_starting_50(ctx, fork_thread_check):
+    fork_thread_check('ignore')  # starting from these threads at once is what this test is about
     codes, errors = {}, []
 
     def starter(t):
@@ -56,10 +50,6 @@ def test_8_threads_each_starting_50(ctx):
         except Exception as e:  # reported below
             errors.append(repr(e))
 
-    threads = [threading.Thread(target=starter, args=(t,)) for t in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(starter, [(t,) for t in range(8)])
     assert errors == []
     assert codes == {n: n % 256 for n in range(400)}

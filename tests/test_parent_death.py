@@ -9,7 +9,7 @@ import textwrap
 import time
 
 import pytest
-from _support import CHILD_TIMEOUT, IS_STDLIB, wait_gone
+from _support import CHILD_TIMEOUT, IS_STDLIB, path_gone, shm_path, wait_gone
 
 pytestmark = pytest.mark.skipif(IS_STDLIB, reason='procstart extension: CPython leaves all of these running')
 
@@ -39,13 +39,6 @@ def _run_and_kill_parent(run_py, tmp_path, code, env=None):
 
 def _gone_by(pids, deadline):
     return {pid: wait_gone(pid, max(deadline - time.monotonic(), 0.0)) for pid in pids}
-
-
-def _sem_gone_by(name, deadline):
-    path = '/dev/shm/sem.' + name.lstrip('/')
-    while os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return not os.path.exists(path)
 
 
 def test_children_and_helpers_die_with_a_sigkilled_parent(run_py, tmp_path, start_method):
@@ -91,7 +84,7 @@ def test_children_and_helpers_die_with_a_sigkilled_parent(run_py, tmp_path, star
     # The server ends once its last client (parent, children) has gone; the tracker after it.
     assert _gone_by(live_helpers, deadline + GRACE) == dict.fromkeys(live_helpers, True), helpers
     if sem is not None:
-        assert _sem_gone_by(sem, deadline + GRACE), f'{sem} left in /dev/shm'
+        assert path_gone(shm_path(sem), deadline + GRACE - time.monotonic()), f'{sem} left in /dev/shm'
 
 
 def test_other_children_outlive_a_sigkilled_parent(run_py, tmp_path, start_method):

@@ -5,14 +5,12 @@ Every test runs for each start method under test (``start_method``/``ctx`` fixtu
 
 import atexit
 import gc
-import io
 import json
 import os
 import pickle
 import re
 import signal
 import sys
-import textwrap
 import threading
 import time
 import weakref
@@ -20,7 +18,21 @@ from multiprocessing.connection import wait
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, IS_STDLIB, finish, recv, run_in_child, skip_if_stdlib, skip_on_stdlib, wait_gone
+from _support import (
+    CHILD_TIMEOUT,
+    IS_STDLIB,
+    finish,
+    last_json,
+    recv,
+    run_in_child,
+    run_process,
+    skip_if_stdlib,
+    skip_on_stdlib,
+    start_reporting,
+    stderr_parts,
+    wait_gone,
+    wait_until,
+)
 
 
 def raises_exact(exc_type, message):
@@ -72,10 +84,7 @@ def test_active_children(mp, ctx):
     q = ctx.Process(target=_targets.noop)
     q.start()
     wait([q.sentinel], CHILD_TIMEOUT)
-    deadline = time.monotonic() + CHILD_TIMEOUT
-    while q in mp.active_children() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert q not in mp.active_children()
+    assert wait_until(lambda: q not in mp.active_children(), CHILD_TIMEOUT)
     assert q.exitcode == 0
     q.join()
 
@@ -128,10 +137,7 @@ def test_daemon_argument(mp, ctx):
 
 def test_args_and_kwargs_reach_child(ctx, make_pipe):
     for args in ([1, 'a'], (1, 'a'), iter([1, 'a'])):
-        r, w = make_pipe()
-        p = ctx.Process(target=_targets.send_args, args=[w, *args], kwargs={'k': [1, 2]})
-        p.start()
-        w.close()
+        p, r = start_reporting(ctx, make_pipe, _targets.send_args, *args, kwargs={'k': [1, 2]})
         assert recv(r) == [[1, 'a'], {'k': [1, 2]}]
         finish(p)
         assert p.exitcode == 0
@@ -148,10 +154,7 @@ def test_falsy_kwargs(ctx, make_pipe, kwargs):
             ctx.Process(target=_targets.noop, kwargs=kwargs)
         assert str(excinfo.value) == f"'{type(kwargs).__name__}' object is not iterable"
         return
-    r, w = make_pipe()
-    p = ctx.Process(target=_targets.send_args, args=(w, 1), kwargs=kwargs)
-    p.start()
-    w.close()
+    p, r = start_reporting(ctx, make_pipe, _targets.send_args, 1, kwargs=kwargs)
     assert recv(r) == [[1], {}]
     finish(p)
     assert p.exitcode == 0
@@ -246,10 +249,7 @@ def test_child_stdin_is_devnull(ctx, make_pipe):
 
 
 def test_grandchild_names(mp, ctx, make_pipe, start_method):
-    r, w = make_pipe()
-    p = ctx.Process(target=_targets.grandchild_report, args=(w,))
-    p.start()
-    w.close()
+    p, r = start_reporting(ctx, make_pipe, _targets.grandchild_report)
     grandchild = recv(r)
     child = recv(r)
     finish(p)
@@ -278,10 +278,7 @@ def test_grandchild_names(mp, ctx, make_pipe, start_method):
 
 def test_parent_process_liveness(ctx, make_pipe):
     # CPython test_parent_process: a grandchild sees its parent die
-    r, w = make_pipe()
-    p = ctx.Process(target=_targets.grandchild_sleeps, args=(w,))
-    p.start()
-    w.close()
+    p, r = start_reporting(ctx, make_pipe, _targets.grandchild_sleeps)
     try:
         assert recv(r) == 'alive'
     finally:
@@ -315,9 +312,7 @@ EXIT_CASES = {
 @pytest.mark.parametrize('case', list(EXIT_CASES))
 def test_exitcode(ctx, case):
     func, args, expected = EXIT_CASES[case]
-    p = ctx.Process(target=getattr(_targets, func), args=args)
-    p.start()
-    finish(p)
+    p = run_process(ctx, getattr(_targets, func), *args)
     assert p.exitcode == expected
 
 
@@ -342,11 +337,8 @@ def exit_stderr(run_py, start_method):
     if start_method not in _stderr_cache:
         cases = [[key, func, list(args)] for key, (func, args, _) in EXIT_CASES.items()]
         proc = run_py(_STDERR_SCRIPT, start_method, json.dumps(cases))
-        codes = json.loads(proc.stdout.splitlines()[-1])
-        chunks = re.split(r'^@@(\w+)\n', proc.stderr, flags=re.MULTILINE)
-        assert chunks[0] == '', proc.stderr
-        stderr = dict(zip(chunks[1::2], chunks[2::2], strict=True))
-        assert stderr.pop('end') == ''
+        codes = last_json(proc)
+        stderr = stderr_parts(proc.stderr)
         _stderr_cache[start_method] = {key: (codes[key], stderr[key]) for key in EXIT_CASES}
     return _stderr_cache[start_method]
 
@@ -419,9 +411,7 @@ def test_repr_exitcode_names(ctx):
     k.kill()
     finish(k)
     assert repr(k) == f"<{cls} name='k' pid={k.pid} parent={me} stopped exitcode=-SIGKILL>"
-    e = ctx.Process(target=_targets.exit_with, args=(3,), name='e')
-    e.start()
-    finish(e)
+    e = run_process(ctx, _targets.exit_with, 3, name='e')
     assert repr(e) == f"<{cls} name='e' pid={e.pid} parent={me} stopped exitcode=3>"
     d.close()
     assert repr(d) == f'<{cls} name="it\'s" parent={me} closed daemon>'
@@ -620,9 +610,7 @@ def test_signal_before_start(ctx, meth):
 
 
 def test_run_after_start_in_parent(ctx):
-    p = ctx.Process(target=_targets.noop)
-    p.start()
-    finish(p)
+    p = run_process(ctx, _targets.noop)
     with pytest.raises(AttributeError):  # target/args/kwargs were dropped by start() (bpo-30775)
         p.run()
 
@@ -732,10 +720,7 @@ def test_join_many_times(mp, ctx):
 
 
 def _start_forking_child(ctx, make_pipe):
-    r, w = make_pipe()
-    p = ctx.Process(target=_targets.fork_grandchild, args=(w, 30))
-    p.start()
-    w.close()
+    p, r = start_reporting(ctx, make_pipe, _targets.fork_grandchild, 30)
     return p, recv(r)
 
 
@@ -802,9 +787,7 @@ def test_child_atexit_handlers_run(ctx, start_method, tmp_path):
         condition=sys.version_info < (3, 13) and start_method != 'spawn',
     )
     path = tmp_path / 'atexit'
-    p = ctx.Process(target=_targets.register_atexit_writer, args=(str(path),))
-    p.start()
-    finish(p)
+    p = run_process(ctx, _targets.register_atexit_writer, str(path))
     assert p.exitcode == 0
     assert path.read_text() == 'atexit ran'
 
@@ -813,9 +796,7 @@ def test_parent_atexit_handlers_do_not_run_in_child(ctx, tmp_path):
     path = tmp_path / 'parent-atexit'
     atexit.register(_targets.write_marker, str(path))
     try:
-        p = ctx.Process(target=_targets.noop)
-        p.start()
-        finish(p)
+        p = run_process(ctx, _targets.noop)
     finally:
         atexit.unregister(_targets.write_marker)
     assert p.exitcode == 0
@@ -828,9 +809,7 @@ def test_parent_atexit_handlers_do_not_run_in_child(ctx, tmp_path):
 def test_child_waits_for_non_daemon_threads(ctx, std_ctx):
     # CPython test_wait_for_threads
     evt = std_ctx.Event()
-    p = ctx.Process(target=_targets.start_threads, args=(evt,))
-    p.start()
-    finish(p)
+    p = run_process(ctx, _targets.start_threads, evt)
     assert p.exitcode == 0
     assert evt.is_set()
 
@@ -839,18 +818,11 @@ def test_child_waits_for_non_daemon_threads(ctx, std_ctx):
 @pytest.mark.parametrize('broken', ['closed', 'none'])
 def test_broken_stdio_in_parent(ctx, std_ctx, stream_name, broken):
     # CPython test_error_on_stdio_flush_1
-    if broken == 'closed':
-        stream = io.StringIO()
-        stream.close()
-    else:
-        stream = None
     evt = std_ctx.Event()
     old = getattr(sys, stream_name)
-    setattr(sys, stream_name, stream)
+    setattr(sys, stream_name, _targets.broken_stream(broken == 'closed'))
     try:
-        p = ctx.Process(target=_targets.set_event, args=(evt,))
-        p.start()
-        finish(p)
+        p = run_process(ctx, _targets.set_event, evt)
     finally:
         setattr(sys, stream_name, old)
     assert evt.is_set()
@@ -862,9 +834,7 @@ def test_broken_stdio_in_parent(ctx, std_ctx, stream_name, broken):
 def test_broken_stdio_in_child(ctx, std_ctx, stream_name, action):
     # CPython test_error_on_stdio_flush_2
     evt = std_ctx.Event()
-    p = ctx.Process(target=_targets.break_stdio_then_set, args=(evt, stream_name, action))
-    p.start()
-    finish(p)
+    p = run_process(ctx, _targets.break_stdio_then_set, evt, stream_name, action)
     assert evt.is_set()
     assert p.exitcode == 0
 
@@ -919,10 +889,7 @@ def test_misuse_checks_survive_optimize(run_py, start_method):
 @pytest.mark.parametrize('default_handler, expected', [(False, 1), (True, -signal.SIGINT)], ids=['handler', 'sig_dfl'])
 def test_interrupt(ctx, make_pipe, default_handler, expected):
     skip_if_stdlib('Process.interrupt() is new in 3.14 (gh-131913)', condition=sys.version_info < (3, 14))
-    r, w = make_pipe()
-    p = ctx.Process(target=_targets.wait_for_interrupt, args=(w, default_handler))
-    p.start()
-    w.close()
+    p, r = start_reporting(ctx, make_pipe, _targets.wait_for_interrupt, default_handler)
     try:
         assert recv(r) == 'ready'
         assert p.interrupt() is None
@@ -932,88 +899,3 @@ def test_interrupt(ctx, make_pipe, default_handler, expected):
             p.kill()
             p.join()
     assert p.exitcode == expected
-
-
-# -- issubclass parity with stdlib's process classes (issue 13) ------------------------------------------------------
-
-# Checks, as (label, bool) pairs, that the module under test's Process classes subclass stdlib's.
-PROCESS_SUBCLASS = """
-import multiprocessing.context as stdlib_context
-import multiprocessing.process as stdlib_process
-
-def process_checks():
-    checks = [
-        ('Process BaseProcess', issubclass(mp.Process, stdlib_process.BaseProcess)),
-        ('Process context.Process', issubclass(mp.Process, stdlib_context.Process)),
-        ('Process instance', isinstance(mp.Process(), stdlib_process.BaseProcess)),
-        ('current_process', isinstance(mp.current_process(), stdlib_process.BaseProcess)),
-    ]
-    for method, cls in {'fork': 'ForkProcess', 'spawn': 'SpawnProcess', 'forkserver': 'ForkServerProcess'}.items():
-        process_cls = mp.get_context(method).Process
-        checks.append((method + ' BaseProcess', issubclass(process_cls, stdlib_process.BaseProcess)))
-        checks.append((method + ' ' + cls, issubclass(process_cls, getattr(stdlib_context, cls))))
-        checks.append((method + ' instance', isinstance(process_cls(), getattr(stdlib_context, cls))))
-    return checks
-"""
-
-
-def test_process_classes_subclass_stdlib_classes(mp):
-    # Here stdlib multiprocessing was imported before the module under test.
-    namespace = {'mp': mp}
-    exec(PROCESS_SUBCLASS, namespace)  # noqa: S102 -- the checks the fresh-interpreter test runs too
-    assert [label for label, ok in namespace['process_checks']() if not ok] == []
-
-
-def test_process_classes_subclass_stdlib_classes_stdlib_imported_after(run_py):
-    # Also a subclass defined before stdlib is imported, and a spawn child's Process classes.
-    proc = run_py(
-        f"""
-        imported_before = 'multiprocessing.process' in sys.modules
-        class Early(mp.get_context('spawn').Process):
-            pass
-        {textwrap.indent(PROCESS_SUBCLASS, '        ').strip()}
-        early = issubclass(Early, stdlib_context.SpawnProcess)
-        p = mp.get_context('spawn').Process(target=_targets.process_classes_subclass_stdlib_classes)
-        p.start()
-        p.join()
-        print(json.dumps([imported_before, [label for label, ok in process_checks() if not ok], early, p.exitcode]))
-        """
-    )
-    imported_before, failed, early, exitcode = json.loads(proc.stdout.splitlines()[-1])
-    assert failed == []
-    assert early is True
-    assert exitcode == 0
-    if not IS_STDLIB:
-        assert imported_before is False
-
-
-@skip_on_stdlib('procstart does not import stdlib multiprocessing (a stdlib spawn child is bootstrapped by it)')
-def test_stdlib_multiprocessing_stays_unimported(run_py):
-    # `import procstart` does not import it (the stdlib bases wait for it), nor does a spawn child through its start,
-    # run and join. (The parent imports multiprocessing.process with its first Process, to share the main process's
-    # authkey with stdlib's: process._main_config.)
-    proc = run_py(
-        """
-        after_import = sorted(name for name in sys.modules if name.startswith('multiprocessing'))
-        p = mp.get_context('spawn').Process(target=_targets.exit_if_multiprocessing_imported)
-        p.start()
-        p.join()
-        print(json.dumps([after_import, p.exitcode]))
-        """
-    )
-    assert json.loads(proc.stdout.splitlines()[-1]) == [[], 0]
-
-
-@skip_on_stdlib('procstart Process classes with stdlib bases')
-def test_process_names_are_procstart_own(mp):
-    # The stdlib bases are for isinstance only: BaseProcess's _Popen, _bootstrap, _check_closed … stay missing, and
-    # no other name resolves through them.
-    from _support import stdlib_owned_names
-
-    classes = [mp.Process, type(mp.current_process()), mp.process._ParentProcess]
-    classes += [mp.get_context(method).Process for method in ('fork', 'spawn', 'forkserver')]
-    for cls in classes:
-        assert stdlib_owned_names(cls) == [], cls
-        for name in ('_Popen', '_bootstrap', '_check_closed', '_after_fork'):
-            assert not hasattr(cls, name), (cls, name)
-            assert not hasattr(cls.__new__(cls), name), (cls, name)

@@ -1,24 +1,19 @@
 """procstart extension: ``Process(new_process_group=True)`` and ``terminate(tree=True)``/``kill(tree=True)``, which
 signal the child and every process descended from it, for every start method."""
 
-import json
 import os
 import signal
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, IS_STDLIB, finish, recv, wait_gone
+from _support import CHILD_TIMEOUT, IS_STDLIB, finish, last_json, recv, run_process, start_reporting, wait_gone
 
 pytestmark = pytest.mark.skipif(IS_STDLIB, reason='procstart extension: stdlib has no process trees')
 
 
 def _start_tree(ctx, make_pipe, depth, fanout, **kwargs):
-    r, w = make_pipe()
-    p = ctx.Process(
-        target=_targets.descendants, args=(w, depth, fanout), kwargs=kwargs.pop('tree_kwargs', {}), **kwargs
-    )
-    p.start()
-    return p, r
+    tree_kwargs = kwargs.pop('tree_kwargs', {})
+    return start_reporting(ctx, make_pipe, _targets.descendants, depth, fanout, kwargs=tree_kwargs, **kwargs)
 
 
 def _collect(r, n):
@@ -79,9 +74,7 @@ def test_group_reaches_orphaned_descendants(ctx, make_pipe):
 
 
 def test_tree_signal_after_the_end_is_harmless(ctx):
-    p = ctx.Process(target=_targets.exit_with, args=(0,), new_process_group=True)
-    p.start()
-    finish(p)
+    p = run_process(ctx, _targets.exit_with, 0, new_process_group=True)
     p.kill(tree=True)
     p.terminate(tree=True)
     assert p.exitcode == 0
@@ -109,7 +102,7 @@ def test_members_held_without_descriptors_to_spare(run_py, start_method):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         print(json.dumps(pids))
     """)
-    pids = json.loads(out.stdout.strip().splitlines()[-1])
+    pids = last_json(out)
     assert [pid for pid in pids if not wait_gone(pid, CHILD_TIMEOUT)] == []
 
 
@@ -122,7 +115,7 @@ def test_new_process_group_with_a_fork_hook_that_moves_the_child(run_py):
         p.join()
         print(json.dumps([p.exitcode, os.getpgid(0) != p.pid]))
     """)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == [5, True]
+    assert last_json(out) == [5, True]
 
 
 # Trees several levels deep with mixed start methods: the fork server is the kernel parent of every forkserver
@@ -139,9 +132,7 @@ MIXED_TREES = [
 @pytest.mark.parametrize('methods', MIXED_TREES, ids='-'.join)
 @pytest.mark.parametrize('how', ['kill', 'terminate'])
 def test_mixed_tree_signalled_whole(mp, pipe, methods, how):
-    r, w = pipe()
-    p = mp.get_context(methods[0]).Process(target=_targets.logical_tree, args=(w, methods[1:]))
-    p.start()
+    p, r = start_reporting(mp.get_context(methods[0]), pipe, _targets.logical_tree, methods[1:])
     nodes = [recv(r) for _ in methods]
     pids = [pid for pid, _, _ in nodes]
     # parent_process() of every node is the node above it, whoever forked it.
@@ -153,9 +144,7 @@ def test_mixed_tree_signalled_whole(mp, pipe, methods, how):
 
 @pytest.mark.parametrize('inner', ['fork', 'spawn', 'forkserver'])
 def test_grandchildren_start_in_the_childs_group(ctx, make_pipe, inner):
-    r, w = make_pipe()
-    p = ctx.Process(target=_targets.logical_tree, args=(w, (inner,)), new_process_group=True)
-    p.start()
+    p, r = start_reporting(ctx, make_pipe, _targets.logical_tree, (inner,), new_process_group=True)
     (child, _, child_group), (grandchild, _, grandchild_group) = recv(r), recv(r)
     p.kill(tree=True)
     finish(p)

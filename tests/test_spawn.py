@@ -10,8 +10,6 @@ propagation of interpreter flags.
 import json
 import multiprocessing
 import os
-import re
-import subprocess
 import sys
 import threading
 import time
@@ -19,7 +17,20 @@ from multiprocessing.reduction import ForkingPickler
 
 import _targets
 import pytest
-from _support import CHILD_TIMEOUT, IS_STDLIB, TESTS_DIR, finish, recv, skip_on_stdlib
+from _support import (
+    CHILD_TIMEOUT,
+    IS_STDLIB,
+    TESTS_DIR,
+    child_path,
+    finish,
+    last_json,
+    recv,
+    run_process,
+    run_python,
+    skip_on_stdlib,
+    start_process,
+    stderr_parts,
+)
 
 
 @pytest.fixture
@@ -32,46 +43,6 @@ def spawn(mp):
 def std_spawn():
     """The stdlib spawn context (for the Queue/Pipe/Lock/... objects sent to children)."""
     return multiprocessing.get_context('spawn')
-
-
-@pytest.fixture
-def run_python(mp):
-    """``run_python(*argv, flags=(), cwd, pythonpath=(), stdin_data=None, timeout=60, check=True)``.
-
-    Runs ``python [flags] argv...`` in ``cwd`` with ``pythonpath`` + tests/ (+ the directory procstart was imported
-    from) on PYTHONPATH; returns the CompletedProcess (text).
-    """
-    extra = [TESTS_DIR]
-    if not IS_STDLIB:
-        extra.append(os.path.dirname(os.path.dirname(os.path.abspath(mp.__file__))))
-    if os.environ.get('PYTHONPATH'):
-        extra.append(os.environ['PYTHONPATH'])
-
-    def run(*argv, flags=(), cwd, pythonpath=(), stdin_data=None, timeout=60, check=True):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([*map(str, pythonpath), *extra]))
-        cmd = [sys.executable, *flags, *map(str, argv)]
-        proc = subprocess.run(
-            cmd,
-            check=False,
-            capture_output=True,
-            text=True,
-            input=stdin_data,
-            timeout=timeout,
-            env=env,
-            cwd=cwd,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f'{cmd} exited with {proc.returncode}\n--- stdout:\n{proc.stdout}\n--- stderr:\n{proc.stderr}'
-            )
-        return proc
-
-    run.paths = extra
-    return run
-
-
-def _last_json(proc):
-    return json.loads(proc.stdout.splitlines()[-1])
 
 
 def _log_lines(path):
@@ -155,7 +126,7 @@ def main_tree(tmp_path, modname):
 
 
 @pytest.mark.parametrize('kind', list(_MAIN_KINDS))
-def test_main_reimport(run_python, main_tree, kind):
+def test_main_reimport(main_tree, kind):
     prefix, reruns = _MAIN_KINDS[kind]
     if kind == 'dash_c':
         prefix = ['-c', main_tree['dash_c']]
@@ -165,10 +136,10 @@ def test_main_reimport(run_python, main_tree, kind):
         main_tree['out'],
         'extra-arg',
         cwd=main_tree['scripts'],
-        pythonpath=[main_tree['src']],
-        stdin_data='the parent stdin\n',
+        path=[main_tree['src']],
+        stdin='the parent stdin\n',
     )
-    parent = _last_json(proc)
+    parent = last_json(proc)
     assert parent['exitcode'] == 0, proc.stderr
     assert parent['name'] == 'SpawnProcess-1'
     child = json.loads(main_tree['out'].read_text())
@@ -242,7 +213,7 @@ def _bootstrapping_error():
     raise AssertionError('_check_not_importing_main() did not raise')
 
 
-def test_unguarded_main_no_fork_bomb(run_python, modname, tmp_path):
+def test_unguarded_main_no_fork_bomb(modname, tmp_path):
     log = tmp_path / 'runs.log'
     script = tmp_path / 'fork_bomb.py'
     script.write_text(_UNGUARDED_SOURCE.format(modname=modname, log=str(log)))
@@ -361,9 +332,7 @@ def f():
     pass
 
 ctx = mp.get_context('spawn')
-warm = ctx.Process(target=_targets.noop)  # starts long-lived helpers (a resource tracker), if any
-warm.start()
-warm.join()
+_targets.start_helpers(ctx)
 helpers = {pid for pid, _ in _targets.child_pids()}
 p = ctx.Process(target=f)
 res = []
@@ -386,7 +355,7 @@ print(json.dumps({'res': res, 'initial': repr(p).endswith(' initial>'), 'exitcod
 def test_dash_c_target_child_fails_stdlib(run_py):
     # __main__ has no __file__: nothing is re-run in the child, which cannot find f
     proc = run_py('import pickle\n' + _DASH_C_TARGET)
-    res = _last_json(proc)
+    res = last_json(proc)
     assert res['res'] == [['started', 1]]
     # 3.12 names a built-in module by its loader in its repr; 3.14 raises the plain AttributeError
     if sys.version_info >= (3, 14):
@@ -401,7 +370,7 @@ def test_dash_c_target_child_fails_stdlib(run_py):
 @skip_on_stdlib("the child dies with AttributeError: Can't get attribute 'f' on <module '__main__' (built-in)>")
 def test_dash_c_target_raises_pickling_error(run_py):
     proc = run_py('import pickle\n' + _DASH_C_TARGET)
-    res = _last_json(proc)
+    res = last_json(proc)
     assert len(res['res']) == 2
     for kind, is_pickling_error, message in res['res']:
         assert is_pickling_error, kind
@@ -421,9 +390,7 @@ def test_dash_c_target_raises_pickling_error(run_py):
 def test_lockless_value_under_explicit_lock_from_three_children(spawn, std_spawn):
     value = std_spawn.Value('i', 0, lock=False)
     lock = std_spawn.Lock()
-    procs = [spawn.Process(target=_targets.add_under_lock, args=(value, lock, 200)) for _ in range(3)]
-    for p in procs:
-        p.start()
+    procs = [start_process(spawn, _targets.add_under_lock, value, lock, 200) for _ in range(3)]
     for p in procs:
         finish(p)
         assert p.exitcode == 0
@@ -508,7 +475,7 @@ def test_nested_spawn_names_fresh_interpreter(run_py):
         print(json.dumps([p.name, p.exitcode, res[0]['name'], res[0]['parent_name'], res[1]['name']]))
         """
     )
-    assert _last_json(proc) == ['SpawnProcess-1', 0, 'SpawnProcess-1:1', 'SpawnProcess-1', 'SpawnProcess-1']
+    assert last_json(proc) == ['SpawnProcess-1', 0, 'SpawnProcess-1:1', 'SpawnProcess-1', 'SpawnProcess-1']
 
 
 # -- 6. the child gets only the fds it needs (CPython TestCloseFds) ----------------------------------------------------
@@ -523,9 +490,7 @@ def test_child_does_not_inherit_inheritable_fds(spawn, tmp_path):
         os.set_inheritable(w, True)
         assert os.get_inheritable(high)
         pipe_target = os.readlink(f'/proc/self/fd/{w}')
-        p = spawn.Process(target=_targets.dump_fds, args=(str(out),))
-        p.start()
-        finish(p)
+        p = run_process(spawn, _targets.dump_fds, str(out))
     finally:
         for fd in (high, r, w):
             os.close(fd)
@@ -544,11 +509,9 @@ def test_child_does_not_inherit_inheritable_fds(spawn, tmp_path):
 _SET_EXECUTABLE = """
 import errno, pathlib
 ctx = mp.get_context('spawn')
-warm = ctx.Process(target=_targets.noop)
-warm.start()
-warm.join()
+_targets.start_helpers(ctx)
 before = sorted(_targets.open_fds().items())
-helpers = _targets.child_pids()  # long-lived helpers (a resource tracker), if any
+helpers = {pid for pid, _ in _targets.child_pids()}  # long-lived helpers (a resource tracker): by pid, their state changes
 missing = os.path.join(sys.argv[1], 'no-such-python')
 res = {}
 for key, exe in [('missing', missing), ('missing_bytes', os.fsencode(missing)),
@@ -567,7 +530,7 @@ for key, exe in [('missing', missing), ('missing_bytes', os.fsencode(missing)),
             break
     res[key] = [out, repr(p).endswith(' initial>'), p.exitcode, p.pid, len(mp.active_children())]
 res['fds_unchanged'] = sorted(_targets.open_fds().items()) == before
-res['children'] = [c for c in _targets.child_pids() if c not in helpers]
+res['children'] = [c for c in _targets.child_pids() if c[0] not in helpers]
 mp.set_executable(sys.executable)
 p = ctx.Process(target=_targets.noop)
 p.start()
@@ -583,7 +546,7 @@ def test_set_executable_failures_raise_in_parent(run_py, tmp_path):
     not_executable = tmp_path / 'not-executable'
     not_executable.write_text('#!/bin/sh\nexit 0\n')
     not_executable.chmod(0o644)
-    res = _last_json(run_py(_SET_EXECUTABLE, tmp_path, not_executable))
+    res = last_json(run_py(_SET_EXECUTABLE, tmp_path, not_executable))
     assert res == {
         'missing': [[['FileNotFoundError', 'ENOENT']] * 2, True, None, None, 0],
         'missing_bytes': [[['FileNotFoundError', 'ENOENT']] * 2, True, None, None, 0],
@@ -623,11 +586,11 @@ if __name__ == '__main__':
     ],
     ids=['O', 'OO_B', 'E_s', 'I'],
 )
-def test_interpreter_flags_propagate(run_python, modname, tmp_path, flags, expected):
+def test_interpreter_flags_propagate(modname, tmp_path, flags, expected):
     script = tmp_path / 'flags_main.py'
-    script.write_text(_FLAGS_SOURCE.format(paths=run_python.paths, modname=modname))
+    script.write_text(_FLAGS_SOURCE.format(paths=child_path(), modname=modname))
     out = tmp_path / 'flags.json'
-    parent = _last_json(run_python(script, out, flags=flags, cwd=tmp_path))
+    parent = last_json(run_python(script, out, flags=flags, cwd=tmp_path))
     assert parent['exitcode'] == 0
     child = json.loads(out.read_text())
     assert {key: child[key] for key in expected} == expected
@@ -653,7 +616,7 @@ def test_child_does_not_import_stdlib_multiprocessing(run_py, stdlib_tracker):
         print(json.dumps(p.exitcode))
         """
     )
-    assert _last_json(proc) == 0, "'multiprocessing' in sys.modules of the spawn child"
+    assert last_json(proc) == 0, "'multiprocessing' in sys.modules of the spawn child"
 
 
 # -- 10. exit reporting from a fresh interpreter -----------------------------------------------------------------------
@@ -675,11 +638,8 @@ def test_exit_reporting_default_names(run_py):
         print(json.dumps(res))
         """
     )
-    assert _last_json(proc) == [['SpawnProcess-1', 1], ['SpawnProcess-2', 1]]
-    chunks = re.split(r'^@@(\w+)\n', proc.stderr, flags=re.MULTILINE)
-    assert chunks[0] == '', proc.stderr
-    err = dict(zip(chunks[1::2], chunks[2::2], strict=True))
-    assert err['end'] == ''
+    assert last_json(proc) == [['SpawnProcess-1', 1], ['SpawnProcess-2', 1]]
+    err = stderr_parts(proc.stderr)
     assert err['exit_msg'] == 'goodbye from the child\n'
     tb = err['exception']
     assert tb.startswith('Process SpawnProcess-1:\nTraceback (most recent call last):\n'), tb
@@ -695,9 +655,7 @@ def _describe_in_child(spawn, tmp_path, *args, **kwargs):
     # Reported through a file named by a str: with only plain data in the payload, procstart sends
     # it without pickle, and that path is the one under test.
     path = str(tmp_path / 'described.json')
-    p = spawn.Process(target=_targets.describe_args_to_file, args=(path, args, kwargs))
-    p.start()
-    finish(p)
+    p = run_process(spawn, _targets.describe_args_to_file, path, args, kwargs)
     assert p.exitcode == 0
     with open(path) as f:
         return json.load(f)
@@ -790,9 +748,7 @@ def test_child_shares_the_stdlib_resource_tracker(spawn, tmp_path):
     # instead of starting one of its own.
     keep = multiprocessing.get_context('spawn').Lock()  # makes this process run stdlib's tracker
     path = str(tmp_path / 'tracker.json')
-    p = spawn.Process(target=_targets.stdlib_tracker_state, args=(path,))
-    p.start()
-    finish(p)
+    p = run_process(spawn, _targets.stdlib_tracker_state, path)
     assert p.exitcode == 0
     with open(path) as f:
         assert json.load(f) == {'inherited_fd': True, 'own_tracker_pid': None}
@@ -810,7 +766,7 @@ def test_child_finds_procstart_on_a_runtime_path(mp):
         "p = procstart.get_context('spawn').Process(target=_targets.exit_with, args=(5,))\n"
         'p.start(); p.join(30); print(p.exitcode)\n'
     )
-    proc = subprocess.run([sys.executable, '-I', '-c', code], check=False, capture_output=True, text=True, timeout=60)
+    proc = run_python('-c', code, flags=['-I'], check=False)
     assert proc.stdout.strip() == '5', proc.stderr
 
 

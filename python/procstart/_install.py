@@ -15,7 +15,9 @@ install() replaces, and uninstall() puts back (the very objects it replaced):
   is started by procstart's launcher for its class's start method (or the default one), and is the
   current process in its child;
 - the tracker of `multiprocessing.resource_tracker` (its `_resource_tracker` and module functions)
-  by procstart's: stdlib's semaphores and shared memory register with the one tracker of the tree.
+  by procstart's: stdlib's semaphores and shared memory register with the one tracker of the tree;
+- the fork server of `multiprocessing.forkserver` (its `_forkserver`, `ensure_running` and
+  `set_forkserver_preload`) by procstart's, the one that starts the forkserver processes.
 """
 
 from __future__ import annotations
@@ -52,6 +54,15 @@ def install():
 
     for name in ('_resource_tracker', 'ensure_running', 'register', 'unregister', 'getfd'):
         _replace(stdlib_tracker, name, getattr(resource_tracker, name))
+    from multiprocessing import forkserver as stdlib_forkserver
+
+    from . import forkserver
+
+    # Programs and CPython's tests reach the fork server through this module (its pid, address and authkey, a fresh
+    # one after `_forkserver._stop()`, the preload list): the server that starts the program's forkserver processes
+    # is procstart's. The launcher's own functions (connect_to_new_process, get_inherited_fds) stay stdlib's, unused.
+    for name in ('_forkserver', 'ensure_running', 'set_forkserver_preload'):
+        _replace(stdlib_forkserver, name, getattr(forkserver, name))
     for cls in (
         stdlib_context.Process,
         stdlib_context.ForkProcess,

@@ -113,6 +113,7 @@ class ForkServer:
 
 _forkserver = ForkServer()
 ensure_running = _forkserver.ensure_running
+set_forkserver_preload = _forkserver.set_forkserver_preload
 
 
 # -- the server ----------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ at the first registration or the first spawn or forkserver start, and shared wit
     ...
     resource_tracker.unregister('/psm_0a1b2c', 'shared_memory')
 
-The wire format is CPython's: one `REGISTER|UNREGISTER|PROBE:name:rtype` line per message.
+The wire format is CPython's: one `REGISTER|UNREGISTER|PROBE:name:rtype` line per message, or, for
+a name or type that such a line cannot carry (a colon, a newline), CPython 3.14's JSON line
+`{"cmd":…,"rtype":…,"base64_name":…}` (on every version: the tracker is procstart's).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class ResourceTracker:
     def __init__(self):
         self._lock = _thread.RLock()
         self._exitcode = None
+        # CPython 3.14's switch, which its tests turn off: then every message is a JSON line.
+        self._use_simple_format = True
         # A fork while another thread starts the tracker must not leave the child's lock held.
         os.register_at_fork(after_in_child=self._lock._at_fork_reinit)
 
@@ -78,12 +82,23 @@ class ResourceTracker:
     def _send(self, cmd, name, rtype):
         if not isinstance(name, str) or not isinstance(rtype, str):
             raise TypeError(f'name and rtype must be str, not {type(name).__name__} and {type(rtype).__name__}')
-        for part in (name, rtype):
-            if ':' in part or '\n' in part:
-                raise ValueError(f'resource_tracker: {part!r} cannot be tracked: it contains ":" or a newline')
-        msg = f'{cmd}:{name}:{rtype}\n'.encode('ascii')
-        if len(msg) > _MAX_MESSAGE:
-            raise ValueError('msg too long')
+        if self._use_simple_format and not any(c in part for part in (name, rtype) for c in ':\n'):
+            msg = f'{cmd}:{name}:{rtype}\n'.encode('ascii')
+            if len(msg) > _MAX_MESSAGE:
+                raise ValueError('msg too long')
+        else:
+            # As CPython 3.14: the name's bytes in base64, so that any name fits one atomic write. Imported here, off
+            # every child's start-up path.
+            import base64
+            import json
+
+            raw = name.encode('utf-8', 'surrogateescape')
+            if len(raw) > 255:
+                raise ValueError('shared memory name too long (max 255 bytes)')
+            payload = {'cmd': cmd, 'rtype': rtype, 'base64_name': base64.urlsafe_b64encode(raw).decode('ascii')}
+            msg = (json.dumps(payload, ensure_ascii=True, separators=(',', ':')) + '\n').encode('ascii')
+            if len(msg) > _MAX_MESSAGE:
+                raise ValueError('msg too long')
         with self._lock:
             self.ensure_running()
             if not _procstart._tracker_write(msg):

@@ -125,8 +125,9 @@ def get_preparation_data(name):
     )
     install = sys.modules.get('procstart._install')
     if install is not None and install.installed():
-        # Processes the child starts through stdlib are procstart's too.
-        d['install'] = True
+        # Processes the child starts through stdlib are procstart's too. The function travels by name, so that the
+        # child imports `_install` only when it is needed, and this module does not import it (it imports us).
+        d['install'] = install.install
     main_module = sys.modules['__main__']
     main_mod_name = getattr(getattr(main_module, '__spec__', None), 'name', None)
     if main_mod_name is not None:
@@ -277,10 +278,8 @@ def prepare(data):
         _procstart._forkserver_adopt(address, key, inherited_fd(alive_fd), pid)
     if 'start_method' in data:
         _default_context.set_start_method(data['start_method'], force=True)
-    if data.get('install'):
-        from . import _install
-
-        _install.install()
+    if 'install' in data:
+        data['install']()
     if 'init_main_from_name' in data:
         _fixup_main_from_name(data['init_main_from_name'])
     elif 'init_main_from_path' in data:

@@ -39,6 +39,10 @@ class SemLock(_stdlib.SemLock):
     __enter__ = _stdlib.SemLock.__enter__
     __exit__ = _stdlib.SemLock.__exit__
     _make_name = staticmethod(_stdlib.SemLock._make_name)
+    # CPython 3.14 (gh-115942, gh-132561): whether the semaphore is at zero, in any process. Only where the running
+    # stdlib has it, as CPython's locks of that version do (_keep_own_names hides stdlib's own).
+    if hasattr(_stdlib.SemLock, 'locked'):
+        locked = _stdlib.SemLock.locked
 
     def __init__(self, kind, value, maxvalue, *, ctx):
         if ctx is None:

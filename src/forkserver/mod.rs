@@ -27,8 +27,6 @@ static PRELOAD_ON_ERROR: Mutex<&'static str> = Mutex::new("ignore");
 pub fn remove_socket(address: &std::path::Path) {
     let _ = std::fs::remove_file(address);
     if let Some(children) = tree::file(address) {
-        // With the new list a server killed while writing it leaves.
-        let _ = std::fs::remove_file(children.with_extension("new"));
         let _ = std::fs::remove_file(children);
     }
     if let Some(dir) = address.parent() {

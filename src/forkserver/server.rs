@@ -20,6 +20,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::protocol::{self, Handshake, Key, Progress, Request, FLAG_EXIT_PIPE, FLAG_NEW_GROUP};
+use super::tree::Published;
 use crate::errors::os_error;
 use crate::hooks::hooks;
 use crate::sys::fork::{fork, Forked};
@@ -85,6 +86,7 @@ fn serve(
     fcntl(&listener, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(os_error)?;
     let mut authenticating: Vec<Authenticating> = Vec::new();
     let mut children: Vec<Served> = Vec::new();
+    let mut list = Published::create(address);
     // procstart/forkserver.py blocks SIGTERM in the server: it is let in only while waiting
     // here, so that it interrupts the wait (and ends the loop, which removes the socket) but
     // never lands between a fork and the child's own signal set-up.
@@ -135,7 +137,7 @@ fn serve(
             return Ok(());
         }
         if report_exits(&mut children) {
-            publish(address, &children, None);
+            publish(&mut list, &children, None);
         }
         let mut index = 0;
         let mut conn_ready = ready[2..].iter();
@@ -152,14 +154,14 @@ fn serve(
                 Err(_) => drop(authenticating.remove(index)),
                 Ok(Progress::Done(request)) => {
                     let Authenticating { conn, peer, .. } = authenticating.remove(index);
-                    publish(address, &children, Some(peer));
+                    publish(&mut list, &children, Some(peer));
                     let forked = fork_for(py, conn, request, peer, &mut children);
                     if let Some(request) = forked {
                         // In the new child: nothing of the server's stays open in it.
-                        drop((listener, alive, authenticating, children));
+                        drop((listener, alive, authenticating, children, list));
                         run_child(py, request);
                     }
-                    publish(address, &children, None);
+                    publish(&mut list, &children, None);
                 }
             }
         }
@@ -171,10 +173,12 @@ fn serve(
 
 /// The server's list of who asked for each child (`tree.rs`); `forking`: a requester whose
 /// child is being forked.
-fn publish(address: &Path, children: &[Served], forking: Option<i32>) {
-    let forking = forking.map(|requester| (0, requester));
-    let served = children.iter().map(|c| (c.pid.as_raw(), c.requester));
-    super::tree::publish(address, served.chain(forking));
+fn publish(list: &mut Option<Published>, children: &[Served], forking: Option<i32>) {
+    if let Some(list) = list {
+        let forking = forking.map(|requester| (0, requester));
+        let served = children.iter().map(|c| (c.pid.as_raw(), c.requester));
+        list.publish(served.chain(forking));
+    }
 }
 
 /// Reaps the children that have exited and sends their status; whether any had.

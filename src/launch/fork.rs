@@ -4,10 +4,12 @@
 use std::panic::AssertUnwindSafe;
 
 use nix::unistd::Pid;
+use pyo3::intern;
 use pyo3::prelude::*;
 
 use crate::child::ChildSetup;
 use crate::errors::os_error;
+use crate::imports::loaded;
 use crate::link::{self, ChildLink};
 use crate::options::LaunchOptions;
 use crate::popen::Popen;
@@ -28,10 +30,13 @@ pub fn launch(
     // PyOS_AfterFork_Child() nothing else runs.
     let setup = ChildSetup::new(process, StartMethod::Fork)?.forked_with(options);
     let link = ChildLink::new().map_err(os_error)?;
+    let intent = StdlibTrackerIntent::declare(py)?;
     // SAFETY: the GIL is held and no procstart mutex is (they are never held across a call
     // into this function); the child takes only those mutexes, and re-enters Python through
     // PyOS_AfterFork_Child before running anything else.
-    match unsafe { fork(py) }.map_err(os_error)? {
+    let forked = unsafe { fork(py) };
+    intent.withdraw(py);
+    match forked.map_err(os_error)? {
         Forked::Child => {
             if options.new_group {
                 let _ = lead_new_group(Pid::from_raw(0));
@@ -55,6 +60,37 @@ pub fn launch(
                 let _ = lead_new_group(pid);
             }
             Ok(popen)
+        }
+    }
+}
+
+/// CPython 3.14's `resource_tracker._fork_intent` (gh-146313): stdlib's tracker keeps its pipe in
+/// a fork child only when the fork is a `Process` start, which `popen_fork` declares around its
+/// `os.fork()`; for any other fork its at-fork hook closes the pipe, and the child would start a
+/// tracker of its own (which unlinks what the child registered when the child exits). A fork
+/// child of procstart's is a `Process` start too, so it declares the same (where stdlib's
+/// tracker is loaded: otherwise no child can have its pipe).
+struct StdlibTrackerIntent<'py>(Option<Bound<'py, PyAny>>);
+
+impl<'py> StdlibTrackerIntent<'py> {
+    fn declare(py: Python<'py>) -> PyResult<Self> {
+        let intent = match loaded(py, "multiprocessing.resource_tracker")? {
+            Some(tracker) => tracker.getattr_opt(intern!(py, "_fork_intent"))?,
+            None => None,
+        };
+        if let Some(intent) = &intent {
+            intent.setattr(intern!(py, "preserve_fd"), true)?;
+        }
+        Ok(Self(intent))
+    }
+
+    /// In the parent and the child alike, as `popen_fork`: a later raw `os.fork()` of this
+    /// thread is no `Process` start. Infallible: an error here must not return the child into
+    /// the parent's program (and setting a `threading.local`'s attribute to a bool only fails
+    /// out of memory, which the next allocation reports).
+    fn withdraw(self, py: Python<'py>) {
+        if let Some(intent) = self.0 {
+            let _ = intent.setattr(intern!(py, "preserve_fd"), false);
         }
     }
 }

@@ -2,8 +2,9 @@
 //! tracker is a whole Python process). `build.rs` compiles it apart from the extension, which
 //! carries it and starts it (`src/resource_tracker/mod.rs`).
 //!
-//! It reads CPython's protocol from descriptor 3 — lines `REGISTER|UNREGISTER|PROBE:name:rtype`
-//! — from every process of the tree that holds the pipe's write end. When the last of them has
+//! It reads CPython's protocol from descriptor 3 — lines `REGISTER|UNREGISTER|PROBE:name:rtype`,
+//! or CPython 3.14's JSON lines for names those cannot carry — from every process of the tree that
+//! holds the pipe's write end. When the last of them has
 //! gone (end of file), it unlinks every resource still registered and warns, as CPython's
 //! `resource_tracker.main` does. Exit code: 0 nothing leaked, 1 leaks cleaned up, 2 an unlink
 //! failed, 3 a line was not understood (the last of these to happen, as CPython).
@@ -79,7 +80,7 @@ const THREAD_STACK: usize = 64 * 1024;
 const MAX_LINE: usize = 4096;
 const PR_SET_NAME: c_int = 15;
 
-fn unlink(rtype: &str, name: &str) -> Result<(), String> {
+fn unlink(rtype: &str, name: &[u8]) -> Result<(), String> {
     let c_name = CString::new(name).map_err(|_| "embedded null byte".to_string())?;
     // SAFETY: c_name is a valid NUL-terminated string for the duration of the call.
     let res = unsafe {
@@ -102,9 +103,14 @@ fn unlink(rtype: &str, name: &str) -> Result<(), String> {
     ))
 }
 
+/// A name as the warnings show it (one that is not UTF-8 has its other bytes replaced).
+fn shown(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
 /// A Python set's repr of names: `{'/mp-a', '/mp-b'}`.
-fn set_repr(names: &BTreeSet<String>) -> String {
-    let items: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+fn set_repr(names: &BTreeSet<Vec<u8>>) -> String {
+    let items: Vec<String> = names.iter().map(|n| format!("'{}'", shown(n))).collect();
     format!("{{{}}}", items.join(", "))
 }
 
@@ -112,8 +118,139 @@ fn warn(stderr: &mut impl Write, message: &str) {
     let _ = writeln!(stderr, "procstart resource_tracker: UserWarning: {message}");
 }
 
-/// The names registered, by resource type.
-type Cache = BTreeMap<String, BTreeSet<String>>;
+/// CPython 3.14's second line format (`resource_tracker._decode_message`), which its clients send
+/// for names the first cannot carry (a newline, or a colon where the tracker is older) and when
+/// `_use_simple_format` is off: `{"cmd":"REGISTER","rtype":"shared_memory","base64_name":"…"}`,
+/// the name's bytes in URL-safe base64. Returns (cmd, name, rtype).
+fn json_line(line: &str) -> Result<(String, Vec<u8>, String), String> {
+    let malformed = || format!("ValueError: malformed resource_tracker message: {line:?}");
+    let fields = json_object(line).ok_or_else(malformed)?;
+    // As Python's json: the last of duplicate keys wins.
+    let field = |key: &str| match fields.iter().rev().find(|(k, _)| k == key) {
+        Some((_, Some(value))) => Ok(Some(value.clone())),
+        Some((_, None)) => Err(format!(
+            "ValueError: malformed resource_tracker fields: {line:?}"
+        )),
+        None => Ok(None),
+    };
+    let cmd = field("cmd")?.ok_or("KeyError: 'cmd'")?;
+    let rtype = field("rtype")?.ok_or("KeyError: 'rtype'")?;
+    let encoded = field("base64_name")?.unwrap_or_default();
+    let name = base64_url_decode(&encoded).ok_or_else(|| {
+        format!("ValueError: malformed resource_tracker base64_name: {encoded:?}")
+    })?;
+    Ok((cmd, name, rtype))
+}
+
+/// A JSON object's members: each value a string (`Some`) or anything else (`None`, which is
+/// skipped, not parsed: CPython rejects such a message whatever it holds). `None` when the text
+/// is not one object of this shape.
+fn json_object(text: &str) -> Option<Vec<(String, Option<String>)>> {
+    // JSON's whitespace only (Python's json.loads refuses \x0b and \x0c).
+    fn ws(s: &str) -> &str {
+        s.trim_start_matches([' ', '\t', '\n', '\r'])
+    }
+    let mut rest = ws(ws(text).strip_prefix('{')?);
+    let mut fields = Vec::new();
+    if let Some(after) = rest.strip_prefix('}') {
+        return ws(after).is_empty().then_some(fields);
+    }
+    loop {
+        let (key, after) = json_string(rest)?;
+        rest = ws(ws(after).strip_prefix(':')?);
+        let value = if rest.starts_with('"') {
+            let (value, after) = json_string(rest)?;
+            rest = after;
+            Some(value)
+        } else {
+            // A number, true/false/null: up to the next member or the end (a nested object or
+            // array is not something this protocol sends).
+            let end = rest.find([',', '}'])?;
+            if rest[..end].contains(['{', '[', '"']) {
+                return None;
+            }
+            rest = &rest[end..];
+            None
+        };
+        fields.push((key, value));
+        rest = ws(rest);
+        if let Some(after) = rest.strip_prefix(',') {
+            rest = ws(after);
+        } else {
+            return ws(rest.strip_prefix('}')?).is_empty().then_some(fields);
+        }
+    }
+}
+
+/// A JSON string at the start of `text` (with its escapes), and what follows it.
+fn json_string(text: &str) -> Option<(String, &str)> {
+    let mut chars = text.strip_prefix('"')?.char_indices();
+    let mut out = String::new();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((out, &text[i + 2..])),
+            '\\' => {
+                let (_, escaped) = chars.next()?;
+                out.push(match escaped {
+                    '"' | '\\' | '/' => escaped,
+                    'b' => '\u{8}',
+                    'f' => '\u{c}',
+                    'n' => '\n',
+                    'r' => '\r',
+                    't' => '\t',
+                    'u' => {
+                        let hex: String = (0..4)
+                            .filter_map(|_| chars.next().map(|(_, h)| h))
+                            .collect();
+                        // A lone surrogate (valid JSON) is not a char: such a field is no
+                        // command, type or base64 anyway.
+                        char::from_u32(
+                            u32::from_str_radix(&hex, 16)
+                                .ok()
+                                .filter(|_| hex.len() == 4)?,
+                        )
+                        .unwrap_or(char::REPLACEMENT_CHARACTER)
+                    }
+                    _ => return None,
+                });
+            }
+            c if (c as u32) < 0x20 => return None,
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// `base64.urlsafe_b64decode` of what CPython's clients write: either alphabet, padding as
+/// Python's decoder requires it (whole groups of 4); other characters are discarded, as there.
+fn base64_url_decode(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'-' | b'+' => Some(62),
+        b'_' | b'/' => Some(63),
+        _ => None,
+    };
+    let data = text.trim_end_matches('=');
+    let digits: Vec<u8> = data.bytes().filter_map(value).collect();
+    let padding = text.len() - data.len();
+    if padding > 2 || !(digits.len() + padding).is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let bits = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &d)| acc | (u32::from(d) << (18 - 6 * i)));
+        out.extend(&bits.to_be_bytes()[1..chunk.len()]);
+    }
+    Some(out)
+}
+
+/// The names registered (their bytes: a JSON line's name need not be UTF-8), by resource type.
+type Cache = BTreeMap<String, BTreeSet<Vec<u8>>>;
 
 /// Applies one line; the error is what CPython's tracker would raise for it.
 fn apply(line: &[u8], cache: &mut Cache) -> Result<(), String> {
@@ -121,30 +258,36 @@ fn apply(line: &[u8], cache: &mut Cache) -> Result<(), String> {
         .ok()
         .filter(|l| l.is_ascii())
         .ok_or_else(|| format!("UnicodeDecodeError: not an ASCII line: {line:?}"))?;
-    let parts: Vec<&str> = line.trim().split(':').collect();
-    let [cmd, name, rtype] = parts[..] else {
-        return Err(if parts.len() > 3 {
-            "ValueError: too many values to unpack (expected 3)".to_string()
-        } else {
-            format!(
-                "ValueError: not enough values to unpack (expected 3, got {})",
-                parts.len()
-            )
-        });
+    let (cmd, name, rtype) = if line.starts_with('{') {
+        json_line(line)?
+    } else {
+        let parts: Vec<&str> = line.trim().split(':').collect();
+        let [cmd, name, rtype] = parts[..] else {
+            return Err(if parts.len() > 3 {
+                "ValueError: too many values to unpack (expected 3)".to_string()
+            } else {
+                format!(
+                    "ValueError: not enough values to unpack (expected 3, got {})",
+                    parts.len()
+                )
+            });
+        };
+        (cmd.to_string(), name.as_bytes().to_vec(), rtype.to_string())
     };
-    if !RESOURCE_TYPES.contains(&rtype) {
+    if !RESOURCE_TYPES.contains(&rtype.as_str()) {
         return Err(format!(
-            "ValueError: Cannot register {name} for automatic cleanup: unknown resource type {rtype}"
+            "ValueError: Cannot register {} for automatic cleanup: unknown resource type {rtype}",
+            shown(&name)
         ));
     }
-    let names = cache.entry(rtype.to_string()).or_default();
-    match cmd {
+    let names = cache.entry(rtype).or_default();
+    match cmd.as_str() {
         "REGISTER" => {
-            names.insert(name.to_string());
+            names.insert(name);
         }
         "UNREGISTER" => {
-            if !names.remove(name) {
-                return Err(format!("KeyError: '{name}'"));
+            if !names.remove(&name) {
+                return Err(format!("KeyError: '{}'", shown(&name)));
             }
         }
         "PROBE" => {}
@@ -214,8 +357,8 @@ fn listening(socket: &Path) -> bool {
 }
 
 /// What a fork server keeps in its directory: its socket, and its list of who asked for each
-/// child (`src/forkserver/tree.rs`), with the new list it may have died writing.
-const SERVER_FILES: [&str; 3] = ["socket", "children", "children.new"];
+/// child (`src/forkserver/tree.rs`).
+const SERVER_FILES: [&str; 2] = ["socket", "children"];
 
 /// Removes a fork server's files and its directory unless a server listens there: the
 /// directory goes only if nothing else is in it.
@@ -402,7 +545,7 @@ fn main() {
         .get(FORKSERVER_DIR)
         .into_iter()
         .flatten()
-        .filter_map(|name| server_dir(name))
+        .filter_map(|name| std::str::from_utf8(name).ok().and_then(server_dir))
         .collect();
     // A server still running now is ending too (the tree that held it has), or was killed a
     // moment ago and is still exiting, its socket open: each gets a moment to be gone.
@@ -426,7 +569,10 @@ fn main() {
         for name in names {
             if let Err(error) = unlink(rtype, name) {
                 exit_code = 2;
-                warn(&mut stderr, &format!("resource_tracker: '{name}': {error}"));
+                warn(
+                    &mut stderr,
+                    &format!("resource_tracker: '{}': {error}", shown(name)),
+                );
             }
         }
     }
@@ -528,7 +674,7 @@ mod tests {
     fn registered(cache: &Cache) -> BTreeSet<(String, String)> {
         cache
             .iter()
-            .flat_map(|(rtype, names)| names.iter().map(move |n| (rtype.clone(), n.clone())))
+            .flat_map(|(rtype, names)| names.iter().map(move |n| (rtype.clone(), shown(n))))
             .collect()
     }
 
@@ -634,6 +780,108 @@ mod tests {
                 assert_eq!(registered(&cache), model, "after {line:?}");
             }
         }
+    }
+
+    /// `base64.urlsafe_b64encode`.
+    fn base64_url(data: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in data.chunks(3) {
+            let mut group = [0u8; 3];
+            group[..chunk.len()].copy_from_slice(chunk);
+            let bits = u32::from_be_bytes([0, group[0], group[1], group[2]]);
+            for i in 0..4 {
+                out.push(if i <= chunk.len() {
+                    ALPHABET[(bits >> (18 - 6 * i) & 63) as usize] as char
+                } else {
+                    '='
+                });
+            }
+        }
+        out
+    }
+
+    /// A JSON line as CPython 3.14's `ResourceTracker._send` writes it.
+    fn json_line_of(cmd: &str, name: &[u8], rtype: &str) -> Vec<u8> {
+        format!(
+            "{{\"cmd\":\"{cmd}\",\"rtype\":\"{rtype}\",\"base64_name\":\"{}\"}}\n",
+            base64_url(name)
+        )
+        .into_bytes()
+    }
+
+    /// JSON lines carry any name, as bytes (colons, newlines, bytes that are not UTF-8): what is
+    /// registered is that exact name, and unregistering it takes it back.
+    #[test]
+    fn json_lines_carry_any_name() {
+        let mut rng = Rng(0x5eed_0004);
+        for _ in 0..CASES {
+            let name: Vec<u8> = (0..rng.below(60))
+                .map(|_| *rng.pick(&[&b':', &b'\n', &b'/', &b'a', &0xff, &0xe9, &b'"']))
+                .collect();
+            let rtype = rng.pick(&RESOURCE_TYPES);
+            let mut cache = Cache::new();
+            apply(&json_line_of("REGISTER", &name, rtype), &mut cache).unwrap();
+            assert!(cache[rtype].contains(&name), "{name:?}");
+            apply(&json_line_of("PROBE", b"", "noop"), &mut cache).unwrap();
+            apply(&json_line_of("UNREGISTER", &name, rtype), &mut cache).unwrap();
+            assert!(registered(&cache).is_empty(), "{name:?}");
+        }
+    }
+
+    /// JSON lines that CPython's tracker refuses, with the error it raises; the cache is left
+    /// as it was. Accepted: JSON's own spacing, escapes, key order, a missing name (empty).
+    #[test]
+    fn json_lines_as_cpython_reads_them() {
+        let refused: [(&str, &str); 10] = [
+            ("{", "ValueError: malformed resource_tracker message"),
+            (
+                "{\"cmd\":\"REGISTER\",}",
+                "ValueError: malformed resource_tracker message",
+            ),
+            (
+                "{\"cmd\":\"REGISTER\"} x",
+                "ValueError: malformed resource_tracker message",
+            ),
+            ("{\"rtype\":\"noop\"}", "KeyError: 'cmd'"),
+            ("{\"cmd\":\"PROBE\"}", "KeyError: 'rtype'"),
+            (
+                "{\"cmd\":1,\"rtype\":\"noop\"}",
+                "ValueError: malformed resource_tracker fields",
+            ),
+            (
+                "{\"cmd\":\"PROBE\",\"rtype\":null}",
+                "ValueError: malformed resource_tracker fields",
+            ),
+            (
+                "{\"cmd\":\"PROBE\",\"rtype\":\"noop\",\"base64_name\":\"YQ\"}",
+                "ValueError: malformed resource_tracker base64_name",
+            ),
+            (
+                "{\"cmd\":\"PROBE\",\"rtype\":\"folder\"}",
+                "ValueError: Cannot register",
+            ),
+            (
+                "{\"cmd\":\"FORGET\",\"rtype\":\"noop\"}",
+                "RuntimeError: unrecognized command",
+            ),
+        ];
+        for (line, error) in refused {
+            let mut cache = Cache::new();
+            let result = apply(line.as_bytes(), &mut cache);
+            assert!(
+                matches!(&result, Err(e) if e.starts_with(error)),
+                "{line}: {result:?}"
+            );
+            assert!(registered(&cache).is_empty(), "{line}");
+        }
+        let mut cache = Cache::new();
+        let line = " {\"rtype\" : \"sh\\u0061red_memory\", \"base64_name\":\"L2E6Yg==\",\r\"cmd\":\"REGISTER\"}\n";
+        assert_eq!(apply(line.trim_start().as_bytes(), &mut cache), Ok(()));
+        assert_eq!(cache["shared_memory"], BTreeSet::from([b"/a:b".to_vec()]));
+        let probe = "{\"cmd\":\"PROBE\",\"rtype\":\"noop\"}\n";
+        assert_eq!(apply(probe.as_bytes(), &mut cache), Ok(()));
     }
 
     /// Hands out what it holds in reads of arbitrary sizes, some of them interrupted.
@@ -807,7 +1055,6 @@ mod tests {
         let dir = scratch_dir("listed");
         drop(std::os::unix::net::UnixListener::bind(dir.join("socket")).unwrap());
         std::fs::write(dir.join("children"), b"12 34\n").unwrap();
-        std::fs::write(dir.join("children.new"), b"").unwrap();
         remove_if_abandoned(&dir);
         assert!(!dir.exists());
 
