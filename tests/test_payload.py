@@ -14,7 +14,7 @@ import time
 
 import _targets
 import pytest
-from _support import IS_STDLIB, finish
+from _support import IS_STDLIB, finish, fork_server_info, run_process, start_process
 
 METHODS = pytest.mark.parametrize('method', ['spawn', 'forkserver'])
 MIB = 1 << 20
@@ -22,10 +22,7 @@ MIB = 1 << 20
 
 def _received(ctx, tmp_path, *args):
     path = tmp_path / f'{ctx.get_start_method()}-{id(ctx)}.json'
-    p = ctx.Process(target=_targets.describe_buffers_to_file, args=(str(path), *args))
-    p.start()
-    finish(p)
-    assert p.exitcode == 0
+    assert run_process(ctx, _targets.describe_buffers_to_file, str(path), *args).exitcode == 0
     return json.loads(path.read_text())
 
 
@@ -55,8 +52,7 @@ def test_buffers_arrive_as_under_stdlib(mp, method, case, tmp_path):
 @METHODS
 def test_arguments_are_not_changed_or_held_by_start(mp, method, tmp_path):
     ba = bytearray(b'x' * (2 * MIB))
-    p = mp.get_context(method).Process(target=_targets.describe_buffers_to_file, args=(str(tmp_path / 'j'), ba))
-    p.start()
+    p = start_process(mp.get_context(method), _targets.describe_buffers_to_file, str(tmp_path / 'j'), ba)
     # No export of the bytearray outlives start(): it can be resized at once.
     ba.extend(b'yz')
     finish(p)
@@ -147,8 +143,8 @@ def test_child_killed_while_its_payload_is_written(mp, method):
     # start() returns (the child's exit code tells), and the leak checks find nothing left behind.
     ctx = mp.get_context(method)
     if method == 'forkserver':
-        finish(_started(ctx.Process(target=_targets.describe_buffers_to_file, args=(os.devnull,))))
-        parent = mp._procstart._forkserver_info()[3]
+        run_process(ctx, _targets.describe_buffers_to_file, os.devnull)
+        parent = fork_server_info(mp)[3]
     else:
         parent = os.getpid()
     p = ctx.Process(target=_targets.describe_buffers_to_file, args=(os.devnull, b'k' * (64 * MIB)))
@@ -166,19 +162,13 @@ def test_child_killed_while_its_payload_is_written(mp, method):
 
 @METHODS
 def test_child_killed_while_loading_its_payload(mp, method):
-    p = mp.get_context(method).Process(
-        target=_targets.describe_buffers_to_file, args=(os.devnull, b'k' * (4 * MIB), _targets.SlowToLoad(60))
+    p = start_process(
+        mp.get_context(method), _targets.describe_buffers_to_file, os.devnull, b'k' * (4 * MIB), _targets.SlowToLoad(60)
     )
-    p.start()
     time.sleep(0.5)
     p.kill()
     finish(p)
     assert p.exitcode == -signal.SIGKILL
-
-
-def _started(p):
-    p.start()
-    return p
 
 
 @METHODS
@@ -191,8 +181,7 @@ def test_big_bytes_dropped_and_overwritten_after_start_arrive_intact(mp, method,
     path = tmp_path / 'j'
     box = [bytes(range(256)) * (size // 256)]
     digest = hashlib.sha256(box[0]).hexdigest()
-    p = mp.get_context(method).Process(target=_targets.describe_buffers_to_file, args=(str(path), box))
-    p.start()
+    p = start_process(mp.get_context(method), _targets.describe_buffers_to_file, str(path), box)
     box.clear()
     reuse = [bytearray(b'\xff' * size) for _ in range(4)]
     finish(p)

@@ -11,7 +11,7 @@ import weakref
 
 import _targets
 import pytest
-from _support import finish, skip_on_stdlib
+from _support import finish, recv, skip_on_stdlib, start_process
 
 pytestmark = skip_on_stdlib('arguments live until the child has loaded them')
 
@@ -54,11 +54,9 @@ def test_big_payload_references_released_once_loaded(ctx):
     kept = _targets.Referent()
     probe = weakref.ref(kept)
     here, there = ctx.Pipe()
-    p = ctx.Process(target=_targets.report_loaded_then_wait, args=(there, (kept, b'b' * (8 << 20))))
-    p.start()
+    p = start_process(ctx, _targets.report_loaded_then_wait, there, (kept, b'b' * (8 << 20)))
     del kept
-    assert here.poll(30), 'the child never loaded its payload'
-    assert here.recv() == 'loaded'
+    assert recv(here) == 'loaded'
     assert p.is_alive()  # a look at the child lets go of what it has loaded
     gc.collect()
     assert probe() is None, 'still held once the child had loaded its payload'
