@@ -51,8 +51,9 @@ hooks! {
     exit_code_for,
     /// `_bootstrap.other_threads()`: the threads a fork would drop, for the fork thread check.
     other_threads,
-    /// `popen_spawn.payload(process, method, parent_death)`: the pickled child and the descriptors it
-    /// inherits, for a spawned or fork-server child.
+    /// `popen_spawn.payload(process, method, parent_death)`: the pickled child, as a list of the
+    /// segments to write (`launch/transport.rs`), the descriptors it inherits, and what the parent
+    /// keeps alive until the child has loaded it, for a spawned or fork-server child.
     payload,
     /// `spawn.command_line()`: the argv of a spawned child.
     spawn_command_line,

@@ -25,7 +25,7 @@ use crate::errors::os_error;
 use crate::link::{AliveWriteEnd, ChildLink};
 use crate::start_method::StartMethod;
 use crate::sys::pidfd;
-use crate::sys::poll::{deadline_after, wait_readable, Readiness};
+use crate::sys::poll::{deadline_after, reader_gone, wait_readable, Readiness};
 use crate::sys::wait::{self, Usage};
 
 /// Exit code reported when the child's status was collected by someone else (a `waitpid(-1)`
@@ -126,8 +126,8 @@ pub struct Popen {
 /// the child is still unpickling it (CPython: `FileNotFoundError` in `SemLock._rebuild`).
 struct PayloadRefs {
     refs: Py<PyAny>,
-    /// The parent's end of the payload socket: readable (end of file) once the child has closed
-    /// its end, which it does when its payload is loaded, or by dying.
+    /// The write end of the payload pipe (`launch/payload.rs`): it reports `POLLERR` once the
+    /// child has closed the read end, which it does when its payload is loaded, or by dying.
     loaded: OwnedFd,
 }
 
@@ -325,7 +325,8 @@ impl Popen {
         Ok(())
     }
 
-    /// Holds `refs` until the child closes its end of the payload socket `loaded`.
+    /// Holds `refs` until the child closes its end of the payload pipe, whose write end is
+    /// `loaded`.
     pub fn holding_payload(self, refs: Py<PyAny>, loaded: OwnedFd) -> Self {
         *self.payload_refs.lock().unwrap() = Some(PayloadRefs { refs, loaded });
         self
@@ -336,13 +337,10 @@ impl Popen {
     /// done when its exit is collected (`join()` returns with them released, as CPython's).
     fn release_loaded_payload(&self, ended: bool) {
         let mut slot = self.payload_refs.lock().unwrap();
-        let loaded = slot.as_ref().is_some_and(|held| {
-            ended
-                || !matches!(
-                    wait_readable(held.loaded.as_raw_fd(), Some(Instant::now())),
-                    Ok(Readiness::TimedOut | Readiness::Interrupted)
-                )
-        });
+        // An error polling counts as loaded: the references then go as CPython's would.
+        let loaded = slot
+            .as_ref()
+            .is_some_and(|held| ended || reader_gone(held.loaded.as_fd()).unwrap_or(true));
         let released = if loaded { slot.take() } else { None };
         drop(slot);
         // Dropped without the lock held: the last reference may run finalizers.

@@ -904,6 +904,47 @@ def exit_if_stdlib_class_checks_fail(kind):
     sys.exit(1 if stdlib_class_failures(kind, stdlib_class_objects(kind)) else 0)
 
 
+def describe_buffers_to_file(path, *args):
+    """What a child received of buffer-like arguments, written as JSON to `path`: per argument its
+    exact type, size, a digest of its bytes, its writability (and that writing works), and which
+    arguments are the same object."""
+    import array
+    import hashlib
+    import json
+
+    described = []
+    for a in args:
+        d = {'type': type(a).__name__}
+        if type(a).__module__ == 'numpy':
+            d.update(
+                dtype=a.dtype.str,
+                shape=list(a.shape),
+                writeable=bool(a.flags.writeable),
+                c_contiguous=bool(a.flags.c_contiguous),
+                f_contiguous=bool(a.flags.f_contiguous),
+                digest=hashlib.sha256(a.tobytes()).hexdigest(),
+            )
+            if a.flags.writeable and a.size:
+                a.flat[0] = a.flat[-1]
+        elif isinstance(a, str):
+            d.update(len=len(a), digest=hashlib.sha256(a.encode()).hexdigest())
+        elif isinstance(a, list):
+            d.update(len=len(a), digest=hashlib.sha256(b''.join(a)).hexdigest())
+        else:
+            view = memoryview(a)
+            d.update(len=len(a), readonly=view.readonly, digest=hashlib.sha256(view.cast('B')).hexdigest())
+            view.release()
+            if isinstance(a, array.array):
+                d['typecode'] = a.typecode
+                a.append(a[0] if a else 0)
+            elif isinstance(a, bytearray):
+                a.append(1)  # its own memory: resizable
+        described.append(d)
+    same = [[i, j] for i in range(len(args)) for j in range(i + 1, len(args)) if args[i] is args[j]]
+    with open(path, 'w') as f:
+        json.dump({'args': described, 'same': same}, f)
+
+
 class SlowToLoad:
     """Takes ``seconds`` to unpickle in the child: what comes after it in the payload loads late."""
 

@@ -19,8 +19,8 @@ from _support import IS_STDLIB, child_env, run_python
 
 pytestmark = pytest.mark.skipif(IS_STDLIB, reason="procstart's benchmark (it measures both libraries)")
 
-# One latency sample per library (spawn: five), no throughput, no big parent.
-SMALL = ('-n', '1', '--batches', '0', '--rss-mib', '0')
+# One latency sample per library (spawn: five), no throughput, no big parent, no argument rows.
+SMALL = ('-n', '1', '--batches', '0', '--rss-mib', '0', '--arg-mib', '0')
 SVG = '{http://www.w3.org/2000/svg}'
 PLOT_EXTRA = "pip install 'procstart[plot]'"
 # Looked up, not imported: importing it (and numpy) here would change the process later tests fork from.
@@ -161,4 +161,39 @@ def test_plot_bad_path_fails_before_measuring(tmp_path, name, message):
     assert run.returncode == 2
     assert run.stderr.splitlines()[-1].startswith(f'python -m procstart: error: --plot {tmp_path / name}: {message}')
     assert run.stdout == ''
+    assert '[1/' not in run.stderr
+
+
+@needs_matplotlib
+def test_argument_rows_per_payload_method_and_kind(tmp_path):
+    # fork sends no payload: no argument rows for it.
+    args = ('-n', '1', '--batches', '0', '--rss-mib', '0', '--arg-mib', '1,2', '--methods', 'fork,spawn,forkserver')
+    report, texts = _plot(tmp_path, *args)
+    rows = [(row['method'], row['argument'], row['mib']) for row in report['argument']]
+    assert rows == [
+        (method, kind, mib) for method in ('spawn', 'forkserver') for kind in ('bytes', 'bytearray') for mib in (1, 2)
+    ]
+    for row in report['argument']:
+        for library in ('procstart', 'stdlib'):
+            assert row[library]['n'] == 3 and 0 < row[library]['best_ms'] <= row[library]['median_ms']
+        assert row['ratio'] == row['procstart']['best_ms'] / row['stdlib']['best_ms']
+    assert {'spawn, bytes 1 MiB', 'forkserver, bytearray 2 MiB'} <= set(texts)
+    ratios = [row['ratio'] for row in report['latency'] + report['argument']]
+    ratios.append(report['forkserver_server_start']['until_first_child']['ratio'])
+    assert sorted(text for text in texts if text.endswith('×')) == sorted(f'{ratio:.2f}×' for ratio in ratios)
+
+
+def test_argument_rows_in_the_tables():
+    run = _benchmark('-n', '1', '--batches', '0', '--rss-mib', '0', '--arg-mib', '1', '--methods', 'spawn')
+    assert run.returncode == 0, run.stderr
+    table = run.stdout.split('start+join with one argument (best of 3, ms)\n', 1)[1].splitlines()
+    assert table[0].split() == ['method,', 'argument', 'procstart', 'stdlib', 'ratio']
+    assert [line.split(' MiB')[0] for line in table[1:3]] == ['spawn, bytes 1', 'spawn, bytearray 1']
+
+
+@pytest.mark.parametrize('value', ['x', '1,-2', '1.5'])
+def test_bad_arg_mib_fails_before_measuring(value):
+    run = _benchmark(*SMALL, '--arg-mib', value)
+    assert run.returncode == 2
+    assert run.stderr.splitlines()[-1].startswith('python -m procstart: error: --arg-mib')
     assert '[1/' not in run.stderr

@@ -11,7 +11,7 @@ import weakref
 
 import _targets
 import pytest
-from _support import finish, skip_on_stdlib
+from _support import finish, recv, skip_on_stdlib, start_process
 
 pytestmark = skip_on_stdlib('arguments live until the child has loaded them')
 
@@ -41,6 +41,23 @@ def test_references_released_once_loaded(ctx):
     assert probe() is not None, 'released before the child had loaded its payload'
     assert here.recv() == 'loaded'
     assert p.is_alive()
+    gc.collect()
+    assert probe() is None, 'still held once the child had loaded its payload'
+    here.send('done')
+    finish(p)
+    assert p.exitcode == 0
+
+
+def test_big_payload_references_released_once_loaded(ctx):
+    # A payload past the pipe's size, a big bytes spliced into it: the child reads it exactly (the parent keeps its
+    # end of the pipe open, so no end of file comes), then closes its end, and the parent lets go.
+    kept = _targets.Referent()
+    probe = weakref.ref(kept)
+    here, there = ctx.Pipe()
+    p = start_process(ctx, _targets.report_loaded_then_wait, there, (kept, b'b' * (8 << 20)))
+    del kept
+    assert recv(here) == 'loaded'
+    assert p.is_alive()  # a look at the child lets go of what it has loaded
     gc.collect()
     assert probe() is None, 'still held once the child had loaded its payload'
     here.send('done')

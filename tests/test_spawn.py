@@ -702,14 +702,14 @@ def test_by_reference_arguments(spawn, tmp_path):
 
 @skip_on_stdlib('procstart sends plain payloads marshalled, without pickle')
 def test_payload_encoding_choice(mp, spawn):
-    from procstart import popen_spawn
+    from procstart import popen_spawn, reduction
 
     def encoding(*args):
         p = spawn.Process(target=_targets.describe_args_to_file, args=args)
-        data, fds, refs = popen_spawn.payload(p)
+        segments, fds, refs = popen_spawn.payload(p)
         # Only a pickled payload can reference what must outlive start() (plain values hold no resource).
-        assert (refs is None) == (data[:1] == b'M')
-        return data[:1], fds
+        assert (refs is None) == (segments[0] == b'M')
+        return segments[0], fds
 
     from multiprocessing import resource_tracker
 
@@ -722,8 +722,13 @@ def test_payload_encoding_choice(mp, spawn):
     helpers = [fd for fd in (tracker_fd, procstart_tracker.getfd(), server and server[2]) if fd is not None]
     assert encoding('path', (1, 'a', [2.0]), {'k': None}) == (b'M', helpers)
     shared = []
-    assert encoding('path', (shared, shared), {})[0] == b'P'
-    assert encoding('path', (_targets.TaggedStr('x'),), {})[0] == b'P'
+    assert encoding('path', (shared, shared), {})[0] == b'S'
+    assert encoding('path', (_targets.TaggedStr('x'),), {})[0] == b'S'
+    # Strings past marshal's budget, in one or in many, go to the pickle stream.
+    budget = reduction.MARSHAL_BUDGET
+    assert encoding('path', (b'x' * (budget // 2),), {})[0] == b'M'
+    assert encoding('path', (b'x' * (budget + 1),), {})[0] == b'S'
+    assert encoding('path', (['x' * 1024] * (budget // 1024 + 1),), {})[0] == b'S'
     local = lambda: 0
     with pytest.raises(Exception) as info:
         encoding('path', (local,), {})  # left to pickle, which refuses it as CPython does
@@ -732,7 +737,7 @@ def test_payload_encoding_choice(mp, spawn):
     r, w = multiprocessing.get_context('spawn').Pipe()
     try:
         data, fds = encoding('path', (w,), {})
-        assert data[:1] == b'P' and fds == [*helpers, w.fileno()]
+        assert data == b'S' and fds == [*helpers, w.fileno()]
     finally:
         r.close()
         w.close()

@@ -13,6 +13,10 @@ The "forkserver, script __main__" rows measure the common case of a program run 
 server never receives its path, so preloading `__main__` does nothing) and pays all its top-level
 imports. Under `python -m procstart` the main module is `procstart.__main__`, which children never
 re-run, so these rows run a generated script (SCRIPT_MAIN) in subprocesses, one per library.
+
+The argument rows (`--arg-mib`) start a child whose target takes one argument, a `bytes` or a
+`bytearray` of that many MiB, for the methods that send the child a payload (spawn and
+forkserver): the best of ARG_ROUNDS alternations, as the cost then grows with the data.
 """
 
 from __future__ import annotations
@@ -33,13 +37,18 @@ from functools import partial
 
 import procstart
 import procstart.forkserver
-from procstart.benchmark_target import noop
+from procstart.benchmark_target import noop, take
 
 LIBRARIES = ('procstart', 'stdlib')
 THROUGHPUT_BATCH = 64
 THROUGHPUT_ROUNDS = 3
 LATENCY_ROUNDS = 5
 SERVER_START_ROUNDS = 10
+ARG_ROUNDS = 3
+ARG_KINDS = ('bytes', 'bytearray')
+ARG_MIB_DEFAULT = '1,16,256'
+# The start methods that send a child its process object, and so its arguments.
+PAYLOAD_METHODS = ('spawn', 'forkserver')
 # Formats matplotlib writes with its non-interactive backends (Agg, SVG, PDF), told by the suffix.
 PLOT_FORMATS = ('.svg', '.png', '.pdf')
 # The target's module imports procstart: preloaded by both servers, so that no stdlib child pays
@@ -226,6 +235,38 @@ def measure_script_main(n, batches, tick, rounds=LATENCY_ROUNDS):
     return latency, _throughput_row(row, per_s) if batches else None
 
 
+def _start_join_with(ctx, arg):
+    """Seconds for start()+join() of a process whose target takes `arg`."""
+    t0 = time.perf_counter()
+    p = ctx.Process(target=take, args=(arg,))
+    p.start()
+    p.join()
+    elapsed = time.perf_counter() - t0
+    if p.exitcode != 0:
+        raise RuntimeError(f'{ctx.get_start_method()} child exited with {p.exitcode}')
+    p.close()
+    return elapsed
+
+
+def measure_argument(method, kind, mib, tick, rounds=ARG_ROUNDS):
+    """Best start+join of procstart and stdlib for `method` with one `kind` argument of `mib` MiB,
+    alternated over `rounds` rounds, with the same argument object."""
+    contexts = _contexts(method)
+    arg = {'bytes': bytes, 'bytearray': bytearray}[kind](mib << 20)
+    samples = {library: [] for library in LIBRARIES}
+    for _, library in _alternate(rounds, tick):
+        samples[library].append(_start_join_with(contexts[library], arg))
+    row = {'method': method, 'argument': kind, 'mib': mib}
+    for library in LIBRARIES:
+        row[library] = {
+            'best_ms': min(samples[library]) * 1e3,
+            'median_ms': statistics.median(samples[library]) * 1e3,
+            'n': rounds,
+        }
+    row['ratio'] = row['procstart']['best_ms'] / row['stdlib']['best_ms']
+    return row
+
+
 def _server_start(forkserver, ctx):
     """Seconds for `ensure_running()` to start a stopped fork server, and until the first child
     it forks has been joined: in both libraries `ensure_running()` returns once the server is
@@ -319,6 +360,17 @@ def _plan(methods, args, report, held):
                     store_script_main,
                 )
             )
+    for method in (m for m in methods if m in PAYLOAD_METHODS):
+        for kind in ARG_KINDS:
+            for mib in args.arg_mib:
+                plan.append(
+                    (
+                        f'{method} with a {mib} MiB {kind} argument (best of {ARG_ROUNDS})',
+                        measure_argument,
+                        (method, kind, mib),
+                        report['argument'].append,
+                    )
+                )
     if args.rss_mib:
         plan.append((f'allocating {args.rss_mib} MiB in the parent', _hold_memory, (args.rss_mib,), held.append))
         for method in methods:
@@ -394,6 +446,10 @@ def _label(result):
     return result['method']
 
 
+def _argument_label(row):
+    return f'{row["method"]}, {row["argument"]} {row["mib"]} MiB'
+
+
 def _print_tables(report):
     results, throughput, server_start = report['latency'], report['throughput'], report['forkserver_server_start']
     print(f'start+join latency of a trivial process (median, ms), Python {report["python"]}')
@@ -415,6 +471,14 @@ def _print_tables(report):
         for key, label in (('ensure_running', 'ensure_running()'), ('until_first_child', 'until first child joined')):
             r = server_start[key]
             print(f'{label:<30}{r["procstart_ms"]:>12.3f}{r["stdlib_ms"]:>12.3f}{r["ratio"]:>8.2f}x')
+    if report['argument']:
+        print(f'\nstart+join with one argument (best of {ARG_ROUNDS}, ms)')
+        print(f'{"method, argument":<30}{"procstart":>12}{"stdlib":>12}{"ratio":>9}')
+        for r in report['argument']:
+            print(
+                f'{_argument_label(r):<30}{r["procstart"]["best_ms"]:>12.3f}'
+                f'{r["stdlib"]["best_ms"]:>12.3f}{r["ratio"]:>8.2f}x'
+            )
     if any('script_imports' in r for r in results):
         print(
             '\nscript __main__: a program run as `python script.py`, importing at top level '
@@ -457,6 +521,22 @@ def _figure(report):
                 'rows': [
                     {'label': _label(r), 'values': {library: r[f'{library}_per_s'] for library in LIBRARIES}}
                     for r in report['throughput']
+                ],
+            }
+        )
+    if report['argument']:
+        panels.append(
+            {
+                'title': 'start+join of a process whose target takes one argument',
+                'axis': f'ms, best of {ARG_ROUNDS}, log scale: lower is better',
+                'format': '{:#.3g} ms',
+                'lower_is_better': True,
+                'rows': [
+                    {
+                        'label': _argument_label(r),
+                        'values': {library: r[library]['best_ms'] for library in LIBRARIES},
+                    }
+                    for r in report['argument']
                 ],
             }
         )
@@ -515,6 +595,12 @@ def main(argv=None):
         default=2048,
         help='also measure from a parent holding this many MiB resident (0 to skip; default 2048)',
     )
+    parser.add_argument(
+        '--arg-mib',
+        default=ARG_MIB_DEFAULT,
+        help='comma-separated sizes in MiB of the bytes and bytearray argument rows of spawn and forkserver '
+        f'(0 to skip; default {ARG_MIB_DEFAULT})',
+    )
     parser.add_argument('--json', action='store_true', help='print the results as JSON')
     parser.add_argument(
         '--plot',
@@ -529,6 +615,13 @@ def main(argv=None):
             parser.error(f'start method {m!r} is not available in procstart (available: {", ".join(available)})')
     if args.n < 1:
         parser.error('-n must be at least 1')
+    try:
+        args.arg_mib = [int(mib) for mib in args.arg_mib.split(',') if mib.strip()]
+    except ValueError:
+        parser.error(f'--arg-mib {args.arg_mib}: comma-separated whole numbers of MiB expected')
+    if any(mib < 0 for mib in args.arg_mib):
+        parser.error('--arg-mib: sizes must not be negative')
+    args.arg_mib = [mib for mib in args.arg_mib if mib]
     if args.plot:
         _check_plot(parser, args.plot)
 
@@ -539,6 +632,7 @@ def main(argv=None):
         'latency': [],
         'throughput': [],
         'forkserver_server_start': None,
+        'argument': [],
     }
     held = []
     plan = _plan(methods, args, report, held)

@@ -79,8 +79,9 @@ def _share_forkserver(prep, popen):
 
 
 def payload(process_obj, method='spawn', parent_death=None):
-    """The bytes a spawned or fork-server child reads, the descriptors it must inherit for them, and what the
-    parent must keep alive until the child has loaded them (`None` for plain values, which hold no resource).
+    """What a spawned or fork-server child reads, as the segments the launcher writes in order (`spawn.py`'s wire
+    layout, `src/launch/transport.rs`), the descriptors it must inherit for them, and what the parent must keep
+    alive until the child has loaded them (`None` for plain values, which hold no resource).
     `parent_death`: how the child is to die with this process, if it is (the launcher's choice, see
     `src/options.rs`)."""
     prep = spawn.get_preparation_data(process_obj._name)
@@ -97,28 +98,32 @@ def payload(process_obj, method='spawn', parent_death=None):
     _share_forkserver(prep, popen)
     data = reduction._marshalled(prep, process_obj)
     if data is not None:
-        return spawn._MARSHALLED + data, popen.fds, None
+        return [spawn._MARSHALLED, data], popen.fds, None
     pickler_class = reduction._pickler_class()
     if not reduction._main_is_importable():
         pickler_class = reduction._refusing_main_pickler(pickler_class)
+    pickler_class = reduction._readonly_arrays_as_stdlib(pickler_class)
     mp_context = sys.modules.get('multiprocessing.context')
     process.set_spawning_popen(popen)
     if mp_context is not None:
         mp_context.set_spawning_popen(popen)
+    segments = reduction._Segments([spawn._STREAMED])
     try:
-        prep_bytes = reduction._dumps(pickler_class, prep)
+        pickler_class(segments, reduction._STREAM_PROTOCOL).dump(prep)
         try:
-            process_bytes = reduction._dumps(pickler_class, process_obj)
+            pickler_class(segments, reduction._STREAM_PROTOCOL).dump(process_obj)
         except Exception as error:
             reduction._explain(pickler_class, process_obj, error, method)
             raise
+    except BaseException:
+        # No export of the arguments' buffers outlives a failed start (a traceback keeps frames).
+        segments.release()
+        raise
     finally:
         process.set_spawning_popen(None)
         if mp_context is not None:
             mp_context.set_spawning_popen(None)
-    length = len(prep_bytes).to_bytes(spawn._LENGTH_BYTES, 'little')
-    data = b''.join((spawn._PICKLED, length, prep_bytes, process_bytes))
     # CPython deletes these after start(): an inline `Queue` then unlinks its semaphores while the child may still
     # be unpickling it. The launcher keeps them until the child has loaded its payload (differs on purpose).
     refs = tuple(getattr(process_obj, name, None) for name in ('_target', '_args', '_kwargs'))
-    return data, popen.fds, refs
+    return segments, popen.fds, refs

@@ -1,10 +1,12 @@
 """Pickling policy: how the preparation data and the `Process` of a spawned or fork-server child become
 bytes (CPython keeps its pickling in multiprocessing/reduction.py; procstart's has no ForkingPickler of its own).
 
-Plain values and by-name references go as marshal's bytes of `_encode`'s trees (`_decode` rebuilds them in the
-child, see `spawn.py`'s wire layout); everything else is pickled, with stdlib's ForkingPickler when stdlib is
-loaded, refusing what a child cannot import from `__main__`, and a note naming the part of the process that
-cannot be pickled.
+Plain values and by-name references, within `MARSHAL_BUDGET` bytes of strings, go as marshal's bytes of
+`_encode`'s trees (`_decode` rebuilds them in the child, see `spawn.py`'s wire layout); everything else is
+pickled with protocol 5 into `_Segments` (the pickler's writes as it made them, big objects not copied), with
+stdlib's ForkingPickler when stdlib is loaded, refusing what a child cannot import from `__main__`, read-only
+NumPy arrays as stdlib's protocol gives them (`_readonly_arrays_as_stdlib`), and a note naming the part of the
+process that cannot be pickled.
 """
 
 from __future__ import annotations
@@ -47,6 +49,51 @@ def _refusing_main_pickler(base):
                     'in a module, or use the fork start method.'
                 )
             return NotImplemented
+
+    return Pickler
+
+
+# The `S` payload's pickles: protocol 5 writes a bytearray and a buffer (a NumPy array's data) in
+# band from their own memory, where protocol 4 copies them into a new bytes first.
+_STREAM_PROTOCOL = 5
+
+
+class _Segments(list):
+    """The file a streamed payload is pickled into: what the pickler writes, kept as the pickler
+    wrote it, for the launcher to write to the child's pipe once the child exists
+    (`src/launch/transport.rs`). The C pickler writes its frames (up to 64 KiB, new bytes each) and
+    every big bytes, bytearray or buffer as the object itself (not a copy): those are kept as a byte
+    view, whose export keeps a bytearray from being resized until the launcher has written it."""
+
+    def write(self, data):
+        if type(data) is not bytes:
+            raw = getattr(data, 'raw', None)
+            data = raw() if raw is not None else memoryview(data).cast('B')
+        self.append(data)
+
+    def release(self):
+        for data in self:
+            if type(data) is memoryview:
+                data.release()
+        self.clear()
+
+
+def _readonly_arrays_as_stdlib(base):
+    """Before 3.14, stdlib pickles with protocol 4, which makes a read-only NumPy array writable
+    in the child; protocol 5 keeps it read-only. Such arrays are pickled as protocol 4 does."""
+    import pickle
+
+    numpy = sys.modules.get('numpy')
+    if numpy is None or pickle.DEFAULT_PROTOCOL >= _STREAM_PROTOCOL:
+        return base
+    ndarray = numpy.ndarray
+
+    class Pickler(base):
+        def reducer_override(self, obj):
+            if isinstance(obj, ndarray) and not obj.flags.writeable:
+                return obj.__reduce_ex__(4)
+            parent = getattr(super(), 'reducer_override', None)
+            return NotImplemented if parent is None else parent(obj)
 
     return Pickler
 
@@ -118,6 +165,18 @@ class _NotPlain(Exception):
 
 _PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes)
 
+# The most bytes of str and bytes a marshalled payload carries: past it, the pickle stream costs
+# less than marshal's copies (it is written from the objects themselves, and read into them).
+MARSHAL_BUDGET = 256 << 10
+
+
+class _Seen(set):
+    """The containers `_encode` has met, and how many more bytes of strings it may take."""
+
+    def __init__(self, budget):
+        super().__init__()
+        self.budget = budget
+
 
 def _by_name(obj):
     """(module, qualname) of a function or class that pickle would save by reference, when the
@@ -143,6 +202,11 @@ def _encode(obj, seen):
 
     kind = type(obj)
     if kind in _PLAIN_TYPES:
+        if kind is bytes or kind is str:
+            # Big strings go to the pickle stream, which the child reads straight into them.
+            seen.budget -= len(obj)
+            if seen.budget < 0:
+                raise _NotPlain
         return obj
     if kind in (tuple, list, dict):
         if id(obj) in seen:
@@ -158,7 +222,7 @@ def _encode(obj, seen):
     raise _NotPlain
 
 
-def _encode_process(process_obj):
+def _encode_process(process_obj, seen):
     import copyreg
 
     cls = type(process_obj)
@@ -172,7 +236,7 @@ def _encode_process(process_obj):
         or cls in copyreg.dispatch_table
     ):
         raise _NotPlain
-    return ('o', _by_name(cls), _encode(process_obj.__getstate__(), set()))
+    return ('o', _by_name(cls), _encode(process_obj.__getstate__(), seen))
 
 
 def _decode(node):
@@ -212,7 +276,10 @@ def _marshalled(prep, process_obj):
     if os.fsencode(_procstart.get_executable()) != os.fsencode(sys.executable or ''):
         return None
     try:
-        encoded = (_encode(prep, set()), _encode_process(process_obj))
+        prep_seen = _Seen(MARSHAL_BUDGET)
+        encoded = _encode(prep, prep_seen)
+        process_seen = _Seen(prep_seen.budget)
+        encoded = (encoded, _encode_process(process_obj, process_seen))
     except (_NotPlain, RecursionError):
         return None
     return marshal.dumps(encoded)

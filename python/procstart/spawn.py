@@ -7,18 +7,24 @@ Wire layout, shared with `src/launch/payload.rs`: the child starts as
 
     <executable> <interpreter flags> -c '<CHILD_CODE>'
 
-with descriptor 3 the child's end of the payload socket, 4 the parent sentinel (a pidfd of the
+with descriptor 3 the read end of the payload pipe, 4 the parent sentinel (a pidfd of the
 parent, or the read end of a pipe the parent holds), 5 and up the descriptors of stdlib objects
-in the payload (`popen_spawn`'s `duplicate_for_child`), and nothing else besides 0, 1, 2. The parent shuts its
-end down for writing after writing the payload, and the child closes its end once the payload is loaded. The
-payload is one of:
+in the payload (`popen_spawn`'s `duplicate_for_child`), and nothing else besides 0, 1, 2. The parent writes the
+payload (`src/launch/transport.rs`), which is one of:
 
 - `M` + a marshal-encoded pair (preparation data, process) of plain values and by-name
-  references (see `reduction._encode`), when everything in it is that simple: a module-level target and
-  plain arguments, the common case. The child then needs no `_pickle`, whose import (it pulls
-  in functools and collections) is a fifth of a spawn child's start-up.
-- `P` + an 8-byte little-endian length, the pickled preparation data (CPython's keys), then the
-  pickled `Process`: everything else, exactly as CPython sends it.
+  references (see `reduction._encode`), when everything in it is that simple and small
+  (`reduction.MARSHAL_BUDGET` bytes of strings at most): a module-level target and plain arguments, the common
+  case. The child then needs no `_pickle`, whose import (it pulls in functools and collections) is a fifth of a
+  spawn child's start-up. The parent closes its end once it is written; the child reads to the end.
+- `S` + the pickled preparation data (CPython's keys), then the pickled `Process`: everything
+  else, as CPython sends it but with protocol 5 (see `reduction._readonly_arrays_as_stdlib` for what stays
+  as protocol 4 gives it). No copy of the payload is made on its way: `popen_spawn.payload` returns the
+  pickler's writes (`reduction._Segments`), big strings, bytearrays and buffers as the objects themselves,
+  the launcher writes them to the pipe, and the child's unpickler reads each big one straight
+  into the object it makes, exactly: nothing here reads to the end of the pipe. The parent keeps its end open
+  and the target and arguments alive until the child closes its end, which it does once the payload is loaded
+  (its end then reports `POLLERR`, see `src/launch/payload.rs`).
 
 The child imports as little as it can: no stdlib `multiprocessing` unless the payload holds
 stdlib objects, `runpy` only for the unusual main modules (`-m`, zip files, directories,
@@ -52,8 +58,10 @@ def entry_code(module, function):
 
 CHILD_CODE = entry_code('procstart.spawn', 'spawn_main')
 
-_LENGTH_BYTES = 8
-_MARSHALLED, _PICKLED = b'M', b'P'
+_MARSHALLED, _STREAMED = b'M', b'S'
+# The child's read buffer: at least a pipe's default capacity. Big strings, buffers and
+# bytearrays bypass it: the unpickler reads them straight into the new objects.
+_READ_BUFFER = 1 << 16
 
 # The main modules a child replaced, kept alive (CPython's spawn.old_main_modules).
 old_main_modules = []
@@ -179,22 +187,24 @@ def spawn_main():
 def run_child(payload_fd, parent_sentinel, forked=False):
     """Read the payload, become the parent's child, run the process and exit (CPython's
     `spawn._main`). `forked`: in a fork-server child rather than a fresh interpreter."""
-    data = read_payload(payload_fd)
-    if forked and not data:
-        # The parent gave up on this child before sending it anything (Ctrl-C during start()).
+    stream = open(payload_fd, 'rb', buffering=_READ_BUFFER)  # noqa: SIM115 -- closed once loaded
+    tag = stream.read(1)
+    if forked and not tag:
+        # The parent gave up on this child before sending it anything (Ctrl-C during start()). The tag comes
+        # first in every payload, also one whose pipe the parent keeps open: nothing waits for the end here.
         os._exit(1)
-    if data[:1] == _MARSHALLED:
+    if tag == _MARSHALLED:
         import marshal
 
-        prep_node, process_data = marshal.loads(data[1:])
+        with stream:
+            prep_node, process_data = marshal.loads(stream.read())
         prep, load = reduction._decode(prep_node), reduction._decode
     else:
         import _pickle
 
-        prep_end = 1 + _LENGTH_BYTES + int.from_bytes(data[1 : 1 + _LENGTH_BYTES], 'little')
-        prep, load = _pickle.loads(data[1 + _LENGTH_BYTES : prep_end]), _pickle.loads
-        process_data = data[prep_end:]
-    del data
+        # The process's pickle follows the preparation data's in the stream; it is loaded after
+        # prepare(), which makes its classes importable.
+        prep, load, process_data = _pickle.load(stream), _load_and_close, stream
     if 'die_with_parent' in prep:
         # First, so that a parent dying while this child imports its modules takes it along.
         _procstart._die_with_parent(*prep['die_with_parent'], parent_sentinel)
@@ -215,9 +225,16 @@ def run_child(payload_fd, parent_sentinel, forked=False):
         if hook is not None:
             hook.cancel()
     del main._inheriting, process_data
-    # Tells the parent that the payload is loaded: it lets go of the objects it kept alive for it.
-    os.close(payload_fd)
     _procstart._run_child(process_obj, parent_sentinel, forked)
+
+
+def _load_and_close(stream):
+    """The process, from the rest of the pickled payload; then closes the pipe, which tells the parent that the
+    payload is loaded: it lets go of the objects it kept alive for it."""
+    import _pickle
+
+    with stream:
+        return _pickle.load(stream)
 
 
 def _stdlib_current_process_is_procstarts(module):

@@ -17,7 +17,7 @@
 //!                                                                         (answer_challenge)
 //! client -> server  MESSAGE  "#WELCOME#"; or "#FAILURE#", and the client gives up
 //! client -> server  REQUEST  2 "RQ", 2 flags, 4 number of descriptors
-//!                            + SCM_RIGHTS: payload socket, parent sentinel, the descriptors
+//!                            + SCM_RIGHTS: payload pipe, parent sentinel, the descriptors
 //!                              the payload refers to, then [exit pipe] (one order with a
 //!                              spawned child's, `launch/payload.rs`)
 //! server -> client  REPLY    16 (tag u32, 0 u32, value i64): CHILD (value: pid, with the

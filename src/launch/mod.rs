@@ -6,6 +6,7 @@ mod fork;
 mod forkserver;
 mod payload;
 mod spawn;
+mod transport;
 
 use pyo3::prelude::*;
 

@@ -1,35 +1,42 @@
 //! What a spawned and a fork-server child are started with alike: the process pickled by
-//! procstart's Python half (`popen_spawn.payload`) and written to a socket once the child exists, and
-//! one order of the descriptors the child starts with, which `procstart/spawn.py` reads.
+//! procstart's Python half (`popen_spawn.payload`) and written to a pipe once the child exists
+//! (`transport.rs`), and one order of the descriptors the child starts with, which
+//! `procstart/spawn.py` reads.
 //!
-//! A socket rather than a pipe because it also tells when the child has loaded the payload:
-//! the child closes its end then, and until then the parent keeps the target and arguments
-//! alive (see `PayloadRefs` in `popen.rs`).
+//! The pipe also tells when the child has loaded a payload that references something
+//! (`refs`): the parent keeps its write end open after writing, the child closes its read end
+//! once the payload is loaded (or dies), and the write end then reports `POLLERR`; until then
+//! the parent keeps the target and arguments alive (`PayloadRefs` in `popen.rs`). Such a
+//! payload is pickled, which the child reads exactly, never to the end of the pipe. A payload
+//! of plain values (marshalled, read to the end) has its write end closed once written.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use nix::sys::socket::{shutdown, socketpair, AddressFamily, Shutdown, SockFlag, SockType};
+use nix::fcntl::OFlag;
+use nix::unistd::pipe2;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::PyList;
 
+use super::transport::send_segments;
 use crate::errors::os_error;
 use crate::hooks::hooks;
 use crate::link::ChildLink;
 use crate::options::{LaunchOptions, ParentDeath};
 use crate::popen::Popen;
-use crate::program::{borrow_inherited, send_payload};
+use crate::program::borrow_inherited;
 use crate::start_method::StartMethod;
 use crate::streams::flush_std_streams;
 
 pub struct PayloadLaunch<'py> {
-    payload: Bound<'py, PyBytes>,
+    /// What `popen_spawn.payload` pickled, as the pickler wrote it (`transport.rs`).
+    payload: Bound<'py, PyList>,
     /// The descriptors of the stdlib objects the payload refers to (`duplicate_for_child`).
     inherited: Vec<i32>,
     /// What the payload references that must outlive `start()` until the child has it; `None`
     /// for plain values, which reference nothing.
     refs: Option<Py<PyAny>>,
-    child_end: OwnedFd,
-    parent_end: OwnedFd,
+    payload_r: OwnedFd,
+    payload_w: OwnedFd,
     link: ChildLink,
 }
 
@@ -52,30 +59,24 @@ impl<'py> PayloadLaunch<'py> {
             ))?
             .extract()?;
         flush_std_streams(py)?;
-        let (parent_end, child_end) = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(os_error)?;
+        let (payload_r, payload_w) = pipe2(OFlag::O_CLOEXEC).map_err(os_error)?;
         let link = ChildLink::new().map_err(os_error)?;
         Ok(PayloadLaunch {
             payload,
             inherited,
             refs,
-            child_end,
-            parent_end,
+            payload_r,
+            payload_w,
             link,
         })
     }
 
-    /// The child's descriptors, in `procstart/spawn.py`'s order: the payload socket, the parent
+    /// The child's descriptors, in `procstart/spawn.py`'s order: the payload pipe, the parent
     /// sentinel, the stdlib objects' descriptors, then (without pidfd) the exit pipe's write
     /// end.
     pub fn child_fds(&self) -> Vec<BorrowedFd<'_>> {
         let mut link = self.link.child_fds().into_iter();
-        let mut fds = vec![self.child_end.as_fd()];
+        let mut fds = vec![self.payload_r.as_fd()];
         fds.extend(link.next());
         fds.extend(borrow_inherited(&self.inherited));
         fds.extend(link);
@@ -94,15 +95,17 @@ impl<'py> PayloadLaunch<'py> {
         py: Python<'py>,
         popen: impl FnOnce(ChildLink) -> PyResult<Popen>,
     ) -> PyResult<Popen> {
-        drop(self.child_end);
+        drop(self.payload_r);
         let popen = popen(self.link)?;
-        send_payload(py, self.parent_end.as_fd(), self.payload.as_bytes())?;
-        // The child reads to the end of the payload; a child already gone makes this fail,
-        // which its exit code explains better.
-        let _ = shutdown(self.parent_end.as_raw_fd(), Shutdown::Write);
+        send_segments(py, self.payload_w.as_fd(), &self.payload)?;
         Ok(match self.refs {
-            Some(refs) => popen.holding_payload(refs, self.parent_end),
-            None => popen,
+            // The write end reports POLLERR once the child has closed its read end.
+            Some(refs) => popen.holding_payload(refs, self.payload_w),
+            None => {
+                // Closed: the child reads a marshalled payload to the end.
+                drop(self.payload_w);
+                popen
+            }
         })
     }
 }

@@ -1,7 +1,7 @@
 //! Waiting for one descriptor to become readable with a deadline, as `select`/`poll` do for
-//! `multiprocessing.connection.wait`.
+//! `multiprocessing.connection.wait`; and whether a pipe's reader is gone.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -52,9 +52,28 @@ pub fn wait_readable(fd: RawFd, deadline: Option<Instant>) -> nix::Result<Readin
     }
 }
 
+/// Whether the pipe whose write end is `fd` has no reader left (every read end closed), without
+/// waiting: `poll` asked for no event reports `POLLERR` alone, which a pipe's write end has then.
+/// False when interrupted.
+pub fn reader_gone(fd: BorrowedFd<'_>) -> nix::Result<bool> {
+    let mut pollfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one pollfd owned by this frame, its count passed as 1; poll(2) only writes its
+    // revents field; the descriptor is borrowed, so open for the call.
+    let res = unsafe { libc::poll(&mut pollfd, 1, 0) };
+    match Errno::result(res) {
+        Ok(_) => Ok(pollfd.revents & libc::POLLERR != 0),
+        Err(Errno::EINTR) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsFd, AsRawFd};
 
     use super::*;
     use crate::sys::testutil::pipe;
@@ -72,6 +91,16 @@ mod tests {
         assert_eq!(deadline_after(1e30), None);
         // NaN is not a number of seconds; `f64::max` turns it into 0: now.
         assert!(deadline_after(f64::NAN).unwrap() <= Instant::now());
+    }
+
+    #[test]
+    fn reader_gone_once_every_read_end_is_closed() {
+        // No child may hold a copy of the read end meanwhile.
+        let _guard = crate::sys::testutil::no_new_processes();
+        let (r, w) = pipe();
+        assert!(!reader_gone(w.as_fd()).unwrap());
+        drop(r);
+        assert!(reader_gone(w.as_fd()).unwrap());
     }
 
     #[test]

@@ -1,0 +1,287 @@
+//! Writing a spawn or fork-server child's payload to its pipe: the segments
+//! `procstart/popen_spawn.py` returns (`reduction._Segments`), in order, without joining them.
+//! `bytes` segments (the pickler's frames, the marshal payload, big `bytes` arguments themselves)
+//! go out with the GIL released: small ones in `writev` batches, big ones (`SPLICE_MIN` on) spliced
+//! (`vmsplice`), so that the pipe refers to the object's own pages and the child's read is the only
+//! copy; the launcher then waits until the child has read them (`wait_drained`) before the objects
+//! may go. A byte view of a bytearray or buffer (a NumPy array's data) goes through `os.write`,
+//! which releases the GIL too (abi3 for 3.10 has no buffer protocol), copied once by the kernel: a
+//! mutable object may change after start() returns. The child's unpickler reads big objects
+//! straight into the objects it makes. The write end stays the caller's (`payload.rs`): closed once
+//! written, or kept to learn when the child has loaded a payload that references something
+//! (`POLLERR`).
+
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, vmsplice, FcntlArg, SpliceFFlags};
+use pyo3::exceptions::PyBrokenPipeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use crate::errors::os_error;
+use crate::sys::poll::reader_gone;
+
+/// Payloads from this size on get a bigger pipe: fewer round trips between the writing parent
+/// and the reading child.
+const BIG_PAYLOAD: usize = 1 << 20;
+/// The pipe size asked for them (Linux's default `pipe-max-size`; an unprivileged process gets
+/// no more, and keeps the default 64 KiB if it is refused).
+const BIG_PIPE: i32 = 1 << 20;
+/// `writev` takes at most `IOV_MAX` (1024 on Linux) slices.
+const MAX_SLICES: usize = 1024;
+/// `bytes` from this size on are spliced into the pipe rather than copied into it (in a
+/// payload of `BIG_PAYLOAD` or more).
+const SPLICE_MIN: usize = 256 << 10;
+/// How often the parent looks whether the child has read everything spliced.
+const DRAIN_POLL: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// Writes all of `slices` to `fd`, retrying on EINTR; false if the reader is gone (EPIPE):
+/// a child that died before reading it all is not an error here, its exit code tells.
+fn write_all_vectored(fd: BorrowedFd<'_>, mut slices: &mut [IoSlice<'_>]) -> nix::Result<bool> {
+    while !slices.is_empty() {
+        let batch = slices.len().min(MAX_SLICES);
+        match nix::sys::uio::writev(fd, &slices[..batch]) {
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(Errno::EINTR) => {}
+            Err(Errno::EPIPE) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Writes a byte view to `fd` through `os.write`; false if the reader is gone.
+fn write_view(py: Python<'_>, fd: BorrowedFd<'_>, view: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let write = py.import("os")?.getattr("write")?;
+    let len = view.len()?;
+    let mut written = 0;
+    while written < len {
+        let rest = if written == 0 {
+            view.clone()
+        } else {
+            view.get_item(pyo3::types::PySlice::new(
+                py,
+                written as isize,
+                len as isize,
+                1,
+            ))?
+        };
+        match write.call1((fd.as_raw_fd(), rest)) {
+            Ok(n) => written += n.extract::<usize>()?,
+            Err(e) if e.is_instance_of::<PyBrokenPipeError>(py) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Writes `parts` (the bytes of consecutive `bytes` segments) in order: runs of small ones with
+/// `writev`, big ones spliced (`vmsplice`: the pipe takes references to their pages, the child's
+/// read is then the only copy). Sets `spliced` once it has spliced; false if the reader is gone.
+fn write_parts(
+    fd: BorrowedFd<'_>,
+    parts: &[&[u8]],
+    splice_min: usize,
+    spliced: &mut bool,
+) -> nix::Result<bool> {
+    let mut rest = parts;
+    while !rest.is_empty() {
+        let small = rest.iter().take_while(|p| p.len() < splice_min).count();
+        if small > 0 {
+            let mut slices: Vec<IoSlice<'_>> =
+                rest[..small].iter().map(|p| IoSlice::new(p)).collect();
+            if !write_all_vectored(fd, &mut slices)? {
+                return Ok(false);
+            }
+            rest = &rest[small..];
+        } else {
+            *spliced = true;
+            if !splice_all(fd, rest[0])? {
+                return Ok(false);
+            }
+            rest = &rest[1..];
+        }
+    }
+    Ok(true)
+}
+
+/// `vmsplice`s all of `data` into the pipe `fd`; false if the reader is gone.
+fn splice_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> nix::Result<bool> {
+    while !data.is_empty() {
+        match vmsplice(fd, &[IoSlice::new(data)], SpliceFFlags::empty()) {
+            Ok(n) => data = &data[n..],
+            Err(Errno::EINTR) => {}
+            Err(Errno::EPIPE) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Waits until the pipe `fd` writes to is empty, or has no reader left: until then the reader
+/// may still copy spliced bytes from their objects' pages, which must stay as they are.
+fn wait_drained(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD on a pipe stores the number of bytes queued in it into the int it is
+        // given, which lives across the call.
+        Errno::result(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut queued) })?;
+        if queued == 0 || reader_gone(fd)? {
+            return Ok(());
+        }
+        std::thread::sleep(DRAIN_POLL);
+    }
+}
+
+/// Writes `segments` (bytes, or byte views) to the payload pipe `fd`, whose write end the caller
+/// then closes or keeps (`payload.rs`). Returns once the child has read every spliced byte (or is
+/// gone): the caller may then drop the segments.
+pub fn send_segments(
+    py: Python<'_>,
+    fd: BorrowedFd<'_>,
+    segments: &Bound<'_, PyList>,
+) -> PyResult<()> {
+    let items: Vec<Bound<'_, PyAny>> = segments.iter().collect();
+    let total: usize = items.iter().map(|item| item.len().unwrap_or(0)).sum();
+    if total >= BIG_PAYLOAD {
+        // Best effort: the default size works, only with more wake-ups.
+        let _ = fcntl(fd, FcntlArg::F_SETPIPE_SZ(BIG_PIPE));
+    }
+    // A payload that fits in the pipe is copied: start() then never waits for the child.
+    let splice_min = if total >= BIG_PAYLOAD {
+        SPLICE_MIN
+    } else {
+        usize::MAX
+    };
+    let mut spliced = false;
+    let sent = send_items(py, fd, &items, splice_min, &mut spliced);
+    if spliced {
+        // Also after an error: the objects are dropped after this.
+        let drained = py.detach(|| wait_drained(fd)).map_err(os_error);
+        sent?;
+        return drained;
+    }
+    sent
+}
+
+fn send_items(
+    py: Python<'_>,
+    fd: BorrowedFd<'_>,
+    items: &[Bound<'_, PyAny>],
+    splice_min: usize,
+    spliced: &mut bool,
+) -> PyResult<()> {
+    let mut rest = items;
+    while !rest.is_empty() {
+        let run = rest
+            .iter()
+            .take_while(|item| item.is_exact_instance_of::<PyBytes>())
+            .count();
+        if run > 0 {
+            let parts: Vec<&[u8]> = rest[..run]
+                .iter()
+                // Checked exact bytes above.
+                .map(|item| item.cast::<PyBytes>().map_or(&[][..], |b| b.as_bytes()))
+                .collect();
+            if !py
+                .detach(|| write_parts(fd, &parts, splice_min, spliced))
+                .map_err(os_error)?
+            {
+                return Ok(());
+            }
+            rest = &rest[run..];
+        } else {
+            if !write_view(py, fd, &rest[0])? {
+                return Ok(());
+            }
+            rest = &rest[1..];
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+
+    use nix::fcntl::OFlag;
+    use nix::unistd::pipe2;
+
+    use super::*;
+
+    #[test]
+    fn writes_every_slice_in_order_past_the_pipe_capacity() {
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        // More slices than IOV_MAX, more bytes than a pipe holds: batches and partial writes.
+        let parts: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| vec![(i % 251) as u8; 1 + (i as usize * 37) % 500])
+            .collect();
+        let expected: Vec<u8> = parts.concat();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            std::fs::File::from(r).read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        assert!(write_all_vectored(w.as_fd(), &mut slices).unwrap());
+        drop(w);
+        assert_eq!(reader.join().unwrap(), expected);
+    }
+
+    #[test]
+    fn a_reader_gone_is_not_an_error() {
+        // Rust's runtime ignores SIGPIPE (as the Python interpreter does): the write fails
+        // with EPIPE instead of killing the process.
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        drop(r);
+        let data = [7u8; 100];
+        let mut slices = [IoSlice::new(&data)];
+        assert!(!write_all_vectored(w.as_fd(), &mut slices).unwrap());
+    }
+
+    #[test]
+    fn spliced_bytes_are_read_before_wait_drained_returns() {
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 253) as u8).collect();
+        let expected = data.clone();
+        let reader = std::thread::spawn(move || {
+            let mut file = std::fs::File::from(r);
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                std::thread::sleep(std::time::Duration::from_micros(20));
+                match file.read(&mut chunk).unwrap() {
+                    0 => return got,
+                    n => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        let mut spliced = false;
+        let parts = [&b"head"[..], &data[..], &b"tail"[..]];
+        assert!(write_parts(w.as_fd(), &parts, SPLICE_MIN, &mut spliced).unwrap());
+        assert!(spliced);
+        wait_drained(w.as_fd()).unwrap();
+        // Whatever the pages hold from now on, the reader has its copy.
+        let mut data = data;
+        data.fill(0);
+        drop(w);
+        assert_eq!(
+            reader.join().unwrap(),
+            [&b"head"[..], &expected, &b"tail"[..]].concat()
+        );
+    }
+
+    #[test]
+    fn wait_drained_returns_once_the_reader_is_gone() {
+        // No child may hold a copy of the read end meanwhile.
+        let _guard = crate::sys::testutil::no_new_processes();
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        let data = vec![1u8; 1000];
+        assert!(splice_all(w.as_fd(), &data).unwrap());
+        drop(r);
+        wait_drained(w.as_fd()).unwrap();
+    }
+}
