@@ -3,6 +3,7 @@
 //! reaping procstart's own helper programs (the fork server, the tracker).
 
 use std::ffi::CString;
+use std::io::IoSlice;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
@@ -39,18 +40,22 @@ fn environment(overrides: &[(String, String)]) -> Vec<CString> {
         .collect()
 }
 
-/// Writes all of `data` to `fd`, retrying on EINTR. A child that died before reading it all
-/// (EPIPE) is not an error here: its exit code tells what happened.
-fn write_payload(fd: BorrowedFd<'_>, mut data: &[u8]) -> nix::Result<()> {
-    while !data.is_empty() {
-        match nix::unistd::write(fd, data) {
-            Ok(n) => data = &data[n..],
+/// `writev` takes at most `IOV_MAX` (1024 on Linux) slices.
+const MAX_SLICES: usize = 1024;
+
+/// Writes all of `slices` to `fd`, retrying on EINTR; false if the reader is gone (EPIPE):
+/// a child that died before reading it all is not an error here, its exit code tells.
+pub fn write_all_vectored(fd: BorrowedFd<'_>, mut slices: &mut [IoSlice<'_>]) -> nix::Result<bool> {
+    while !slices.is_empty() {
+        let batch = slices.len().min(MAX_SLICES);
+        match nix::sys::uio::writev(fd, &slices[..batch]) {
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
             Err(Errno::EINTR) => {}
-            Err(Errno::EPIPE) => return Ok(()),
+            Err(Errno::EPIPE) => return Ok(false),
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Starts `argv` (an interpreter, or the resource tracker) with `child_fds` as its descriptors
@@ -76,7 +81,9 @@ pub fn start_program(
 
 /// Writes a payload to the pipe or socket a child reads it from, with the GIL released.
 pub fn send_payload(py: Python<'_>, fd: BorrowedFd<'_>, data: &[u8]) -> PyResult<()> {
-    py.detach(|| write_payload(fd, data)).map_err(os_error)
+    py.detach(|| write_all_vectored(fd, &mut [IoSlice::new(data)]))
+        .map(drop)
+        .map_err(os_error)
 }
 
 /// The descriptors of the stdlib objects a payload refers to (`duplicate_for_child`).
@@ -101,5 +108,46 @@ pub fn reap(py: Python<'_>, pid: Pid, handle: Option<&OwnedFd>) -> PyResult<Opti
             Err(Errno::EINTR) => py.check_signals()?,
             Err(e) => return Err(os_error(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+
+    use nix::fcntl::OFlag;
+    use nix::unistd::pipe2;
+
+    use super::*;
+
+    #[test]
+    fn writes_every_slice_in_order_past_the_pipe_capacity() {
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        // More slices than IOV_MAX, more bytes than a pipe holds: batches and partial writes.
+        let parts: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| vec![(i % 251) as u8; 1 + (i as usize * 37) % 500])
+            .collect();
+        let expected: Vec<u8> = parts.concat();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            std::fs::File::from(r).read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        assert!(write_all_vectored(w.as_fd(), &mut slices).unwrap());
+        drop(w);
+        assert_eq!(reader.join().unwrap(), expected);
+    }
+
+    #[test]
+    fn a_reader_gone_is_not_an_error() {
+        // Rust's runtime ignores SIGPIPE (as the Python interpreter does): the write fails
+        // with EPIPE instead of killing the process.
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        drop(r);
+        let data = [7u8; 100];
+        let mut slices = [IoSlice::new(&data)];
+        assert!(!write_all_vectored(w.as_fd(), &mut slices).unwrap());
     }
 }

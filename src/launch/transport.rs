@@ -21,6 +21,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use crate::errors::os_error;
+use crate::program::write_all_vectored;
 use crate::sys::poll::reader_gone;
 
 /// Payloads from this size on get a bigger pipe: fewer round trips between the writing parent
@@ -29,28 +30,11 @@ const BIG_PAYLOAD: usize = 1 << 20;
 /// The pipe size asked for them (Linux's default `pipe-max-size`; an unprivileged process gets
 /// no more, and keeps the default 64 KiB if it is refused).
 const BIG_PIPE: i32 = 1 << 20;
-/// `writev` takes at most `IOV_MAX` (1024 on Linux) slices.
-const MAX_SLICES: usize = 1024;
 /// `bytes` from this size on are spliced into the pipe rather than copied into it (in a
 /// payload of `BIG_PAYLOAD` or more).
 const SPLICE_MIN: usize = 256 << 10;
 /// How often the parent looks whether the child has read everything spliced.
 const DRAIN_POLL: std::time::Duration = std::time::Duration::from_micros(100);
-
-/// Writes all of `slices` to `fd`, retrying on EINTR; false if the reader is gone (EPIPE):
-/// a child that died before reading it all is not an error here, its exit code tells.
-fn write_all_vectored(fd: BorrowedFd<'_>, mut slices: &mut [IoSlice<'_>]) -> nix::Result<bool> {
-    while !slices.is_empty() {
-        let batch = slices.len().min(MAX_SLICES);
-        match nix::sys::uio::writev(fd, &slices[..batch]) {
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(Errno::EINTR) => {}
-            Err(Errno::EPIPE) => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
-}
 
 /// Writes a byte view to `fd` through `os.write`; false if the reader is gone.
 fn write_view(py: Python<'_>, fd: BorrowedFd<'_>, view: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -211,36 +195,6 @@ mod tests {
     use nix::unistd::pipe2;
 
     use super::*;
-
-    #[test]
-    fn writes_every_slice_in_order_past_the_pipe_capacity() {
-        let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
-        // More slices than IOV_MAX, more bytes than a pipe holds: batches and partial writes.
-        let parts: Vec<Vec<u8>> = (0..3000u32)
-            .map(|i| vec![(i % 251) as u8; 1 + (i as usize * 37) % 500])
-            .collect();
-        let expected: Vec<u8> = parts.concat();
-        let reader = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            std::fs::File::from(r).read_to_end(&mut got).unwrap();
-            got
-        });
-        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-        assert!(write_all_vectored(w.as_fd(), &mut slices).unwrap());
-        drop(w);
-        assert_eq!(reader.join().unwrap(), expected);
-    }
-
-    #[test]
-    fn a_reader_gone_is_not_an_error() {
-        // Rust's runtime ignores SIGPIPE (as the Python interpreter does): the write fails
-        // with EPIPE instead of killing the process.
-        let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
-        drop(r);
-        let data = [7u8; 100];
-        let mut slices = [IoSlice::new(&data)];
-        assert!(!write_all_vectored(w.as_fd(), &mut slices).unwrap());
-    }
 
     #[test]
     fn spliced_bytes_are_read_before_wait_drained_returns() {
