@@ -462,13 +462,17 @@ def rerun_wanted(result):
     )
 
 
+def _of_file(test_id, name):
+    """Whether ``test_id`` is a test of the regrtest test file ``name``."""
+    return test_id.startswith(normalize(_FILE_ALIASES.get(name, name)) + '.')
+
+
 def _files_of(result):
     """The regrtest test files whose failure is that of a failed test (not a crash, not an import error)."""
     return {
         name
-        for name, words in result.files_failed.items()
-        if name not in result.unfinished_files
-        and any(t.startswith(normalize(_FILE_ALIASES.get(name, name)) + '.') for t in result.failed)
+        for name in result.files_failed
+        if name not in result.unfinished_files and any(_of_file(t, name) for t in result.failed)
     }
 
 
@@ -488,6 +492,8 @@ def with_rerun(result, again):
     :attr:`RunResult.flaky` (with their first failure). A fixture passed again when no test of its class failed
     again and one passed."""
     result.rerun = again
+    if not again.finished or again.env_changed:
+        return result
     files = _files_of(result)
     failed_again = {t.split(' ')[0] for t in again.failed}
     for test_id in result.failed:
@@ -499,11 +505,10 @@ def with_rerun(result, again):
             )
         else:
             passed = base not in failed_again and getattr(again.tests.get(base), 'outcome', None) == 'passed'
-        if passed and again.finished and not again.env_changed:
-            t = result.tests.get(test_id) or next(p for p in result.problems if p.id == test_id)
-            result.flaky[test_id] = t.detail
+        if passed:
+            result.flaky[test_id] = result.failure(test_id).detail
     for name in files:
-        if not any(t.startswith(normalize(_FILE_ALIASES.get(name, name)) + '.') for t in result.failed):
+        if not any(_of_file(t, name) for t in result.failed):
             del result.files_failed[name]
     return result
 
@@ -548,6 +553,10 @@ class RunResult:
     # Failed, then passed when re-run (with_rerun): id -> the first failure's traceback; and that re-run.
     flaky: dict = dataclasses.field(default_factory=dict)
     rerun: RunResult | None = None
+
+    def failure(self, test_id):
+        """The :class:`TestOutcome` of ``test_id``, one of :attr:`failed` (with an XML entry or not)."""
+        return self.tests.get(test_id) or next(p for p in self.problems if p.id == test_id)
 
     def count(self, *outcomes):
         return sum(1 for t in self.tests.values() if t.outcome in outcomes)
@@ -883,7 +892,7 @@ def differences(result, reference):
 
 def _why_absent(result, test_id):
     for name in result.unfinished_files:
-        if test_id.startswith(normalize(_FILE_ALIASES.get(name, name)) + '.'):
+        if _of_file(test_id, name):
             return f'not reached: {name} did not finish'
     for prefix in (test_id.rsplit('.', 1)[0], test_id.rsplit('.', 2)[0]):
         for fixture in ('setUpClass', 'setUpModule'):
@@ -909,7 +918,7 @@ def report(result, reference=None):
     lines = []
     diffs = differences(result, reference) if reference is not None else []
     for test_id in result.failed:
-        t = result.tests.get(test_id) or next(p for p in result.problems if p.id == test_id)
+        t = result.failure(test_id)
         kind = {'failed': 'FAIL', 'error': 'ERROR', 'xpassed': 'UNEXPECTED SUCCESS'}[t.outcome]
         lines.append(f'{kind} {test_id}: {short_error(t.detail)}')
     for name, warnings in result.env_changed.items():
@@ -920,7 +929,7 @@ def report(result, reference=None):
     for name, words in result.files_failed.items():
         if name in result.unfinished_files:
             lines.append(f'DID NOT FINISH {name}: {words}')
-        elif not any(t.startswith(normalize(_FILE_ALIASES.get(name, name)) + '.') for t in result.failed):
+        elif not any(_of_file(t, name) for t in result.failed):
             # A file that failed with no test failing: its module did not import, say (the log has the traceback).
             lines.append(f'FAILED {name}: {words}, no test failed (see the log)')
     if not result.finished:
@@ -948,7 +957,7 @@ def report(result, reference=None):
     text += [f'FLAKY (failed, passed when re-run) {test_id}: {short_error(d)}' for test_id, d in result.flaky.items()]
     # The full tracebacks, last: the summary lines above say what, these say where.
     for test_id in result.failed:
-        t = result.tests.get(test_id) or next(p for p in result.problems if p.id == test_id)
+        t = result.failure(test_id)
         text.append(f'--- {test_id}\n{t.detail.rstrip()}')
     for name, excerpt in result.excerpts.items():
         text.append(
