@@ -129,12 +129,10 @@ pub fn send_segments(
 ) -> PyResult<()> {
     let items: Vec<Bound<'_, PyAny>> = segments.iter().collect();
     let total: usize = items.iter().map(|item| item.len().unwrap_or(0)).sum();
-    if total >= BIG_PAYLOAD {
-        // Best effort: the default size works, only with more wake-ups.
-        let _ = fcntl(fd, FcntlArg::F_SETPIPE_SZ(BIG_PIPE));
-    }
     // A payload that fits in the pipe is copied: start() then never waits for the child.
     let splice_min = if total >= BIG_PAYLOAD {
+        // Best effort: the default size works, only with more wake-ups.
+        let _ = fcntl(fd, FcntlArg::F_SETPIPE_SZ(BIG_PIPE));
         SPLICE_MIN
     } else {
         usize::MAX
