@@ -43,6 +43,8 @@ fn _procstart(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(child::_run_child, m)?)?;
     m.add_function(wrap_pyfunction!(child::_prepare_forked_children, m)?)?;
     m.add_function(wrap_pyfunction!(child::_die_with_parent, m)?)?;
+    m.add_class::<child::Prefault>()?;
+    m.add_function(wrap_pyfunction!(child::_prefault, m)?)?;
     m.add_function(wrap_pyfunction!(launch::_launch, m)?)?;
     m.add_function(wrap_pyfunction!(thread_check::set_fork_thread_check, m)?)?;
     m.add_function(wrap_pyfunction!(thread_check::get_fork_thread_check, m)?)?;

@@ -14,7 +14,7 @@ import time
 
 import _targets
 import pytest
-from _support import IS_STDLIB, finish, fork_server_info, run_process, start_process
+from _support import IS_STDLIB, finish, fork_server_info, run_process, start_process, wait_until
 
 METHODS = pytest.mark.parametrize('method', ['spawn', 'forkserver'])
 MIB = 1 << 20
@@ -188,3 +188,103 @@ def test_big_bytes_dropped_and_overwritten_after_start_arrive_intact(mp, method,
     assert p.exitcode == 0
     assert json.loads(path.read_text())['args'][0]['digest'] == digest
     del reuse
+
+
+# -- the child's reader: big objects' pages faulted in by a second thread (src/child/prefault.rs) ------------------
+
+
+def _pattern(size):
+    return (bytes(range(251)) * (size // 251 + 1))[:size]
+
+
+@pytest.mark.skipif(IS_STDLIB, reason="procstart's child reader")
+@pytest.mark.parametrize('size', [MIB - 1, MIB, 3 * MIB + 5, 40 * MIB])
+def test_child_reader_reads_big_objects_exactly(size):
+    import io
+
+    from procstart import spawn
+
+    data = _pattern(size)
+    r, w = os.pipe()
+
+    def write():
+        with open(w, 'wb') as f:
+            f.write(b'head' + data + b'tail')
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    with spawn._PayloadReader(io.FileIO(r, 'rb'), spawn._READ_BUFFER) as reader:
+        assert reader.read(4) == b'head'
+        into = bytearray(size)
+        assert reader.readinto(into) == size
+        assert into == data
+        assert reader.read() == b'tail'
+    writer.join()
+
+
+@pytest.mark.skipif(IS_STDLIB, reason="procstart's child reader")
+def test_child_reader_unpickles_big_objects_through_it():
+    import io
+    import pickle
+
+    from procstart import spawn
+
+    value = (_pattern(5 * MIB), bytearray(_pattern(3 * MIB + 1)), 'x' * (2 * MIB), [b'y' * 1000] * 3)
+    r, w = os.pipe()
+
+    def write():
+        with open(w, 'wb') as f:
+            pickle.dump(value, f, protocol=5)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    with spawn._PayloadReader(io.FileIO(r, 'rb'), spawn._READ_BUFFER) as reader:
+        assert pickle.load(reader) == value
+    writer.join()
+
+
+def _prefault_threads():
+    threads = []
+    for tid in os.listdir('/proc/self/task'):
+        try:
+            with open(f'/proc/self/task/{tid}/comm') as f:
+                if f.read().strip() != 'procstart-prefa':
+                    continue
+            with open(f'/proc/self/task/{tid}/status') as f:
+                blocked = next(line.split()[1] for line in f if line.startswith('SigBlk:'))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        threads.append(int(blocked, 16))
+    return threads
+
+
+def _resident_mib():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / MIB
+
+
+@pytest.mark.skipif(IS_STDLIB, reason="procstart's child reader")
+def test_prefault_faults_the_pages_in_on_a_thread_deaf_to_signals():
+    import mmap
+
+    from procstart import _procstart
+
+    with mmap.mmap(-1, 512 * MIB) as buffer:  # mapped, none of it resident yet
+        before = _resident_mib()
+        with memoryview(buffer) as view, _procstart._prefault(view):
+            masks = wait_until(_prefault_threads)  # named once running
+            assert wait_until(lambda: _resident_mib() - before > 500, timeout=20)
+        # Signals are for the threads that handle them: CPython's run on the main thread.
+        catchable = set(range(1, 32)) - {signal.SIGKILL, signal.SIGSTOP}
+        assert len(masks) == 1 and {n for n in catchable if masks[0] >> (n - 1) & 1} == catchable
+        assert _prefault_threads() == []
+        assert not any(buffer[:: 1 << 16])  # nothing written
+
+
+@pytest.mark.skipif(IS_STDLIB, reason="procstart's child reader")
+@pytest.mark.parametrize('buffer', [b'read-only', memoryview(b'read-only'), 3])
+def test_prefault_wants_a_writable_buffer(buffer):
+    from procstart import _procstart
+
+    with pytest.raises(TypeError, match='^expected a writable bytes-like object$'):
+        _procstart._prefault(buffer)

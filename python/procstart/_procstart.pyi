@@ -13,6 +13,7 @@ __all__ = [
     'BaseContext',
     'DefaultContext',
     'Popen',
+    'Prefault',
     'Process',
     'SemLock',
     '__version__',
@@ -30,6 +31,7 @@ __all__ = [
     '_forkserver_stop',
     '_forkserver_use_key',
     '_launch',
+    '_prefault',
     '_prepare_forked_children',
     '_register_hooks',
     '_run_child',
@@ -173,6 +175,16 @@ def _default_context() -> DefaultContext: ...
 def _set_current_process(process: Process) -> None: ...
 def _run_child(process: Process, parent_sentinel: int, forked: bool) -> None: ...
 def _prepare_forked_children() -> Any: ...
+
+# A spawned or fork-server child's big reads (src/child/prefault.rs).
+@final
+class Prefault:
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self, type: Optional[type[BaseException]], value: Optional[BaseException], traceback: Optional[TracebackType]
+    ) -> bool: ...
+
+def _prefault(buffer: memoryview) -> Prefault: ...
 
 # The fork server (src/forkserver/).
 def _forkserver_alive() -> bool: ...

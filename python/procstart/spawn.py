@@ -34,6 +34,7 @@ full interpreter shutdown.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 
@@ -62,6 +63,22 @@ _MARSHALLED, _STREAMED = b'M', b'S'
 # The child's read buffer: at least a pipe's default capacity. Big strings, buffers and
 # bytearrays bypass it: the unpickler reads them straight into the new objects.
 _READ_BUFFER = 1 << 16
+# Reads from this size on have their pages faulted in by a second thread (`_PayloadReader`).
+_PREFAULT_MIN = 1 << 20
+
+
+class _PayloadReader(io.BufferedReader):
+    """The payload pipe as the unpickler reads it, which reads each big object straight into the new object's
+    pages: those pages are fresh, and the kernel zeroes each on its first touch, which costs as much as copying
+    into it. A second thread takes those faults from the end of the object while this one reads from its start
+    (`src/child/prefault.rs`)."""
+
+    def readinto(self, buffer):
+        if len(buffer) < _PREFAULT_MIN:
+            return super().readinto(buffer)
+        with _procstart._prefault(buffer):
+            return super().readinto(buffer)
+
 
 # The main modules a child replaced, kept alive (CPython's spawn.old_main_modules).
 old_main_modules = []
@@ -187,7 +204,7 @@ def spawn_main():
 def run_child(payload_fd, parent_sentinel, forked=False):
     """Read the payload, become the parent's child, run the process and exit (CPython's
     `spawn._main`). `forked`: in a fork-server child rather than a fresh interpreter."""
-    stream = open(payload_fd, 'rb', buffering=_READ_BUFFER)  # noqa: SIM115 -- closed once loaded
+    stream = _PayloadReader(io.FileIO(payload_fd, 'rb'), _READ_BUFFER)
     tag = stream.read(1)
     if forked and not tag:
         # The parent gave up on this child before sending it anything (Ctrl-C during start()). The tag comes

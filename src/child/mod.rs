@@ -7,11 +7,13 @@
 
 mod bootstrap;
 mod parent_death;
+mod prefault;
 
 use pyo3::prelude::*;
 
 pub use bootstrap::ChildSetup;
 pub use parent_death::_die_with_parent;
+pub use prefault::{_prefault, Prefault};
 
 use crate::start_method::StartMethod;
 

@@ -2,12 +2,14 @@
 //! every call returns `nix::Result`, every `unsafe` block says why it is sound.
 
 pub mod fork;
+pub mod mem;
 pub mod pdeath;
 pub mod pidfd;
 pub mod poll;
 pub mod proctree;
 pub mod socket;
 pub mod spawn;
+pub mod thread;
 pub mod wait;
 
 #[cfg(test)]

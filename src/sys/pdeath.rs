@@ -10,10 +10,11 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::errno::Errno;
-use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{kill, Signal};
 use nix::unistd::{getppid, Pid};
 
 use crate::sys::poll::{wait_readable, Readiness};
+use crate::sys::thread::spawn_deaf;
 
 /// A small stack: the thread only waits.
 const WATCHER_STACK: usize = 64 * 1024;
@@ -54,22 +55,15 @@ pub fn kill_on_parent_exit(parent: Pid) -> nix::Result<()> {
 /// end of a pipe only the parent writes to) becomes readable. The thread owns a copy of it.
 pub fn watch_parent(sentinel: BorrowedFd<'_>) -> std::io::Result<()> {
     let sentinel = sentinel.try_clone_to_owned()?;
-    // The thread starts with every signal blocked (a thread inherits its creator's mask), so
-    // that signals meant for the process go to the threads that handle them.
-    let previous = SigSet::all().thread_swap_mask(SigmaskHow::SIG_BLOCK)?;
-    let started = std::thread::Builder::new()
-        .name("procstart-parent-watch".into())
-        .stack_size(WATCHER_STACK)
-        .spawn(move || loop {
-            match wait_readable(sentinel.as_raw_fd(), None) {
-                Ok(Readiness::Interrupted) => {}
-                // Readable (the parent exited, or closed its end), or unwatchable: the child
-                // must not run on without a parent it can see.
-                _ => die(),
-            }
-        });
-    previous.thread_set_mask()?;
-    started.map(drop)
+    spawn_deaf("procstart-parent-watch", WATCHER_STACK, move || loop {
+        match wait_readable(sentinel.as_raw_fd(), None) {
+            Ok(Readiness::Interrupted) => {}
+            // Readable (the parent exited, or closed its end), or unwatchable: the child
+            // must not run on without a parent it can see.
+            _ => die(),
+        }
+    })
+    .map(drop)
 }
 
 #[cfg(test)]
