@@ -170,14 +170,16 @@ def test_argument_rows_per_payload_method_and_kind(tmp_path):
     args = ('-n', '1', '--batches', '0', '--rss-mib', '0', '--arg-mib', '1,2', '--methods', 'fork,spawn,forkserver')
     report, texts = _plot(tmp_path, *args)
     rows = [(row['method'], row['argument'], row['mib']) for row in report['argument']]
+    payload_methods = ('spawn', 'forkserver')
+    # NumPy's rows come last, where it is installed (matplotlib brings it).
     assert rows == [
-        (method, kind, mib) for method in ('spawn', 'forkserver') for kind in ('bytes', 'bytearray') for mib in (1, 2)
-    ]
+        (method, kind, mib) for method in payload_methods for kind in ('bytes', 'bytearray') for mib in (1, 2)
+    ] + [(method, 'numpy', mib) for method in payload_methods for mib in (1, 2)]
     for row in report['argument']:
         for library in ('procstart', 'stdlib'):
             assert row[library]['n'] == 3 and 0 < row[library]['best_ms'] <= row[library]['median_ms']
         assert row['ratio'] == row['procstart']['best_ms'] / row['stdlib']['best_ms']
-    assert {'spawn, bytes 1 MiB', 'forkserver, bytearray 2 MiB'} <= set(texts)
+    assert {'spawn, bytes 1 MiB', 'forkserver, bytearray 2 MiB', 'spawn, numpy 2 MiB'} <= set(texts)
     ratios = [row['ratio'] for row in report['latency'] + report['argument']]
     ratios.append(report['forkserver_server_start']['until_first_child']['ratio'])
     assert sorted(text for text in texts if text.endswith('×')) == sorted(f'{ratio:.2f}×' for ratio in ratios)

@@ -15,8 +15,9 @@ imports. Under `python -m procstart` the main module is `procstart.__main__`, wh
 re-run, so these rows run a generated script (SCRIPT_MAIN) in subprocesses, one per library.
 
 The argument rows (`--arg-mib`) start a child whose target takes one argument, a `bytes` or a
-`bytearray` of that many MiB, for the methods that send the child a payload (spawn and
-forkserver): the best of ARG_ROUNDS alternations, as the cost then grows with the data.
+`bytearray` of that many MiB (and a NumPy `uint8` array where NumPy is installed), for the methods
+that send the child a payload (spawn and forkserver): the best of ARG_ROUNDS alternations, as the
+cost then grows with the data.
 """
 
 from __future__ import annotations
@@ -248,11 +249,21 @@ def _start_join_with(ctx, arg):
     return elapsed
 
 
+def _numpy_array(size):
+    import numpy
+
+    return numpy.zeros(size, dtype=numpy.uint8)
+
+
+# The argument rows' objects, by kind: numpy's where it is installed (`_plan`).
+_ARGUMENTS = {'bytes': bytes, 'bytearray': bytearray, 'numpy': _numpy_array}
+
+
 def measure_argument(method, kind, mib, tick, rounds=ARG_ROUNDS):
     """Best start+join of procstart and stdlib for `method` with one `kind` argument of `mib` MiB,
     alternated over `rounds` rounds, with the same argument object."""
     contexts = _contexts(method)
-    arg = {'bytes': bytes, 'bytearray': bytearray}[kind](mib << 20)
+    arg = _ARGUMENTS[kind](mib << 20)
     samples = {library: [] for library in LIBRARIES}
     for _, library in _alternate(rounds, tick):
         samples[library].append(_start_join_with(contexts[library], arg))
@@ -360,17 +371,7 @@ def _plan(methods, args, report, held):
                     store_script_main,
                 )
             )
-    for method in (m for m in methods if m in PAYLOAD_METHODS):
-        for kind in ARG_KINDS:
-            for mib in args.arg_mib:
-                plan.append(
-                    (
-                        f'{method} with a {mib} MiB {kind} argument (best of {ARG_ROUNDS})',
-                        measure_argument,
-                        (method, kind, mib),
-                        report['argument'].append,
-                    )
-                )
+    plan += _argument_steps(methods, ARG_KINDS, args.arg_mib, report['argument'].append)
     if args.rss_mib:
         plan.append((f'allocating {args.rss_mib} MiB in the parent', _hold_memory, (args.rss_mib,), held.append))
         for method in methods:
@@ -383,7 +384,25 @@ def _plan(methods, args, report, held):
                     store_big_parent,
                 )
             )
+    if importlib.util.find_spec('numpy') is not None:
+        # Last: importing numpy may start threads, which the fork rows' parent must not have.
+        plan += _argument_steps(methods, ('numpy',), args.arg_mib, report['argument'].append)
     return plan
+
+
+def _argument_steps(methods, kinds, mibs, store):
+    return [
+        (
+            f'{method} with a {mib} MiB {kind} argument (best of {ARG_ROUNDS})',
+            measure_argument,
+            (method, kind, mib),
+            store,
+        )
+        for method in methods
+        if method in PAYLOAD_METHODS
+        for kind in kinds
+        for mib in mibs
+    ]
 
 
 class Progress:
@@ -598,7 +617,8 @@ def main(argv=None):
     parser.add_argument(
         '--arg-mib',
         default=ARG_MIB_DEFAULT,
-        help='comma-separated sizes in MiB of the bytes and bytearray argument rows of spawn and forkserver '
+        help='comma-separated sizes in MiB of the bytes, bytearray (and, where installed, numpy) argument rows of '
+        'spawn and forkserver '
         f'(0 to skip; default {ARG_MIB_DEFAULT})',
     )
     parser.add_argument('--json', action='store_true', help='print the results as JSON')
