@@ -290,12 +290,16 @@ def _server_start(forkserver, ctx):
     return launched, time.perf_counter() - t0
 
 
-def measure_server_start(tick, rounds=SERVER_START_ROUNDS):
-    """Median fork-server start of procstart and stdlib over `rounds` restarts, alternated."""
-    servers = {
+def _servers():
+    return {
         'procstart': (procstart.forkserver._forkserver, procstart.get_context('forkserver')),
         'stdlib': (multiprocessing.forkserver._forkserver, multiprocessing.get_context('forkserver')),
     }
+
+
+def measure_server_start(tick, rounds=SERVER_START_ROUNDS):
+    """Median fork-server start of procstart and stdlib over `rounds` restarts, alternated."""
+    servers = _servers()
     # One restart each first: stdlib also starts its resource tracker with its first server.
     for server in servers.values():
         _server_start(*server)
@@ -384,10 +388,25 @@ def _plan(methods, args, report, held):
                     store_big_parent,
                 )
             )
-    if importlib.util.find_spec('numpy') is not None:
+    if args.arg_mib and importlib.util.find_spec('numpy') is not None:
         # Last: importing numpy may start threads, which the fork rows' parent must not have.
+        if 'forkserver' in methods:
+            plan.append(('fork servers restarted with numpy preloaded', _preload_numpy, (), held.append))
         plan += _argument_steps(methods, ('numpy',), args.arg_mib, report['argument'].append)
     return plan
+
+
+def _preload_numpy(tick):
+    """Both fork servers restarted with numpy preloaded, as a program that imports it at top level has it in its
+    server (`__main__`): the numpy rows then measure the array's way to the child, not numpy's import in it,
+    which both libraries' children would pay alike."""
+    for library, (forkserver, ctx) in _servers().items():
+        tick(library)
+        forkserver._stop()
+        (procstart if library == 'procstart' else multiprocessing).set_forkserver_preload(
+            [*FORKSERVER_PRELOAD, 'numpy']
+        )
+        _start_join_latencies(ctx, 1)
 
 
 def _argument_steps(methods, kinds, mibs, store):
