@@ -33,6 +33,7 @@ def _cases():
         'big': (big_bytes, big_bytearray, array.array('d', range(300_000)), 'é' * 300_000),
         'shared-big': (big_bytes, big_bytes, big_bytearray, big_bytearray),
         'shared-small': (b'xy' * 10, b'xy' * 10, bytearray(3)) * 2,
+        'plain-bytearrays': (bytearray(b'cd'), bytearray(), bytearray(range(256)) * 4),
         'many-small': ([bytes([i % 256]) * 1000 for i in range(1000)], b''),
         'empty': (b'', bytearray(), array.array('b')),
     }

@@ -721,13 +721,15 @@ def test_payload_encoding_choice(mp, spawn):
 
     helpers = [fd for fd in (tracker_fd, procstart_tracker.getfd(), server and server[2]) if fd is not None]
     assert encoding('path', (1, 'a', [2.0]), {'k': None}) == (b'M', helpers)
-    shared = []
-    assert encoding('path', (shared, shared), {})[0] == b'S'
+    assert encoding('path', (bytearray(b'ab'), [bytearray()]), {})[0] == b'M'
+    for shared in ([], bytearray(b'ab')):
+        assert encoding('path', (shared, shared), {})[0] == b'S'
     assert encoding('path', (_targets.TaggedStr('x'),), {})[0] == b'S'
     # Strings past marshal's budget, in one or in many, go to the pickle stream.
     budget = reduction.MARSHAL_BUDGET
     assert encoding('path', (b'x' * (budget // 2),), {})[0] == b'M'
     assert encoding('path', (b'x' * (budget + 1),), {})[0] == b'S'
+    assert encoding('path', (bytearray(budget // 2), b'x' * (budget // 2 + 1)), {})[0] == b'S'
     assert encoding('path', (['x' * 1024] * (budget // 1024 + 1),), {})[0] == b'S'
     local = lambda: 0
     with pytest.raises(Exception) as info:

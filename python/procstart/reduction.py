@@ -171,7 +171,7 @@ MARSHAL_BUDGET = 256 << 10
 
 
 class _Seen(set):
-    """The containers `_encode` has met, and how many more bytes of strings it may take."""
+    """The containers and bytearrays `_encode` has met, and how many more bytes of strings it may take."""
 
     def __init__(self, budget):
         super().__init__()
@@ -217,6 +217,15 @@ def _encode(obj, seen):
         return ('t' if kind is tuple else 'l', *(_encode(item, seen) for item in obj))
     if kind is process.AuthenticationString:
         return ('a', bytes(obj))
+    if kind is bytearray:
+        # A new object in the child, as pickle makes it: met twice, it is left to pickle to share.
+        if id(obj) in seen:
+            raise _NotPlain
+        seen.add(id(obj))
+        seen.budget -= len(obj)
+        if seen.budget < 0:
+            raise _NotPlain
+        return ('b', bytes(obj))
     if kind in (types.FunctionType, types.BuiltinFunctionType) or isinstance(obj, type):
         return _by_name(obj)
     raise _NotPlain
@@ -259,6 +268,8 @@ def _decode(node):
         return found
     if tag == 'a':
         return process.AuthenticationString(node[1])
+    if tag == 'b':
+        return bytearray(node[1])
     if tag == 'o':
         cls = _decode(node[1])
         obj = cls.__new__(cls)
