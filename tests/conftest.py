@@ -155,6 +155,17 @@ def run_py():
 
 
 @pytest.fixture
+def run_stdin():
+    """``run_stdin(code, check=True)`` -> CompletedProcess (text): ``code``, prefixed as by ``run_py``, read by
+    ``python -`` from its standard input."""
+
+    def run(code, check=True):
+        return run_python('-', stdin=SCRIPT_HEADER + textwrap.dedent(code), check=check)
+
+    return run
+
+
+@pytest.fixture
 def fork_thread_check(mp):
     """``fork_thread_check(mode)`` sets procstart's fork thread check for the test (which re-arms its once-per-process
     warning), and the mode it found is set back after it. Stdlib has no such check: there it does nothing."""

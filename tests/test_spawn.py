@@ -10,6 +10,7 @@ propagation of interpreter flags.
 import json
 import multiprocessing
 import os
+import re
 import sys
 import threading
 import time
@@ -382,6 +383,49 @@ def test_dash_c_target_raises_pickling_error(run_py):
     assert res['active'] == 0
     assert res['children'] == []
     assert proc.stderr == ''
+
+
+_STDIN_PROGRAM = """
+def f():
+    pass
+
+if __name__ == '__main__':
+    results = {}
+    for method in ('spawn', 'forkserver'):
+        ctx = mp.get_context(method)
+        p = ctx.Process(target=_targets.noop)
+        p.start()
+        p.join()
+        try:
+            ctx.Process(target=f).start()
+            error = None
+        except Exception as e:
+            error = [type(e).__name__, str(e)]
+        results[method] = [p.exitcode, error]
+    print(json.dumps(results))
+"""
+
+
+@pytest.mark.skipif(not IS_STDLIB, reason='CPython reference for test_program_read_from_stdin_starts_children')
+def test_program_read_from_stdin_children_fail_stdlib(run_stdin):
+    # CPython names such a main module's file '<stdin>' and every spawn or fork-server child tries to open it; where
+    # the fork server preloads the main module's file (3.14), the server fails to, and start() fails.
+    proc = run_stdin(_STDIN_PROGRAM, check=False)
+    assert re.search(r"FileNotFoundError: \[Errno 2\] No such file or directory: '.*/<stdin>'", proc.stderr)
+    if proc.returncode == 0:
+        for exitcode, error in last_json(proc).values():
+            assert exitcode == 1 and error is None
+    else:
+        assert 'multiprocessing/forkserver.py' in proc.stderr
+
+
+@skip_on_stdlib("every spawn and fork-server child dies with FileNotFoundError: '<stdin>'")
+def test_program_read_from_stdin_starts_children(run_stdin):
+    # As from python -c: children run no main module, and what __main__ defines is refused at start().
+    results = last_json(run_stdin(_STDIN_PROGRAM))
+    for method, (exitcode, error) in results.items():
+        assert exitcode == 0, method
+        assert error[0] == 'PicklingError' and 'a program read from standard input' in error[1], method
 
 
 # -- 4. stdlib objects as spawn arguments (the rest is in test_interop.py) ---------------------------------------------

@@ -151,6 +151,14 @@ class _ParentProcess(Process):
         wait_sentinel(self._sentinel, timeout)
 
 
+def main_file(main_module):
+    """The file a spawned or fork-server child runs as the main module: `main_module.__file__`, except for a program
+    read from standard input (`python -`, or piped into `python`), whose `__file__` CPython sets to '<stdin>' (a real
+    file is named by its absolute path): like `python -c`'s, such a main module has no file to run again."""
+    path = getattr(main_module, '__file__', None)
+    return None if path == '<stdin>' else path
+
+
 # The working directory when procstart was imported: where a spawn child resolves the
 # parent's '' entry of sys.path (CPython's process.ORIGINAL_DIR).
 ORIGINAL_DIR = os.path.abspath(os.getcwd())

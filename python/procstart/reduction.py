@@ -20,7 +20,7 @@ from . import _procstart, process
 def _main_is_importable():
     main_module = sys.modules['__main__']
     spec = getattr(main_module, '__spec__', None)
-    return getattr(spec, 'name', None) is not None or getattr(main_module, '__file__', None) is not None
+    return getattr(spec, 'name', None) is not None or process.main_file(main_module) is not None
 
 
 def _pickler_class():
@@ -45,8 +45,8 @@ def _refusing_main_pickler(base):
             if isinstance(obj, (types.FunctionType, type)) and getattr(obj, '__module__', None) == '__main__':
                 raise pickle.PicklingError(
                     f"Can't pickle {obj!r} for the spawn start method: it is defined in __main__, which a "
-                    'spawned child cannot import (the parent runs a REPL, python -c or a notebook). Define it '
-                    'in a module, or use the fork start method.'
+                    'spawned child cannot import (the parent runs a REPL, python -c, a program read from standard '
+                    'input or a notebook). Define it in a module, or use the fork start method.'
                 )
             return NotImplemented
 

@@ -150,7 +150,9 @@ def get_preparation_data(name):
     if main_mod_name is not None:
         d['init_main_from_name'] = main_mod_name
     else:
-        main_path = getattr(main_module, '__file__', None)
+        # CPython sends a program read from standard input as the file '<stdin>', which its child then fails to
+        # open (FileNotFoundError): procstart sends no file, as for `python -c`.
+        main_path = process.main_file(main_module)
         if main_path is not None:
             if not os.path.isabs(main_path) and process.ORIGINAL_DIR is not None:
                 main_path = os.path.join(process.ORIGINAL_DIR, main_path)
