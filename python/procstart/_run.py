@@ -1,5 +1,5 @@
-"""`python -m procstart run`: a program run as `python script.py args` (or `python -m module args`)
-runs it, with `procstart.install()` in effect, so that the processes it starts through stdlib
+"""`python -m procstart run`: a program run as `python script.py args` (or `python -m module args`, or
+`python - args` for one read from standard input) runs it, with `procstart.install()` in effect, so that the processes it starts through stdlib
 `multiprocessing` (and what is built on it) are procstart's. A procstart extension.
 
 The program gets what `python` would give it: `sys.argv`, `sys.path[0]` (the script's directory, or
@@ -63,9 +63,11 @@ def main(argv):
 
 
 def _run_script(path, args):
+    sys.argv = [path, *args]
+    if path == '-':
+        return _run_stdin()
     # As Python: relative to the working directory, not normalised.
     file = os.path.join(os.getcwd(), path)
-    sys.argv = [path, *args]
     import pkgutil
 
     if pkgutil.get_importer(path) is not None:
@@ -91,6 +93,17 @@ def _run_script(path, args):
         return _run_main(lambda: marshal.loads(source[16:]), attrs)
     attrs = {'__file__': file, '__cached__': None, '__loader__': SourceFileLoader('__main__', file)}
     return _run_main(lambda: compile(source, file, 'exec', dont_inherit=True), attrs)
+
+
+def _run_stdin():
+    """`python -`: the program read from standard input, as bytes (its coding cookie holds)."""
+    if not (sys.flags.isolated or getattr(sys.flags, 'safe_path', False)):
+        sys.path[0] = ''
+    source = sys.stdin.buffer.read()
+    import importlib.machinery
+
+    attrs = {'__file__': '<stdin>', '__cached__': None, '__loader__': importlib.machinery.BuiltinImporter}
+    return _run_main(lambda: compile(source, '<stdin>', 'exec', dont_inherit=True), attrs)
 
 
 def _run_main_of_path_entry(path):
