@@ -1,6 +1,7 @@
 //! Everything that runs in a new child, whichever start method made it: the bootstrap every
 //! child shares (`bootstrap.rs`, CPython's `BaseProcess._bootstrap`), dying with the parent
-//! (`parent_death.rs`), and the entries through which a spawned or fork-server child, once
+//! (`parent_death.rs`), a big argument's pages faulted in while the payload is read into them
+//! (`prefault.rs`), and the entries through which a spawned or fork-server child, once
 //! its payload is unpickled in Python (`procstart/spawn.py`), reaches that bootstrap. A fork
 //! child enters it straight from `launch/fork.rs`; a fork-server child is forked by
 //! `forkserver/server.rs`.
