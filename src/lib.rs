@@ -2,6 +2,7 @@
 //! `python/procstart/` pickles, prepares children and presents the `multiprocessing` API;
 //! everything here starts, waits for, signals and reaps processes.
 
+mod buffers;
 mod child;
 mod context;
 mod errors;

@@ -3,7 +3,6 @@
 //! reaping procstart's own helper programs (the fork server, the tracker).
 
 use std::ffi::CString;
-use std::io::IoSlice;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
@@ -16,7 +15,9 @@ use pyo3::prelude::*;
 
 use crate::errors::os_error;
 use crate::options::LaunchOptions;
+use crate::sys::mem::Span;
 use crate::sys::pidfd;
+use crate::sys::pipe::write_all;
 use crate::sys::spawn::spawn;
 use crate::sys::wait;
 
@@ -38,24 +39,6 @@ fn environment(overrides: &[(String, String)]) -> Vec<CString> {
                 .filter_map(|(key, value)| entry(key.as_bytes(), value.as_bytes())),
         )
         .collect()
-}
-
-/// `writev` takes at most `IOV_MAX` (1024 on Linux) slices.
-const MAX_SLICES: usize = 1024;
-
-/// Writes all of `slices` to `fd`, retrying on EINTR; false if the reader is gone (EPIPE):
-/// a child that died before reading it all is not an error here, its exit code tells.
-pub fn write_all_vectored(fd: BorrowedFd<'_>, mut slices: &mut [IoSlice<'_>]) -> nix::Result<bool> {
-    while !slices.is_empty() {
-        let batch = slices.len().min(MAX_SLICES);
-        match nix::sys::uio::writev(fd, &slices[..batch]) {
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(Errno::EINTR) => {}
-            Err(Errno::EPIPE) => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
 }
 
 /// Starts `argv` (an interpreter, or the resource tracker) with `child_fds` as its descriptors
@@ -81,7 +64,7 @@ pub fn start_program(
 
 /// Writes a payload to the pipe or socket a child reads it from, with the GIL released.
 pub fn send_payload(py: Python<'_>, fd: BorrowedFd<'_>, data: &[u8]) -> PyResult<()> {
-    py.detach(|| write_all_vectored(fd, &mut [IoSlice::new(data)]))
+    py.detach(|| write_all(fd, &[Span::of(data)]))
         .map(drop)
         .map_err(os_error)
 }
@@ -108,46 +91,5 @@ pub fn reap(py: Python<'_>, pid: Pid, handle: Option<&OwnedFd>) -> PyResult<Opti
             Err(Errno::EINTR) => py.check_signals()?,
             Err(e) => return Err(os_error(e)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Read;
-    use std::os::fd::AsFd;
-
-    use nix::fcntl::OFlag;
-    use nix::unistd::pipe2;
-
-    use super::*;
-
-    #[test]
-    fn writes_every_slice_in_order_past_the_pipe_capacity() {
-        let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
-        // More slices than IOV_MAX, more bytes than a pipe holds: batches and partial writes.
-        let parts: Vec<Vec<u8>> = (0..3000u32)
-            .map(|i| vec![(i % 251) as u8; 1 + (i as usize * 37) % 500])
-            .collect();
-        let expected: Vec<u8> = parts.concat();
-        let reader = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            std::fs::File::from(r).read_to_end(&mut got).unwrap();
-            got
-        });
-        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-        assert!(write_all_vectored(w.as_fd(), &mut slices).unwrap());
-        drop(w);
-        assert_eq!(reader.join().unwrap(), expected);
-    }
-
-    #[test]
-    fn a_reader_gone_is_not_an_error() {
-        // Rust's runtime ignores SIGPIPE (as the Python interpreter does): the write fails
-        // with EPIPE instead of killing the process.
-        let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
-        drop(r);
-        let data = [7u8; 100];
-        let mut slices = [IoSlice::new(&data)];
-        assert!(!write_all_vectored(w.as_fd(), &mut slices).unwrap());
     }
 }

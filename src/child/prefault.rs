@@ -5,44 +5,20 @@
 //! With two threads the faults of the back half are taken beside the copy of the front half;
 //! the two meet where the reader has got to, and the rest of the walk finds its pages in place.
 
-use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use pyo3::prelude::*;
 
-use crate::sys::mem::populate_write;
+use crate::buffers;
+use crate::sys::mem::{populate_write, Span};
 use crate::sys::thread::spawn_deaf;
 
 /// How much the walk populates per step: small enough to stop soon once the read is done.
 const STEP: usize = 256 << 10;
 /// A small stack: the thread only makes system calls.
 const STACK: usize = 64 << 10;
-
-extern "C" {
-    /// CPython's old buffer call, kept in the stable ABI for abi3 extensions: abi3 for 3.10 has
-    /// no `PyObject_GetBuffer`.
-    fn PyObject_AsWriteBuffer(
-        obj: *mut pyo3::ffi::PyObject,
-        buffer: *mut *mut c_void,
-        len: *mut pyo3::ffi::Py_ssize_t,
-    ) -> c_int;
-}
-
-/// The address and length of a writable buffer's bytes.
-fn writable_span(buffer: &Bound<'_, PyAny>) -> PyResult<(usize, usize)> {
-    let mut start: *mut c_void = std::ptr::null_mut();
-    let mut len: pyo3::ffi::Py_ssize_t = 0;
-    // SAFETY: `buffer` is a live object (borrowed with the GIL held); the call writes only the two
-    // out-parameters, which live across it. The address is only ever given to `populate_write`,
-    // which is sound for any address.
-    let res = unsafe { PyObject_AsWriteBuffer(buffer.as_ptr(), &mut start, &mut len) };
-    if res != 0 {
-        return Err(PyErr::fetch(buffer.py()));
-    }
-    Ok((start as usize, usize::try_from(len).unwrap_or(0)))
-}
 
 /// The walk from the end of a buffer to its start, while the reader is at it.
 #[pyclass(module = "procstart._procstart")]
@@ -89,15 +65,19 @@ impl Drop for Prefault {
 /// it reads into `buffer` from its start.
 #[pyfunction]
 pub fn _prefault(buffer: &Bound<'_, PyAny>) -> PyResult<Prefault> {
-    let (start, len) = writable_span(buffer)?;
+    let buffer = buffers::writable(buffer)?;
     let done = Arc::new(AtomicBool::new(false));
     let walking = Arc::clone(&done);
     let walk = spawn_deaf("procstart-prefault", STACK, move || {
-        let mut end = len;
+        let mut end = buffer.len;
         while end > 0 && !walking.load(Ordering::Relaxed) {
             let from = end.saturating_sub(STEP);
+            let step = Span {
+                start: buffer.start + from,
+                len: end - from,
+            };
             // Before Linux 5.14 (EINVAL) the reader takes the faults itself, as without us.
-            if populate_write(start + from, end - from).is_err() {
+            if populate_write(step).is_err() {
                 return;
             }
             end = from;

@@ -1,27 +1,26 @@
 //! Writing a spawn or fork-server child's payload to its pipe: the segments
-//! `procstart/popen_spawn.py` returns (`reduction._Segments`), in order, without joining them.
-//! `bytes` segments (the pickler's frames, the marshal payload, big `bytes` arguments themselves)
-//! go out with the GIL released: small ones in `writev` batches, big ones (`SPLICE_MIN` on) spliced
-//! (`vmsplice`), so that the pipe refers to the object's own pages and the child's read is the only
-//! copy; the launcher then waits until the child has read them (`wait_drained`) before the objects
-//! may go. A byte view of a bytearray or buffer (a NumPy array's data) goes through `os.write`,
-//! which releases the GIL too (abi3 for 3.10 has no buffer protocol), copied once by the kernel: a
-//! mutable object may change after start() returns. The child's unpickler reads big objects
-//! straight into the objects it makes. The write end stays the caller's (`payload.rs`): closed once
-//! written, or kept to learn when the child has loaded a payload that references something
+//! `procstart/popen_spawn.py` returns (`reduction._Segments`: the pickler's frames, the marshal
+//! payload, and big `bytes`, `bytearray`s and buffers such as a NumPy array's data as the objects
+//! themselves or byte views of them), in order, without joining them, with the GIL released:
+//! small ones copied in `writev` batches, big ones (`SPLICE_MIN` on) spliced (`vmsplice`), so
+//! that the pipe refers to the objects' own pages and the child's read is the only copy. The
+//! launcher then waits until the child has read them (`wait_drained`): once start() returns the
+//! objects may go or change, the child has its copy. The child's unpickler reads big objects
+//! straight into the objects it makes. The write end stays the caller's (`payload.rs`): closed
+//! once written, or kept to learn when the child has loaded a payload that references something
 //! (`POLLERR`).
 
-use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, vmsplice, FcntlArg, SpliceFFlags};
-use pyo3::exceptions::PyBrokenPipeError;
+use nix::fcntl::{fcntl, FcntlArg};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::PyList;
 
+use crate::buffers;
 use crate::errors::os_error;
-use crate::program::write_all_vectored;
+use crate::sys::mem::Span;
+use crate::sys::pipe::{splice_all, write_all};
 use crate::sys::poll::reader_gone;
 
 /// Payloads from this size on get a bigger pipe: fewer round trips between the writing parent
@@ -30,53 +29,25 @@ const BIG_PAYLOAD: usize = 1 << 20;
 /// The pipe size asked for them (Linux's default `pipe-max-size`; an unprivileged process gets
 /// no more, and keeps the default 64 KiB if it is refused).
 const BIG_PIPE: i32 = 1 << 20;
-/// `bytes` from this size on are spliced into the pipe rather than copied into it (in a
+/// Segments from this size on are spliced into the pipe rather than copied into it (in a
 /// payload of `BIG_PAYLOAD` or more).
 const SPLICE_MIN: usize = 256 << 10;
 /// How often the parent looks whether the child has read everything spliced.
 const DRAIN_POLL: std::time::Duration = std::time::Duration::from_micros(100);
 
-/// Writes a byte view to `fd` through `os.write`; false if the reader is gone.
-fn write_view(py: Python<'_>, fd: BorrowedFd<'_>, view: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let write = py.import("os")?.getattr("write")?;
-    let len = view.len()?;
-    let mut written = 0;
-    while written < len {
-        let rest = if written == 0 {
-            view.clone()
-        } else {
-            view.get_item(pyo3::types::PySlice::new(
-                py,
-                written as isize,
-                len as isize,
-                1,
-            ))?
-        };
-        match write.call1((fd.as_raw_fd(), rest)) {
-            Ok(n) => written += n.extract::<usize>()?,
-            Err(e) if e.is_instance_of::<PyBrokenPipeError>(py) => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
-}
-
-/// Writes `parts` (the bytes of consecutive `bytes` segments) in order: runs of small ones with
-/// `writev`, big ones spliced (`vmsplice`: the pipe takes references to their pages, the child's
-/// read is then the only copy). Sets `spliced` once it has spliced; false if the reader is gone.
-fn write_parts(
+/// Writes `spans` in order: runs of small ones with `writev`, big ones spliced. Sets `spliced`
+/// once it has spliced; false if the reader is gone.
+fn write_spans(
     fd: BorrowedFd<'_>,
-    parts: &[&[u8]],
+    spans: &[Span],
     splice_min: usize,
     spliced: &mut bool,
 ) -> nix::Result<bool> {
-    let mut rest = parts;
+    let mut rest = spans;
     while !rest.is_empty() {
-        let small = rest.iter().take_while(|p| p.len() < splice_min).count();
+        let small = rest.iter().take_while(|s| s.len < splice_min).count();
         if small > 0 {
-            let mut slices: Vec<IoSlice<'_>> =
-                rest[..small].iter().map(|p| IoSlice::new(p)).collect();
-            if !write_all_vectored(fd, &mut slices)? {
+            if !write_all(fd, &rest[..small])? {
                 return Ok(false);
             }
             rest = &rest[small..];
@@ -86,19 +57,6 @@ fn write_parts(
                 return Ok(false);
             }
             rest = &rest[1..];
-        }
-    }
-    Ok(true)
-}
-
-/// `vmsplice`s all of `data` into the pipe `fd`; false if the reader is gone.
-fn splice_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> nix::Result<bool> {
-    while !data.is_empty() {
-        match vmsplice(fd, &[IoSlice::new(data)], SpliceFFlags::empty()) {
-            Ok(n) => data = &data[n..],
-            Err(Errno::EINTR) => {}
-            Err(Errno::EPIPE) => return Ok(false),
-            Err(e) => return Err(e),
         }
     }
     Ok(true)
@@ -121,14 +79,17 @@ fn wait_drained(fd: BorrowedFd<'_>) -> nix::Result<()> {
 
 /// Writes `segments` (bytes, or byte views) to the payload pipe `fd`, whose write end the caller
 /// then closes or keeps (`payload.rs`). Returns once the child has read every spliced byte (or is
-/// gone): the caller may then drop the segments.
+/// gone): the caller may then drop the segments, which hold the memory written until then.
 pub fn send_segments(
     py: Python<'_>,
     fd: BorrowedFd<'_>,
     segments: &Bound<'_, PyList>,
 ) -> PyResult<()> {
-    let items: Vec<Bound<'_, PyAny>> = segments.iter().collect();
-    let total: usize = items.iter().map(|item| item.len().unwrap_or(0)).sum();
+    let spans: Vec<Span> = segments
+        .iter()
+        .map(|segment| buffers::readable(&segment))
+        .collect::<PyResult<_>>()?;
+    let total: usize = spans.iter().map(|s| s.len).sum();
     // A payload that fits in the pipe is copied: start() then never waits for the child.
     let splice_min = if total >= BIG_PAYLOAD {
         // Best effort: the default size works, only with more wake-ups.
@@ -138,50 +99,14 @@ pub fn send_segments(
         usize::MAX
     };
     let mut spliced = false;
-    let sent = send_items(py, fd, &items, splice_min, &mut spliced);
+    let sent = py.detach(|| write_spans(fd, &spans, splice_min, &mut spliced));
     if spliced {
         // Also after an error: the objects are dropped after this.
         let drained = py.detach(|| wait_drained(fd)).map_err(os_error);
-        sent?;
+        sent.map_err(os_error)?;
         return drained;
     }
-    sent
-}
-
-fn send_items(
-    py: Python<'_>,
-    fd: BorrowedFd<'_>,
-    items: &[Bound<'_, PyAny>],
-    splice_min: usize,
-    spliced: &mut bool,
-) -> PyResult<()> {
-    let mut rest = items;
-    while !rest.is_empty() {
-        let run = rest
-            .iter()
-            .take_while(|item| item.is_exact_instance_of::<PyBytes>())
-            .count();
-        if run > 0 {
-            let parts: Vec<&[u8]> = rest[..run]
-                .iter()
-                // Checked exact bytes above.
-                .map(|item| item.cast::<PyBytes>().map_or(&[][..], |b| b.as_bytes()))
-                .collect();
-            if !py
-                .detach(|| write_parts(fd, &parts, splice_min, spliced))
-                .map_err(os_error)?
-            {
-                return Ok(());
-            }
-            rest = &rest[run..];
-        } else {
-            if !write_view(py, fd, &rest[0])? {
-                return Ok(());
-            }
-            rest = &rest[1..];
-        }
-    }
-    Ok(())
+    sent.map(drop).map_err(os_error)
 }
 
 #[cfg(test)]
@@ -212,8 +137,8 @@ mod tests {
             }
         });
         let mut spliced = false;
-        let parts = [&b"head"[..], &data[..], &b"tail"[..]];
-        assert!(write_parts(w.as_fd(), &parts, SPLICE_MIN, &mut spliced).unwrap());
+        let spans = [Span::of(b"head"), Span::of(&data), Span::of(b"tail")];
+        assert!(write_spans(w.as_fd(), &spans, SPLICE_MIN, &mut spliced).unwrap());
         assert!(spliced);
         wait_drained(w.as_fd()).unwrap();
         // Whatever the pages hold from now on, the reader has its copy.
@@ -232,7 +157,7 @@ mod tests {
         let _guard = crate::sys::testutil::no_new_processes();
         let (r, w) = pipe2(OFlag::O_CLOEXEC).unwrap();
         let data = vec![1u8; 1000];
-        assert!(splice_all(w.as_fd(), &data).unwrap());
+        assert!(splice_all(w.as_fd(), Span::of(&data)).unwrap());
         drop(r);
         wait_drained(w.as_fd()).unwrap();
     }

@@ -5,6 +5,7 @@ pub mod fork;
 pub mod mem;
 pub mod pdeath;
 pub mod pidfd;
+pub mod pipe;
 pub mod poll;
 pub mod proctree;
 pub mod socket;
