@@ -68,6 +68,7 @@ pub fn _prefault(buffer: &Bound<'_, PyAny>) -> PyResult<Prefault> {
     let buffer = buffers::writable(buffer)?;
     let done = Arc::new(AtomicBool::new(false));
     let walking = Arc::clone(&done);
+    // A thread that cannot start (a thread limit reached) only leaves the faults to the reader.
     let walk = spawn_deaf("procstart-prefault", STACK, move || {
         let mut end = buffer.len;
         while end > 0 && !walking.load(Ordering::Relaxed) {
@@ -82,9 +83,7 @@ pub fn _prefault(buffer: &Bound<'_, PyAny>) -> PyResult<Prefault> {
             }
             end = from;
         }
-    })?;
-    Ok(Prefault {
-        done,
-        walk: Some(walk),
     })
+    .ok();
+    Ok(Prefault { done, walk })
 }
