@@ -9,12 +9,14 @@ The summary of their outcomes per start method is tests/_summary.py's.
 
 ``PROCSTART_TEST_TARGET=stdlib`` runs the same harness against stdlib ``multiprocessing`` (reference run).
 
-The leak checks of tests/conftest.py apply here too.
+The leak checks of tests/conftest.py apply here too, but for glibc's sem_open() temporary files left by processes
+CPython's tests kill as they start (``_sem_open.py``).
 """
 
 import os
 import sys
 
+import _sem_open
 import pytest
 
 COMPAT_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -29,3 +31,16 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.compat)
         if item.name in getattr(item.cls, 'COMPAT_SLOW', ()):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _sem_open_leftovers_removed(request, _leak_check):
+    # After _leak_check: torn down before it, so that its check runs once these are gone.
+    before = _sem_open.temporaries()
+    yield
+    _sem_open.remove_new(before, request.node.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    for leftover in _sem_open.REMOVED:
+        terminalreporter.write_line(f'sem_open() temporary file left by a killed process, removed: {leftover}')
