@@ -20,14 +20,21 @@ def temporaries():
         return set()
 
 
-def remove_new(before, test_id):
-    """Removes the temporary files that appeared since ``before`` and that no process of this tree has open."""
+def remove_unheld(names):
+    """Removes those of the /dev/shm ``names`` that no process of this tree has open (nor another user's); the names
+    removed, in order."""
     from procstart.pytest_plugin import _not_this_trees, _processes
 
-    new = temporaries() - before
-    for name in sorted(new - _not_this_trees(new, _processes())):
+    removed = []
+    for name in sorted(names - _not_this_trees(names, _processes())):
         try:
             os.unlink(f'/dev/shm/{name}')
         except FileNotFoundError:
             continue
-        REMOVED.append(f'{test_id}: /dev/shm/{name}')
+        removed.append(name)
+    return removed
+
+
+def remove_new(before, test_id):
+    """Removes the temporary files that appeared since ``before`` and that no process of this tree has open."""
+    REMOVED.extend(f'{test_id}: /dev/shm/{name}' for name in remove_unheld(temporaries() - before))

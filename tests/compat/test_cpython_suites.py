@@ -44,6 +44,7 @@ import os
 import sys
 import threading
 
+import _sem_open
 import cpython_suites as suites
 import pytest
 
@@ -116,14 +117,7 @@ class _Runs:
         # test_multiprocessing_forkserver, its processes terminated as they start). Those that appeared during the
         # runs and that no process has open are removed, and named in the summary: the session's leak check is about
         # procstart's own tests.
-        from procstart.pytest_plugin import _not_this_trees, _processes
-
-        new = _semaphores() - self._semaphores
-        for name in sorted(new - _not_this_trees(new, _processes())):
-            try:
-                os.unlink(f'/dev/shm/{name}')
-            except FileNotFoundError:
-                continue
+        for name in _sem_open.remove_unheld(_semaphores() - self._semaphores):
             SUITE_NOTES.append(f'left in /dev/shm by the runs (no process has it open), removed: {name}')
 
 
