@@ -1,6 +1,7 @@
-"""`python -m procstart run`: a program run as `python script.py args` (or `python -m module args`, or
-`python - args` for one read from standard input) runs it, with `procstart.install()` in effect, so that the processes it starts through stdlib
-`multiprocessing` (and what is built on it) are procstart's. A procstart extension.
+"""`python -m procstart run`: a program run as `python script.py args` (or `python -m module args`,
+or `python - args` for one read from standard input) runs it, with `procstart.install()` in effect,
+so that the processes it starts through stdlib `multiprocessing` (and what is built on it) are
+procstart's. A procstart extension.
 
 The program gets what `python` would give it: `sys.argv`, `sys.path[0]` (the script's directory, or
 the working directory for `-m`), a fresh `__main__` module (also `__mp_main__`, as stdlib

@@ -391,7 +391,7 @@ def _plan(methods, args, report, held):
     if args.arg_mib and importlib.util.find_spec('numpy') is not None:
         # Last: importing numpy may start threads, which the fork rows' parent must not have.
         if 'forkserver' in methods:
-            plan.append(('fork servers restarted with numpy preloaded', _preload_numpy, (), held.append))
+            plan.append(('fork servers restarted with numpy preloaded', _preload_numpy, (), lambda _: None))
         plan += _argument_steps(methods, ('numpy',), args.arg_mib, report['argument'].append)
     return plan
 

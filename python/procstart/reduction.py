@@ -177,6 +177,18 @@ class _Seen(set):
         super().__init__()
         self.budget = budget
 
+    def first_meeting(self, obj):
+        """Records `obj`; one met before (shared or recursive) is left to pickle, which keeps its identity."""
+        if id(obj) in self:
+            raise _NotPlain
+        self.add(id(obj))
+
+    def spend(self, nbytes):
+        """Takes `nbytes` of the budget; past it, big strings go to the pickle stream, read straight into them."""
+        self.budget -= nbytes
+        if self.budget < 0:
+            raise _NotPlain
+
 
 def _by_name(obj):
     """(module, qualname) of a function or class that pickle would save by reference, when the
@@ -203,28 +215,19 @@ def _encode(obj, seen):
     kind = type(obj)
     if kind in _PLAIN_TYPES:
         if kind is bytes or kind is str:
-            # Big strings go to the pickle stream, which the child reads straight into them.
-            seen.budget -= len(obj)
-            if seen.budget < 0:
-                raise _NotPlain
+            seen.spend(len(obj))
         return obj
     if kind in (tuple, list, dict):
-        if id(obj) in seen:
-            raise _NotPlain
-        seen.add(id(obj))
+        seen.first_meeting(obj)
         if kind is dict:
             return ('d', *(node for item in obj.items() for node in (_encode(item[0], seen), _encode(item[1], seen))))
         return ('t' if kind is tuple else 'l', *(_encode(item, seen) for item in obj))
     if kind is process.AuthenticationString:
         return ('a', bytes(obj))
     if kind is bytearray:
-        # A new object in the child, as pickle makes it: met twice, it is left to pickle to share.
-        if id(obj) in seen:
-            raise _NotPlain
-        seen.add(id(obj))
-        seen.budget -= len(obj)
-        if seen.budget < 0:
-            raise _NotPlain
+        # A new object in the child, as pickle makes it.
+        seen.first_meeting(obj)
+        seen.spend(len(obj))
         return ('b', bytes(obj))
     if kind in (types.FunctionType, types.BuiltinFunctionType) or isinstance(obj, type):
         return _by_name(obj)
